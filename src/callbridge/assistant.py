@@ -1,0 +1,171 @@
+"""The assistant file a user writes: VAPI-shaped YAML/JSON, validated with pydantic.
+
+Errors name the field and the line of the file it came from, because the person who
+reads them is editing that file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from callbridge.errors import ConfigError
+from callbridge.providers.registry import Kind, ProviderBlock, build_provider, spec_for
+
+__all__ = ["AssistantConfig", "BuiltAssistant", "TurnTaking", "build_assistant", "load_assistant"]
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class TurnTaking(_Camel):
+    """Thresholds for listening, endpointing and barge-in (defaults: DESIGN.md §3)."""
+
+    start_ms: int = Field(200, ge=20, le=5000)
+    endpointing_ms: int = Field(500, ge=100, le=10000)
+    stt_timeout_ms: int = Field(1000, ge=0, le=10000)
+    interrupt_min_ms: int = Field(200, ge=20, le=5000)
+    interrupt_min_words: int = Field(1, ge=0, le=20)
+    interrupt_max_lag_ms: int = Field(1000, ge=100, le=10000)
+    idle_timeout_s: float = Field(8.0, gt=0, le=600)
+    idle_max_reprompts: int = Field(2, ge=0, le=20)
+    max_duration_s: float = Field(600.0, gt=0, le=4 * 3600)
+    send_ahead_ms: int = Field(200, ge=20, le=2000)
+    playout_max_s: float = Field(120.0, gt=0, le=3600)
+    hangup_mark_timeout_s: float = Field(10.0, gt=0, le=120)
+
+
+class AssistantConfig(_Camel):
+    name: str = "assistant"
+    first_message: str | None = None
+    end_call_message: str | None = "Goodbye."
+    idle_message: str = "Are you still there?"
+    apology_message: str = "Sorry, I'm having trouble right now. Please call again later."
+    recording_enabled: bool = False
+    model: dict[str, Any]
+    voice: dict[str, Any] = Field(default_factory=lambda: {"provider": "espeak"})
+    transcriber: dict[str, Any] = Field(default_factory=lambda: {"provider": "none"})
+    vad: dict[str, Any] = Field(default_factory=lambda: {"provider": "silero"})
+    turn_taking: TurnTaking = Field(default_factory=lambda: TurnTaking.model_validate({}))
+    max_duration_seconds: float | None = Field(None, gt=0)
+
+    def turns(self) -> TurnTaking:
+        """``maxDurationSeconds`` (VAPI's name) wins over ``turnTaking.maxDurationS``."""
+        if self.max_duration_seconds is None:
+            return self.turn_taking
+        return self.turn_taking.model_copy(update={"max_duration_s": self.max_duration_seconds})
+
+
+_BLOCKS: tuple[tuple[str, Kind], ...] = (
+    ("vad", "vad"),
+    ("transcriber", "stt"),
+    ("model", "llm"),
+    ("voice", "tts"),
+)
+
+
+@dataclass(frozen=True)
+class BuiltAssistant:
+    """A validated config plus its provider objects, built once at start-up."""
+
+    config: AssistantConfig
+    vad: Any
+    stt: Any
+    llm: Any
+    tts: Any
+
+
+def load_assistant(path: str | Path) -> AssistantConfig:
+    """Read and validate an assistant file; raise ``ConfigError`` naming field and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read assistant file {path}: {exc.strerror}") from exc
+    return parse_assistant(text, source=str(path))
+
+
+def parse_assistant(text: str, *, source: str = "<assistant>") -> AssistantConfig:
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML/JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        config = AssistantConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, root, source, ())) from exc
+    for key, kind in _BLOCKS:
+        block = getattr(config, "model" if key == "model" else key)
+        name = block.get("provider")
+        if not isinstance(name, str):
+            line = _line_of(root, (_camel_key(key),))
+            raise ConfigError(f"{source}:{line}: {key}.provider: a provider name is required")
+        try:
+            spec_for(kind, name).config.model_validate(block)
+        except ConfigError as exc:
+            line = _line_of(root, (_camel_key(key), "provider"))
+            raise ConfigError(f"{source}:{line}: {key}.provider: {exc}") from exc
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, root, source, (_camel_key(key),))) from exc
+    return config
+
+
+def build_assistant(config: AssistantConfig, env: Mapping[str, str]) -> BuiltAssistant:
+    """Build every provider once (models load here, at start-up, never mid-call)."""
+    built: dict[str, Any] = {}
+    for key, kind in _BLOCKS:
+        raw = config.model if key == "model" else getattr(config, key)
+        block: ProviderBlock = spec_for(kind, raw["provider"]).config.model_validate(raw)
+        built[kind] = build_provider(kind, block, env)
+    return BuiltAssistant(
+        config=config, vad=built["vad"], stt=built["stt"], llm=built["llm"], tts=built["tts"]
+    )
+
+
+def _camel_key(key: str) -> str:
+    return to_camel(key)
+
+
+def _describe(
+    exc: ValidationError, root: yaml.Node | None, source: str, prefix: tuple[str | int, ...]
+) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = prefix + tuple(error["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        lines.append(f"{source}:{_line_of(root, loc)}: {dotted}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int:
+    """1-based line of the deepest node on ``loc`` that exists in the file."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == part:
+                    line = key_node.start_mark.line + 1
+                    node = value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

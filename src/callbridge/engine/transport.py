@@ -1,0 +1,65 @@
+"""The engine's only view of the phone line, so the same engine runs behind Twilio's
+socket, the simulator and tests (DESIGN.md §1: the engine never imports ``twilio``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = [
+    "CallTransport",
+    "CallerAudio",
+    "CallerDtmf",
+    "CallerHungUp",
+    "LineEvent",
+    "MarkPlayed",
+]
+
+
+class CallTransport(Protocol):
+    """Outbound half of the line. Sends are in order; audio is μ-law 8 kHz."""
+
+    async def send_audio(self, ulaw: bytes) -> None: ...
+
+    async def send_mark(self, name: str) -> None:
+        """Ask the far end to report ``name`` back once everything sent before it has played."""
+        ...
+
+    async def send_clear(self) -> None:
+        """Drop all audio the far end has buffered but not played yet."""
+        ...
+
+    async def hangup(self) -> None:
+        """End the call (Twilio: REST ``status=completed``, then close the socket)."""
+        ...
+
+
+# Inbound half: the adapter turns what arrives into these and posts them to the session.
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudio:
+    """One frame of the caller, μ-law 8 kHz (normally 20 ms, 160 bytes)."""
+
+    ulaw: bytes
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallerDtmf:
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkPlayed:
+    """The far end echoed a mark: the audio before it has played, or was cleared."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerHungUp:
+    reason: str = "stop"
+
+
+LineEvent = CallerAudio | CallerDtmf | MarkPlayed | CallerHungUp

@@ -1,0 +1,176 @@
+"""The small contracts between the engine and every vendor (DESIGN.md §4).
+
+Audio inside callbridge is 8 kHz mono. Providers that speak μ-law 8 kHz (Twilio's
+format) take and give μ-law bytes directly; VAD takes 16-bit little-endian PCM.
+
+Every provider object is built once per process (models are loaded at start-up and
+shared); per-call state lives in the streams they open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "LanguageModel",
+    "LlmEvent",
+    "Message",
+    "SpeechToText",
+    "SpeechToTextStream",
+    "SttEvent",
+    "SttSpeechStarted",
+    "SttUtteranceEnd",
+    "TextDelta",
+    "TextToSpeech",
+    "ToolCall",
+    "ToolSpec",
+    "TranscriptUpdate",
+    "VadModel",
+    "VadStream",
+]
+
+
+# ---------------------------------------------------------------- VAD
+
+
+class VadStream(Protocol):
+    """One call's detector state; cheap to create, the model behind it is shared."""
+
+    def speech_probability(self, pcm16: bytes) -> float:
+        """Feed one 20 ms frame (160 samples, 320 bytes); probability of speech, 0..1.
+
+        Detectors with other window sizes buffer internally and report their latest window.
+        """
+        ...
+
+    def reset(self) -> None: ...
+
+
+class VadModel(Protocol):
+    """A detector model loaded once per process."""
+
+    name: str
+    threshold: float
+
+    def new_stream(self) -> VadStream: ...
+
+
+# ---------------------------------------------------------------- STT
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptUpdate:
+    """Text heard so far in the current span. ``is_final``: this span will not change;
+    ``speech_final``: the provider's own endpointing saw the speaker stop."""
+
+    text: str
+    is_final: bool
+    speech_final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SttSpeechStarted:
+    """The provider's own voice-activity event (Deepgram ``SpeechStarted``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SttUtteranceEnd:
+    """The provider saw a long enough gap after the last word (Deepgram ``UtteranceEnd``)."""
+
+
+SttEvent = TranscriptUpdate | SttSpeechStarted | SttUtteranceEnd
+
+
+class SpeechToTextStream(Protocol):
+    """One call's live transcription.
+
+    ``push_audio`` and ``finalize`` never block: the call's owner task must not wait on a
+    vendor socket. The stream's own task drains a bounded buffer.
+    """
+
+    def push_audio(self, ulaw: bytes) -> None:
+        """One 20 ms μ-law 8 kHz frame of the caller, in order."""
+        ...
+
+    def finalize(self) -> None:
+        """The engine decided the caller stopped: emit a final transcript for what was heard."""
+        ...
+
+    def events(self) -> AsyncIterator[SttEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SpeechToText(Protocol):
+    name: str
+
+    async def open_stream(self) -> SpeechToTextStream: ...
+
+
+# ---------------------------------------------------------------- LLM
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A complete tool call (arguments are the JSON text the model produced)."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One entry of the conversation the model sees.
+
+    ``dtmf`` carries keypad digits for agents that branch on them; ``content`` always
+    holds a plain-language rendering so a general LLM understands it too.
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    dtmf: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+LlmEvent = TextDelta | ToolCall
+
+
+class LanguageModel(Protocol):
+    """Streams a reply. Cancelling the consuming task (or ``aclose``) stops it."""
+
+    name: str
+
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[LlmEvent]: ...
+
+
+# ---------------------------------------------------------------- TTS
+
+
+class TextToSpeech(Protocol):
+    """Speaks one text segment as μ-law 8 kHz bytes, in chunks of any size.
+
+    Cancelling the consuming task (or ``aclose`` on the iterator) stops generation; no
+    audio may arrive afterwards.
+    """
+
+    name: str
+
+    def synthesize(self, text: str) -> AsyncIterator[bytes]: ...
