@@ -3,10 +3,14 @@ socket, the simulator and tests (DESIGN.md §1: the engine never imports ``twili
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
+    "CallInfo",
+    "CallRunner",
     "CallTransport",
     "CallerAudio",
     "CallerDtmf",
@@ -63,3 +67,19 @@ class CallerHungUp:
 
 
 LineEvent = CallerAudio | CallerDtmf | MarkPlayed | CallerHungUp
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What the line told us about the call when it connected."""
+
+    call_sid: str
+    stream_sid: str
+    from_number: str = ""
+    to_number: str = ""
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+CallRunner = Callable[[CallInfo, CallTransport, "asyncio.Queue[LineEvent]"], Awaitable[None]]
+"""Serves one call: reads line events from the queue until ``CallerHungUp``, talks back
+through the transport. The socket adapter owns the queue; the runner owns the call."""
