@@ -37,6 +37,10 @@ class CallTransport(Protocol):
         """End the call (Twilio: REST ``status=completed``, then close the socket)."""
         ...
 
+    async def transfer(self, to: str) -> None:
+        """Hand the caller to another number (Twilio: REST update with ``<Dial>``)."""
+        ...
+
 
 # Inbound half: the adapter turns what arrives into these and posts them to the session.
 

@@ -1,0 +1,51 @@
+"""Signal levels in dBFS, and test tones.
+
+dBFS follows AES17: a full-scale sine reads 0 dBFS (RMS is scaled by √2), so
+``rms_dbfs(tone(f, ms, -20.0))`` reads ≈ -20.0 and the two functions agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["SILENCE_DBFS", "rms_dbfs", "tone"]
+
+SILENCE_DBFS = -120.0
+"""What digital silence (or no audio) reads: finite, so it can be compared and logged."""
+
+_FULL_SCALE = 32768.0
+
+
+def rms_dbfs(pcm16: bytes) -> float:
+    """RMS level of PCM16LE audio in dBFS (AES17), never below ``SILENCE_DBFS``."""
+    if len(pcm16) % 2:
+        raise ValueError(f"PCM16 input must have an even number of bytes, got {len(pcm16)}")
+    if not pcm16:
+        return SILENCE_DBFS
+    x = np.frombuffer(pcm16, dtype="<i2").astype(np.float64)
+    rms = math.sqrt(float(np.mean(x * x)))
+    if rms == 0.0:
+        return SILENCE_DBFS
+    return max(SILENCE_DBFS, 20.0 * math.log10(rms * math.sqrt(2.0) / _FULL_SCALE))
+
+
+def tone(freq_hz: float, ms: int, dbfs: float, rate_hz: int = 8000) -> bytes:
+    """A sine of ``freq_hz`` lasting ``ms`` at ``dbfs`` (AES17) as PCM16LE, starting at phase 0.
+
+    Peaks are clipped to the int16 range, so 0 dBFS is the loudest clean tone.
+    """
+    if rate_hz <= 0:
+        raise ValueError(f"rate_hz must be positive, got {rate_hz}")
+    if not 0 < freq_hz < rate_hz / 2:
+        raise ValueError(f"freq_hz must be in (0, {rate_hz / 2}) for rate {rate_hz}, got {freq_hz}")
+    if ms < 0:
+        raise ValueError(f"ms must be >= 0, got {ms}")
+    n = rate_hz * ms // 1000
+    amplitude = _FULL_SCALE * 10.0 ** (dbfs / 20.0)
+    t = np.arange(n, dtype=np.float64) / rate_hz
+    wave = np.rint(amplitude * np.sin(2.0 * np.pi * freq_hz * t))
+    pcm: npt.NDArray[np.int16] = np.clip(wave, -32768, 32767).astype("<i2")
+    return pcm.tobytes()

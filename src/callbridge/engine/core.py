@@ -1,0 +1,532 @@
+"""The call's state machine: events in, commands out, no I/O (DESIGN.md §3).
+
+One ``CallEngine`` per call. Its shell (``session.py``) feeds it every event from the
+call's single inbox together with the clock's time, performs the commands it emits, and
+wakes it at ``next_deadline()``. Because the engine owns all call state and never awaits,
+there are no races between flags, and each rule is tested with a manual clock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from callbridge.assistant import TurnTaking
+from callbridge.audio import ulaw as ulaw_codec
+from callbridge.audio.frames import ULAW_FRAME_BYTES
+from callbridge.engine.conversation import Conversation
+from callbridge.engine.events import (
+    CancelReply,
+    Command,
+    EngineEvent,
+    FinalizeStt,
+    Hangup,
+    Phase,
+    RecordTurn,
+    ReplyAction,
+    ReplyAudio,
+    ReplyDone,
+    ReplyFailed,
+    ReplyKind,
+    ReplySegment,
+    SendClear,
+    StartReply,
+    Tick,
+    Transfer,
+    TurnRecord,
+)
+from callbridge.engine.playout import Playout
+from callbridge.engine.speech import SpeechTracker
+from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp, MarkPlayed
+from callbridge.providers.base import (
+    Message,
+    SttSpeechStarted,
+    SttUtteranceEnd,
+    TranscriptUpdate,
+    VadStream,
+)
+
+__all__ = ["CallEngine", "Script"]
+
+log = logging.getLogger(__name__)
+
+_SPEAKING = (Phase.GREETING, Phase.BOT_SPEAKING)
+_TTS_GRACE_S = 30.0  # longest a goodbye may take to synthesise before we hang up regardless
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """The fixed things the bot says, and the model's standing instructions."""
+
+    first_message: str | None = None
+    end_call_message: str | None = "Goodbye."
+    idle_message: str = "Are you still there?"
+    apology_message: str = "Sorry, I'm having trouble right now. Please call again later."
+    system_prompt: str | None = None
+
+
+@dataclass(slots=True)
+class _Reply:
+    id: int
+    kind: ReplyKind
+    started_at: float
+    segments: int = 0
+    done: bool = False
+    first_audio_at: float | None = None
+    first_sent_at: float | None = None
+    all_sent_at: float | None = None
+    hangup_after: bool = False
+    transfer_to: str | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+class CallEngine:
+    def __init__(
+        self,
+        turns: TurnTaking,
+        script: Script,
+        *,
+        vad: VadStream,
+        vad_threshold: float,
+        stt_enabled: bool,
+    ) -> None:
+        self.turns = turns
+        self.script = script
+        self.phase = Phase.LISTENING
+        self.conversation = Conversation(script.system_prompt)
+        self.playout = Playout(send_ahead_ms=turns.send_ahead_ms, max_queued_s=turns.playout_max_s)
+        self.speech = SpeechTracker()
+        self.barge_ins = 0
+        self.stale_interrupts = 0
+        self._vad = vad
+        self._threshold = vad_threshold
+        self._stt = stt_enabled
+        self._out: list[Command] = []
+        self._reply: _Reply | None = None
+        self._next_reply_id = 0
+        self._started_at = 0.0
+        self._idle_at: float | None = None
+        self._reprompts = 0
+        self._user_parts: list[str] = []
+        self._user_started_at = 0.0
+        self._interim = ""  # latest non-final text of the span being spoken
+        self._last_final = ""
+        self._words_in_run: int | None = None  # words STT heard in the current speech run
+        self._judged_run = 0  # speech run already judged for barge-in (stale or taken)
+        self._endpoint_at: float | None = None
+        self._await_final_until: float | None = None
+        self._pending_ulaw = b""
+        self._ending_deadline: float | None = None
+
+    # ------------------------------------------------------------ shell interface
+
+    def start(self, now: float) -> None:
+        self._started_at = now
+        if self.script.first_message:
+            self._start_reply(now, ReplyKind.GREETING, text=self.script.first_message)
+            self.phase = Phase.GREETING
+        else:
+            self._listen(now)
+
+    def take_commands(self) -> list[Command]:
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        deadlines = [self._started_at + self.turns.max_duration_s]
+        if self.phase is Phase.ENDED:
+            return None
+        for candidate in (
+            self._idle_at,
+            self._await_final_until,
+            self._hangup_deadline(),
+            self._ending_deadline,
+        ):
+            if candidate is not None:
+                deadlines.append(candidate)
+        playout = self.playout.next_deadline()
+        if playout is not None:
+            deadlines.append(playout)
+        return min(deadlines)
+
+    def handle(self, event: EngineEvent, now: float) -> None:
+        if self.phase is Phase.ENDED:
+            return
+        match event:
+            case CallerAudio(ulaw=data, timestamp_ms=stamp):
+                self._on_audio(data, stamp, now)
+            case TranscriptUpdate():
+                self._on_transcript(event, now)
+            case CallerDtmf(digit=digit):
+                self._on_dtmf(digit, now)
+            case MarkPlayed(name=name):
+                self.playout.mark_played(name, now)
+            case ReplySegment(reply_id=rid, index=index, text=text) if self._is_current(rid):
+                self._on_segment(index, text)
+            case ReplyAudio(reply_id=rid, index=index, ulaw=data) if self._is_current(rid):
+                self._on_reply_audio(index, data, now)
+            case ReplyAction(reply_id=rid, call=call) if self._is_current(rid):
+                self._on_action(call.name, call.arguments)
+            case ReplyDone(reply_id=rid) if self._is_current(rid):
+                self._on_reply_done()
+            case ReplyFailed(reply_id=rid, error=error) if self._is_current(rid):
+                self._on_reply_failed(error, now)
+            case CallerHungUp(reason=reason):
+                self._on_hung_up(reason, now)
+            case SttSpeechStarted() | SttUtteranceEnd() | Tick():
+                pass
+            case _:
+                pass  # events of a cancelled reply: it is gone, its audio must not play
+        self._pump(now)
+
+    # ------------------------------------------------------------ caller audio and turns
+
+    def _on_audio(self, data: bytes, stamp: int | None, now: float) -> None:
+        data = self._pending_ulaw + data
+        whole = len(data) - len(data) % ULAW_FRAME_BYTES
+        self._pending_ulaw = data[whole:]
+        for offset in range(0, whole, ULAW_FRAME_BYTES):
+            frame = data[offset : offset + ULAW_FRAME_BYTES]
+            probability = self._vad.speech_probability(ulaw_codec.decode(frame))
+            frame_stamp = None if stamp is None else stamp + offset // 8
+            self.speech.update(probability >= self._threshold, 20, now, frame_stamp)
+            self._after_frame(now)
+
+    def _after_frame(self, now: float) -> None:
+        run, phase = self.speech.run_ms, self.phase
+        if run == 0 and self._words_in_run is not None:
+            self._words_in_run = None
+        if phase is Phase.LISTENING and run >= self.turns.start_ms:
+            self._last_final = ""
+            self._begin_user_turn(now)
+        elif phase is Phase.USER_SPEAKING:
+            if run > 0 and self._endpoint_at is not None:
+                self._endpoint_at = None  # the caller resumed: wait for a new endpoint
+                self._await_final_until = None
+            elif run == 0 and (
+                self.speech.silence_ms >= self.turns.endpointing_ms
+                and self._endpoint_at is None
+            ):
+                self._endpoint(now)
+        elif phase is Phase.THINKING and run >= self.turns.start_ms:
+            self._caller_went_on(now)
+        elif phase in _SPEAKING and run >= self.turns.interrupt_min_ms:
+            self._consider_barge_in(now)
+
+    def _begin_user_turn(self, now: float) -> None:
+        self.phase = Phase.USER_SPEAKING
+        self._user_started_at = self.speech.onset_at or now
+        self._idle_at = None
+        self._reprompts = 0
+        self._endpoint_at = None
+        self._await_final_until = None
+
+    def _endpoint(self, now: float) -> None:
+        """Enough silence: the caller is done, unless STT still owes us their words."""
+        self._endpoint_at = now
+        if not self._stt:
+            self._finish_user_turn(now)
+            return
+        self._out.append(FinalizeStt())
+        if self._interim or not self._user_parts:
+            self._await_final_until = now + self.turns.stt_timeout_ms / 1000
+        else:
+            self._finish_user_turn(now)
+
+    def _on_transcript(self, update: TranscriptUpdate, now: float) -> None:
+        text = update.text.strip()
+        if self.speech.run_ms > 0:
+            self._words_in_run = len(text.split())
+        if not update.is_final:
+            self._interim = text
+            return
+        self._interim = ""
+        if not text or text == self._last_final:
+            return  # an empty span, or the same words reported twice: one reply only
+        self._last_final = text
+        self._user_parts.append(text)
+        if self.phase is Phase.USER_SPEAKING and self._await_final_until is not None:
+            self._finish_user_turn(now)
+        elif self.phase is Phase.THINKING and self._reply is not None:
+            # Words that arrived after we answered: answer the whole thing instead.
+            self._caller_went_on(now)
+            self._finish_user_turn(now)
+
+    def _on_dtmf(self, digit: str, now: float) -> None:
+        if self.phase is Phase.ENDING:
+            return
+        if self.phase in _SPEAKING:
+            self._barge_in(now, reason="dtmf")
+        elif self.phase is Phase.THINKING:
+            self._cancel_reply()
+        self._finish_user_turn(now, dtmf=digit)
+
+    def _finish_user_turn(self, now: float, dtmf: str | None = None) -> None:
+        text = " ".join(self._user_parts).strip()
+        content = text if dtmf is None else (f"{text} (pressed {dtmf})".strip())
+        self.conversation.add_user(Message("user", content, dtmf=dtmf))
+        started = self._user_started_at or now
+        self._record(TurnRecord(role="user", text=content, started_at=started, ended_at=now))
+        self._user_parts = []
+        self._interim = ""
+        self._await_final_until = None
+        endpoint_at = self._endpoint_at if self._endpoint_at is not None else now
+        self._endpoint_at = None
+        reply = self._start_reply(now, ReplyKind.ANSWER, messages=self.conversation.messages())
+        reply.latency_ms["stt"] = (now - endpoint_at) * 1000
+        reply.started_at = endpoint_at
+        self.phase = Phase.THINKING
+
+    def _caller_went_on(self, now: float) -> None:
+        """The caller kept talking before hearing our answer: drop it, unheard."""
+        answering = self._reply is not None and self._reply.kind is ReplyKind.ANSWER
+        self._cancel_reply()
+        if answering:
+            withdrawn = self.conversation.take_last_user()
+            if withdrawn is not None and withdrawn.dtmf is None and withdrawn.content:
+                self._user_parts.insert(0, withdrawn.content)
+        self._begin_user_turn(now)
+
+    # ------------------------------------------------------------ barge-in
+
+    def _consider_barge_in(self, now: float) -> None:
+        if self._judged_run == self.speech.run_id:
+            return
+        words = self._words_in_run
+        if self._stt and words is not None and words < self.turns.interrupt_min_words:
+            return  # STT heard this speech and it has no words yet: wait for them
+        self._judged_run = self.speech.run_id
+        onset = self.speech.onset_at if self.speech.onset_at is not None else now
+        if (now - onset) * 1000 > self.turns.interrupt_max_lag_ms:
+            self.stale_interrupts += 1
+            log.info("bargein.stale lag_ms=%.0f", (now - onset) * 1000)
+            return
+        self._barge_in(now, reason="speech")
+
+    def _barge_in(self, now: float, *, reason: str) -> None:
+        """The one place that stops the bot: clear the line, cancel, keep what was heard."""
+        self._out.append(SendClear())
+        heard = self.playout.heard_text(now)
+        spoken = self.playout.spoken_text()
+        reply = self._reply
+        self._cancel_reply()
+        self.playout.clear(now)
+        self.conversation.add_assistant(heard)
+        self.barge_ins += 1
+        self._record(
+            TurnRecord(
+                role="assistant",
+                text=spoken,
+                heard_text=heard,
+                interrupted=True,
+                started_at=reply.started_at if reply else now,
+                ended_at=now,
+                kind=reply.kind.value if reply else "",
+                latency_ms=dict(reply.latency_ms) if reply else {},
+            )
+        )
+        log.info("bargein reason=%s heard_words=%d", reason, len(heard.split()))
+        self._begin_user_turn(now)
+
+    # ------------------------------------------------------------ replies
+
+    def _start_reply(
+        self,
+        now: float,
+        kind: ReplyKind,
+        *,
+        text: str | None = None,
+        messages: tuple[Message, ...] = (),
+    ) -> _Reply:
+        self._next_reply_id += 1
+        reply = _Reply(id=self._next_reply_id, kind=kind, started_at=now)
+        self._reply = reply
+        self._out.append(StartReply(reply.id, kind, messages=messages, text=text))
+        return reply
+
+    def _is_current(self, reply_id: int) -> bool:
+        return self._reply is not None and self._reply.id == reply_id
+
+    def _cancel_reply(self) -> None:
+        if self._reply is not None:
+            self._out.append(CancelReply(self._reply.id))
+            self._reply = None
+
+    def _on_segment(self, index: int, text: str) -> None:
+        assert self._reply is not None
+        if index > 0:
+            self.playout.end_segment((self._reply.id, index - 1))
+        self.playout.begin_segment((self._reply.id, index), text)
+        self._reply.segments = index + 1
+
+    def _on_reply_audio(self, index: int, data: bytes, now: float) -> None:
+        assert self._reply is not None
+        if self._reply.first_audio_at is None:
+            self._reply.first_audio_at = now
+            self._reply.latency_ms["first_audio"] = (now - self._reply.started_at) * 1000
+        if self.phase is Phase.THINKING:
+            self.phase = Phase.BOT_SPEAKING
+        self.playout.add_audio((self._reply.id, index), data)
+
+    def _on_action(self, name: str, arguments: str) -> None:
+        assert self._reply is not None
+        if name == "end_call":
+            self._reply.hangup_after = True
+        elif name == "transfer_call":
+            try:
+                target = json.loads(arguments or "{}").get("to")
+            except (ValueError, AttributeError):
+                target = None
+            if isinstance(target, str) and target:
+                self._reply.transfer_to = target
+            else:
+                log.warning("reply.transfer_without_number arguments=%r", arguments)
+        else:
+            log.warning("reply.unknown_action name=%s", name)
+
+    def _on_reply_done(self) -> None:
+        assert self._reply is not None
+        if self._reply.segments:
+            self.playout.end_segment((self._reply.id, self._reply.segments - 1))
+        self._reply.done = True
+
+    def _on_reply_failed(self, error: str, now: float) -> None:
+        log.error("reply.failed error=%s", error)
+        assert self._reply is not None
+        if self._reply.segments:  # let what was already said finish, then apologise
+            self.playout.end_segment((self._reply.id, self._reply.segments - 1))
+        self._reply = None
+        self._end_call(now, ReplyKind.APOLOGY, self.script.apology_message)
+
+    def _end_call(self, now: float, kind: ReplyKind, text: str | None) -> None:
+        """Say ``text`` (if any) after what is already queued, then hang up."""
+        self._idle_at = None
+        self._await_final_until = None
+        self.phase = Phase.ENDING
+        self._ending_deadline = now + self.turns.hangup_mark_timeout_s + _TTS_GRACE_S
+        if text:
+            self._start_reply(now, kind, text=text)
+        else:
+            self._reply = None
+            self._hang_up("ended")
+
+    def _hang_up(self, reason: str) -> None:
+        self._out.append(Hangup(reason))
+        self.phase = Phase.ENDED
+
+    # ------------------------------------------------------------ timers and completion
+
+    def _pump(self, now: float) -> None:
+        if self.phase is Phase.ENDED:
+            return
+        sent = self.playout.pull(now)
+        if sent:
+            self._out.extend(sent)
+            reply = self._reply
+            if reply is not None and reply.first_sent_at is None and reply.first_audio_at:
+                reply.first_sent_at = now
+                reply.latency_ms["first_frame"] = (now - reply.started_at) * 1000
+        self._check_reply_complete(now)
+        self._check_timers(now)
+
+    def _check_reply_complete(self, now: float) -> None:
+        reply = self._reply
+        if reply is None or not reply.done or not self.playout.all_sent():
+            return
+        if reply.all_sent_at is None:
+            reply.all_sent_at = now
+        if self.playout.busy():
+            return  # sent, but the line has not played it all yet
+        spoken = self.playout.spoken_text()
+        self.conversation.add_assistant(spoken)
+        self._record(
+            TurnRecord(
+                role="assistant",
+                text=spoken,
+                heard_text=spoken,
+                started_at=reply.started_at,
+                ended_at=now,
+                kind=reply.kind.value,
+                latency_ms=dict(reply.latency_ms),
+            )
+        )
+        self.playout.finish_utterance()
+        self._reply = None
+        if reply.kind in (ReplyKind.GOODBYE, ReplyKind.APOLOGY):
+            self._hang_up(reply.kind.value)
+        elif reply.transfer_to is not None:
+            self._out.append(Transfer(reply.transfer_to))
+            self.phase = Phase.ENDED
+        elif reply.hangup_after:
+            if spoken.strip():
+                self._hang_up("end_call")
+            else:
+                self._end_call(now, ReplyKind.GOODBYE, self.script.end_call_message)
+        else:
+            self._listen(now)
+
+    def _listen(self, now: float) -> None:
+        self.phase = Phase.LISTENING
+        self._idle_at = now + self.turns.idle_timeout_s
+        if self.speech.run_ms >= self.turns.start_ms:
+            self._begin_user_turn(now)  # the caller was already talking as we finished
+
+    def _hangup_deadline(self) -> float | None:
+        reply = self._reply
+        if self.phase is not Phase.ENDING or reply is None or reply.all_sent_at is None:
+            return None
+        return reply.all_sent_at + self.turns.hangup_mark_timeout_s
+
+    def _check_timers(self, now: float) -> None:
+        if self.phase is Phase.ENDED:
+            return
+        if self.phase is not Phase.ENDING and now >= self._started_at + self.turns.max_duration_s:
+            log.info("call.max_duration")
+            if self.phase in _SPEAKING:
+                self._out.append(SendClear())
+                self.playout.clear(now)
+            self._cancel_reply()
+            self._end_call(now, ReplyKind.GOODBYE, self.script.end_call_message)
+            return
+        deadline = self._hangup_deadline()
+        if self._ending_deadline is not None and now >= self._ending_deadline:
+            deadline = now  # the goodbye never finished synthesising: hang up anyway
+        if deadline is not None and now >= deadline:
+            log.warning("hangup.mark_timeout")
+            self._hang_up("mark_timeout")
+            return
+        if self._await_final_until is not None and now >= self._await_final_until:
+            log.info("stt.final_timeout")
+            self._finish_user_turn(now)
+            return
+        if self.phase is Phase.LISTENING and self._idle_at is not None and now >= self._idle_at:
+            self._idle_at = None
+            if self._reprompts < self.turns.idle_max_reprompts:
+                self._reprompts += 1
+                self._start_reply(now, ReplyKind.REPROMPT, text=self.script.idle_message)
+                self.phase = Phase.THINKING
+            else:
+                self._end_call(now, ReplyKind.GOODBYE, self.script.end_call_message)
+
+    def _on_hung_up(self, reason: str, now: float) -> None:
+        reply = self._reply
+        if reply is not None and self.phase in (*_SPEAKING, Phase.ENDING):
+            heard = self.playout.heard_text(now)
+            self._record(
+                TurnRecord(
+                    role="assistant",
+                    text=self.playout.spoken_text(),
+                    heard_text=heard,
+                    interrupted=True,
+                    started_at=reply.started_at,
+                    ended_at=now,
+                    kind=reply.kind.value,
+                )
+            )
+        self._cancel_reply()
+        log.info("call.hung_up reason=%s", reason)
+        self.phase = Phase.ENDED
+
+    def _record(self, turn: TurnRecord) -> None:
+        self._out.append(RecordTurn(turn))

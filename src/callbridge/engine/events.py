@@ -1,0 +1,201 @@
+"""What flows through a call's one inbox, and what the engine asks its shell to do.
+
+Inputs are facts (``ReplyAudio``, ``MarkPlayed``); commands are requests
+(``SendClear``, ``StartReply``). The engine core turns the first into the second and
+never performs I/O itself, so its rules are tested with plain data and a manual clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp, MarkPlayed
+from callbridge.providers.base import (
+    Message,
+    SttSpeechStarted,
+    SttUtteranceEnd,
+    ToolCall,
+    TranscriptUpdate,
+)
+
+__all__ = [
+    "CancelReply",
+    "Command",
+    "EngineEvent",
+    "FinalizeStt",
+    "Hangup",
+    "Phase",
+    "RecordTurn",
+    "ReplyAction",
+    "ReplyAudio",
+    "ReplyDone",
+    "ReplyFailed",
+    "ReplyKind",
+    "ReplySegment",
+    "SendAudio",
+    "SendClear",
+    "SendMark",
+    "StartReply",
+    "Tick",
+    "Transfer",
+    "TurnRecord",
+]
+
+
+class Phase(Enum):
+    GREETING = "greeting"
+    LISTENING = "listening"
+    USER_SPEAKING = "user_speaking"
+    THINKING = "thinking"
+    BOT_SPEAKING = "bot_speaking"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+class ReplyKind(Enum):
+    GREETING = "greeting"
+    ANSWER = "answer"
+    REPROMPT = "reprompt"
+    GOODBYE = "goodbye"
+    APOLOGY = "apology"
+
+
+# ---------------------------------------------------------------- inputs from the reply task
+
+
+@dataclass(frozen=True, slots=True)
+class ReplySegment:
+    """A speakable piece of the reply (sentence or clause) was handed to TTS."""
+
+    reply_id: int
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyAudio:
+    reply_id: int
+    index: int
+    ulaw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyAction:
+    """The model asked for a built-in action (``end_call``, ``transfer_call``)."""
+
+    reply_id: int
+    call: ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDone:
+    reply_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyFailed:
+    reply_id: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """A deadline the engine asked for has passed."""
+
+
+EngineEvent = (
+    CallerAudio
+    | CallerDtmf
+    | MarkPlayed
+    | CallerHungUp
+    | TranscriptUpdate
+    | SttSpeechStarted
+    | SttUtteranceEnd
+    | ReplySegment
+    | ReplyAudio
+    | ReplyAction
+    | ReplyDone
+    | ReplyFailed
+    | Tick
+)
+
+
+# ---------------------------------------------------------------- commands to the shell
+
+
+@dataclass(frozen=True, slots=True)
+class SendAudio:
+    ulaw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendMark:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendClear:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StartReply:
+    """Run the reply pipeline: ``text`` is fixed speech; otherwise ask the model."""
+
+    reply_id: int
+    kind: ReplyKind
+    messages: tuple[Message, ...] = ()
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReply:
+    reply_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class FinalizeStt:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """One finished turn, for logs, metrics and the store. Times are clock seconds."""
+
+    role: str
+    text: str
+    heard_text: str | None = None
+    interrupted: bool = False
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    kind: str = ""
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTurn:
+    turn: TurnRecord
+
+
+Command = (
+    SendAudio
+    | SendMark
+    | SendClear
+    | StartReply
+    | CancelReply
+    | FinalizeStt
+    | Hangup
+    | Transfer
+    | RecordTurn
+)

@@ -1,0 +1,202 @@
+"""Paces the bot's audio to the line and knows which words the caller has heard.
+
+How it works: TTS audio for each text segment is cut into 20 ms μ-law frames and queued,
+followed by a mark. ``pull(now)`` sends frames only while the far end holds less than
+``send_ahead_ms`` of unplayed audio: enough lead to absorb event-loop hiccups, little
+enough that ``clear`` throws away little. The far end echoes each mark when the audio
+before it has played; echoes plus the send clock place the play head inside the segment
+in flight, which is what ``heard_text`` reports on barge-in.
+
+The line is assumed to play audio in real time from the moment it arrives (Twilio does),
+so ``play_end`` — when everything sent so far will have finished playing — is tracked
+on the engine's clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from callbridge.audio.frames import FRAME_MS, ULAW_FRAME_BYTES
+from callbridge.engine.events import Command, SendAudio, SendMark
+
+__all__ = ["Playout", "SegmentKey"]
+
+SegmentKey = tuple[int, int]  # (reply_id, segment index)
+_SILENCE = b"\xff"  # μ-law code for zero
+_FRAME_S = FRAME_MS / 1000
+
+
+@dataclass(slots=True)
+class _Segment:
+    key: SegmentKey
+    text: str
+    mark: str
+    pending: bytes = b""  # audio shorter than a frame, waiting for more
+    frames_queued: int = 0
+    frames_sent: int = 0
+    ended: bool = False
+    mark_sent: bool = False
+    played: bool = False
+    play_start: float | None = None  # clock time its first frame starts playing
+
+
+@dataclass(frozen=True, slots=True)
+class _MarkItem:
+    segment: _Segment
+
+
+class Playout:
+    def __init__(self, *, send_ahead_ms: int = 200, max_queued_s: float = 120.0) -> None:
+        self._lead_s = send_ahead_ms / 1000
+        self._max_frames = max(1, int(max_queued_s / _FRAME_S))
+        self._queue: deque[tuple[_Segment, bytes] | _MarkItem] = deque()
+        self._frames_in_queue = 0
+        self._segments: dict[SegmentKey, _Segment] = {}
+        self._by_mark: dict[str, _Segment] = {}
+        self._order: list[_Segment] = []  # segments of the current utterance, in order
+        self._mark_counter = 0
+        self.play_end = 0.0
+        self.dropped_frames = 0
+        self.sent_frames = 0
+
+    # ------------------------------------------------------------ filling
+
+    def begin_segment(self, key: SegmentKey, text: str) -> None:
+        self._mark_counter += 1
+        segment = _Segment(key=key, text=text, mark=f"m{self._mark_counter}-r{key[0]}s{key[1]}")
+        self._segments[key] = segment
+        self._by_mark[segment.mark] = segment
+        self._order.append(segment)
+
+    def add_audio(self, key: SegmentKey, ulaw: bytes) -> None:
+        segment = self._segments.get(key)
+        if segment is None or segment.ended:
+            return
+        data = segment.pending + ulaw
+        whole = len(data) - len(data) % ULAW_FRAME_BYTES
+        for offset in range(0, whole, ULAW_FRAME_BYTES):
+            self._queue.append((segment, data[offset : offset + ULAW_FRAME_BYTES]))
+            segment.frames_queued += 1
+            self._frames_in_queue += 1
+        segment.pending = data[whole:]
+        self._enforce_bound()
+
+    def end_segment(self, key: SegmentKey) -> None:
+        segment = self._segments.get(key)
+        if segment is None or segment.ended:
+            return
+        if segment.pending:
+            padded = segment.pending + _SILENCE * (ULAW_FRAME_BYTES - len(segment.pending))
+            self._queue.append((segment, padded))
+            segment.frames_queued += 1
+            self._frames_in_queue += 1
+            segment.pending = b""
+        segment.ended = True
+        self._queue.append(_MarkItem(segment))
+
+    # ------------------------------------------------------------ sending
+
+    def pull(self, now: float) -> list[Command]:
+        """Frames and marks that may go out now without exceeding the lead."""
+        out: list[Command] = []
+        if self.play_end < now:
+            self.play_end = now  # the far end ran dry; it plays new audio on arrival
+        while self._queue:
+            item = self._queue[0]
+            if isinstance(item, _MarkItem):
+                self._queue.popleft()
+                item.segment.mark_sent = True
+                out.append(SendMark(item.segment.mark))
+                continue
+            if self.play_end + _FRAME_S - now > self._lead_s + 1e-9:
+                break
+            self._queue.popleft()
+            segment, frame = item
+            self._frames_in_queue -= 1
+            if segment.play_start is None:
+                segment.play_start = self.play_end
+            segment.frames_sent += 1
+            self.sent_frames += 1
+            self.play_end += _FRAME_S
+            out.append(SendAudio(frame))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When ``pull`` will next have something to send (None: nothing queued)."""
+        if not self._queue:
+            return None
+        if isinstance(self._queue[0], _MarkItem):
+            return 0.0
+        return self.play_end + _FRAME_S - self._lead_s
+
+    # ------------------------------------------------------------ what was heard
+
+    def mark_played(self, name: str, now: float) -> bool:
+        """Record a mark echo; False if it is not ours (stale, or from before a clear)."""
+        segment = self._by_mark.pop(name, None)
+        if segment is None:
+            return False
+        segment.played = True
+        # The next segment cannot have started before this echo: correct our estimate.
+        index = self._order.index(segment) if segment in self._order else -1
+        if 0 <= index < len(self._order) - 1:
+            following = self._order[index + 1]
+            if following.play_start is not None and following.play_start < now:
+                following.play_start = now
+        return True
+
+    def heard_text(self, now: float) -> str:
+        """The words the caller has heard of the current utterance so far."""
+        words: list[str] = []
+        for segment in self._order:
+            if segment.played:
+                words.extend(segment.text.split())
+                continue
+            if segment.play_start is None or segment.frames_sent == 0:
+                break
+            duration = max(segment.frames_queued, segment.frames_sent) * _FRAME_S
+            played_s = min(now, segment.play_start + segment.frames_sent * _FRAME_S)
+            fraction = max(0.0, min(1.0, (played_s - segment.play_start) / duration))
+            segment_words = segment.text.split()
+            words.extend(segment_words[: int(fraction * len(segment_words) + 1e-9)])
+            break
+        return " ".join(words)
+
+    def spoken_text(self) -> str:
+        """Everything the current utterance was going to say."""
+        return " ".join(segment.text for segment in self._order)
+
+    def busy(self) -> bool:
+        """Audio still queued, or sent and not confirmed played (the bot is speaking)."""
+        return bool(self._queue) or any(
+            not s.played and (s.frames_queued > 0 or not s.ended) for s in self._order
+        )
+
+    def all_sent(self) -> bool:
+        return not self._queue and all(s.ended for s in self._order)
+
+    def clear(self, now: float) -> None:
+        """The far end dropped its buffer: forget queued audio and pending marks."""
+        self._queue.clear()
+        self._frames_in_queue = 0
+        self._segments.clear()
+        self._by_mark.clear()
+        self._order.clear()
+        self.play_end = now
+
+    def finish_utterance(self) -> None:
+        """The utterance played out; start the next one's bookkeeping afresh."""
+        for segment in self._order:
+            self._segments.pop(segment.key, None)
+            self._by_mark.pop(segment.mark, None)
+        self._order.clear()
+
+    def _enforce_bound(self) -> None:
+        while self._frames_in_queue > self._max_frames:
+            for i, item in enumerate(self._queue):
+                if not isinstance(item, _MarkItem):
+                    del self._queue[i]
+                    self._frames_in_queue -= 1
+                    self.dropped_frames += 1
+                    break

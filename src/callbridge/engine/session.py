@@ -1,0 +1,226 @@
+"""The async shell around one ``CallEngine``: the call's single owner task.
+
+It reads the call's one inbox (line events from the socket adapter, transcripts from
+STT, audio from the reply task, and its own timer), hands each event to the engine with
+the time, and carries out the engine's commands. Every task it starts lives in its
+TaskGroup, so nothing outlives the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import cast
+
+from callbridge.engine.clock import Clock, MonotonicClock
+from callbridge.engine.core import CallEngine, Script
+from callbridge.engine.events import (
+    CancelReply,
+    Command,
+    EngineEvent,
+    FinalizeStt,
+    Hangup,
+    Phase,
+    RecordTurn,
+    ReplyKind,
+    SendAudio,
+    SendClear,
+    SendMark,
+    StartReply,
+    Tick,
+    Transfer,
+    TurnRecord,
+)
+from callbridge.engine.reply import run_reply
+from callbridge.engine.transport import CallerAudio, CallInfo, CallTransport, LineEvent
+from callbridge.providers.base import (
+    LanguageModel,
+    SpeechToText,
+    SpeechToTextStream,
+    TextToSpeech,
+    ToolSpec,
+    VadModel,
+)
+
+__all__ = ["CallSession", "Voice"]
+
+log = logging.getLogger(__name__)
+
+_CANCEL_WAIT_S = 2.0  # a provider that ignores cancellation this long is abandoned
+
+
+class Voice:
+    """The providers one call uses (shared objects; per-call streams are opened here)."""
+
+    def __init__(
+        self,
+        *,
+        vad: VadModel,
+        stt: SpeechToText,
+        llm: LanguageModel,
+        tts: TextToSpeech,
+        fallback_tts: TextToSpeech | None = None,
+        tools: Sequence[ToolSpec] = (),
+    ) -> None:
+        self.vad = vad
+        self.stt = stt
+        self.llm = llm
+        self.tts = tts
+        self.fallback_tts = fallback_tts or tts
+        self.tools = tuple(tools)
+
+    @property
+    def transcribes(self) -> bool:
+        return getattr(self.stt, "name", "none") != "none"
+
+
+class CallSession:
+    def __init__(
+        self,
+        info: CallInfo,
+        transport: CallTransport,
+        voice: Voice,
+        engine: CallEngine,
+        *,
+        clock: Clock | None = None,
+        on_turn: Callable[[TurnRecord], None] | None = None,
+    ) -> None:
+        self.info = info
+        self.engine = engine
+        self._transport = transport
+        self._voice = voice
+        self._clock = clock or MonotonicClock()
+        self._on_turn = on_turn
+        self._inbox: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        self._replies: dict[int, asyncio.Task[None]] = {}
+        self._stt: SpeechToTextStream | None = None
+        self._group: asyncio.TaskGroup | None = None
+
+    @classmethod
+    def create(
+        cls,
+        info: CallInfo,
+        transport: CallTransport,
+        voice: Voice,
+        turns: object,
+        script: Script,
+        **kwargs: object,
+    ) -> CallSession:
+        from callbridge.assistant import TurnTaking
+
+        assert isinstance(turns, TurnTaking)
+        engine = CallEngine(
+            turns,
+            script,
+            vad=voice.vad.new_stream(),
+            vad_threshold=voice.vad.threshold,
+            stt_enabled=voice.transcribes,
+        )
+        return cls(info, transport, voice, engine, **kwargs)  # type: ignore[arg-type]
+
+    def post(self, event: EngineEvent) -> None:
+        self._inbox.put_nowait(event)
+
+    async def run(self, line: asyncio.Queue[LineEvent]) -> None:
+        """Serve the call until it ends; ``line`` is the socket adapter's queue."""
+        # The adapter's queue doubles as our inbox: line events are engine events, and
+        # one queue keeps the order in which things happened.
+        self._inbox = cast("asyncio.Queue[EngineEvent]", line)
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                self._stt = await self._voice.stt.open_stream()
+                transcripts = group.create_task(self._pump_transcripts(self._stt))
+                try:
+                    self.engine.start(self._clock.now())
+                    await self._loop()
+                finally:
+                    for task in (*self._replies.values(), transcripts):
+                        task.cancel()
+                    await self._stt.aclose()
+        finally:
+            self._group = None
+
+    async def _loop(self) -> None:
+        engine, inbox, clock = self.engine, self._inbox, self._clock
+        await self._execute(engine.take_commands())
+        while engine.phase is not Phase.ENDED:
+            if inbox.empty():
+                deadline = engine.next_deadline()
+                event: EngineEvent
+                try:
+                    if deadline is None:
+                        event = await inbox.get()
+                    else:
+                        delay = deadline - clock.now()
+                        if delay <= 0:
+                            event = Tick()
+                        else:
+                            async with asyncio.timeout(delay):
+                                event = await inbox.get()
+                except TimeoutError:
+                    event = Tick()
+            else:
+                event = inbox.get_nowait()
+            if type(event) is CallerAudio and self._stt is not None:
+                self._stt.push_audio(event.ulaw)
+            engine.handle(event, clock.now())
+            await self._execute(engine.take_commands())
+
+    async def _execute(self, commands: list[Command]) -> None:
+        transport = self._transport
+        for command in commands:
+            match command:
+                case SendAudio(ulaw=data):
+                    await transport.send_audio(data)
+                case SendMark(name=name):
+                    await transport.send_mark(name)
+                case SendClear():
+                    await transport.send_clear()
+                case StartReply():
+                    self._start_reply(command)
+                case CancelReply(reply_id=rid):
+                    await self._cancel_reply(rid)
+                case FinalizeStt():
+                    if self._stt is not None:
+                        self._stt.finalize()
+                case Hangup(reason=reason):
+                    log.info("call.hangup reason=%s", reason)
+                    await transport.hangup()
+                case Transfer(to=to):
+                    log.info("call.transfer")
+                    await transport.transfer(to)
+                case RecordTurn(turn=turn):
+                    if self._on_turn is not None:
+                        self._on_turn(turn)
+
+    def _start_reply(self, request: StartReply) -> None:
+        assert self._group is not None
+        voice = self._voice
+        tts = voice.fallback_tts if request.kind is ReplyKind.APOLOGY else voice.tts
+        task = self._group.create_task(
+            run_reply(request, llm=voice.llm, tts=tts, tools=voice.tools, post=self.post)
+        )
+        self._replies[request.reply_id] = task
+        task.add_done_callback(self._forget_reply)
+
+    def _forget_reply(self, task: asyncio.Task[None]) -> None:
+        for rid, known in list(self._replies.items()):
+            if known is task:
+                del self._replies[rid]
+
+    async def _cancel_reply(self, reply_id: int) -> None:
+        """Cancel and wait, so no vendor socket of this reply is left talking."""
+        task = self._replies.pop(reply_id, None)
+        if task is None or task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CANCEL_WAIT_S):
+                await asyncio.wait({task})
+
+    async def _pump_transcripts(self, stream: SpeechToTextStream) -> None:
+        async for event in stream.events():
+            self.post(event)
