@@ -1,0 +1,152 @@
+"""Drives a CallEngine by hand: a manual clock, a caller that streams 20 ms frames like
+Twilio does, and a model of Twilio's playback buffer that echoes marks when their audio
+has played (and at once on ``clear``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from callbridge.assistant import TurnTaking
+from callbridge.audio import levels, ulaw
+from callbridge.engine.clock import ManualClock
+from callbridge.engine.core import CallEngine, Script
+from callbridge.engine.events import (
+    Command,
+    EngineEvent,
+    Hangup,
+    ReplyAudio,
+    ReplyDone,
+    ReplyKind,
+    ReplySegment,
+    SendAudio,
+    SendClear,
+    SendMark,
+    StartReply,
+    Tick,
+)
+from callbridge.engine.transport import CallerAudio, MarkPlayed
+
+SPEECH = ulaw.encode(levels.tone(300, 20, -12))
+SILENCE = b"\xff" * 160
+BOT_WORD = ulaw.encode(levels.tone(440, 100, -20))  # 100 ms of bot audio per word
+
+
+class EnergyVad:
+    """Speech when the frame is loud: the tests decide what is speech, exactly."""
+
+    def speech_probability(self, pcm16: bytes) -> float:
+        return 1.0 if levels.rms_dbfs(pcm16) > -40 else 0.0
+
+    def reset(self) -> None:
+        pass
+
+
+@dataclass
+class Line:
+    """Twilio's side: plays what it is sent in real time, echoes marks when reached."""
+
+    play_end: float = 0.0
+    pending: list[tuple[float, str]] = field(default_factory=list)
+    audio_frames: int = 0
+
+
+class Harness:
+    def __init__(self, *, stt: bool = False, script: Script | None = None, **turns: object) -> None:
+        self.clock = ManualClock(100.0)
+        self.engine = CallEngine(
+            TurnTaking.model_validate(turns),
+            script or Script(),
+            vad=EnergyVad(),
+            vad_threshold=0.5,
+            stt_enabled=stt,
+        )
+        self.line = Line()
+        self.commands: list[Command] = []
+        self.stamp_ms = 0
+        self.engine.start(self.clock.now())
+        self._collect()
+
+    # -------------------------------------------------------------- plumbing
+
+    def feed(self, event: EngineEvent) -> None:
+        self.engine.handle(event, self.clock.now())
+        self._collect()
+
+    def _collect(self) -> None:
+        now = self.clock.now()
+        for command in self.engine.take_commands():
+            self.commands.append(command)
+            match command:
+                case SendAudio():
+                    self.line.play_end = max(self.line.play_end, now) + 0.02
+                    self.line.audio_frames += 1
+                case SendMark(name=name):
+                    self.line.pending.append((max(self.line.play_end, now), name))
+                case SendClear():
+                    echoes, self.line.pending = self.line.pending, []
+                    self.line.play_end = now
+                    for _, name in echoes:
+                        self.engine.handle(MarkPlayed(name), now)
+                case _:
+                    pass
+
+    def frame(self, speech: bool, *, arrive: bool = True) -> None:
+        """20 ms pass; the caller's frame for them arrives (unless held back)."""
+        self.clock.advance(0.02)
+        now = self.clock.now()
+        due = [m for m in self.line.pending if m[0] <= now + 1e-9]
+        self.line.pending = [m for m in self.line.pending if m[0] > now + 1e-9]
+        for _, name in due:
+            self.feed(MarkPlayed(name))
+        if arrive:
+            self.feed(CallerAudio(SPEECH if speech else SILENCE, self.stamp_ms))
+        self.stamp_ms += 20
+        deadline = self.engine.next_deadline()
+        if deadline is not None and deadline <= now + 1e-9:
+            self.feed(Tick())
+
+    def speak(self, ms: int) -> None:
+        for _ in range(ms // 20):
+            self.frame(True)
+
+    def silence(self, ms: int) -> None:
+        for _ in range(ms // 20):
+            self.frame(False)
+
+    def wait_until(self, predicate: object, max_ms: int = 60_000, speech: bool = False) -> int:
+        """Stream frames until ``predicate()`` holds; return the ms it took."""
+        assert callable(predicate)
+        for step in range(max_ms // 20):
+            if predicate():
+                return step * 20
+            self.frame(speech)
+        raise AssertionError("condition not reached")
+
+    # -------------------------------------------------------------- the reply side
+
+    def starts(self, kind: ReplyKind | None = None) -> list[StartReply]:
+        return [
+            c
+            for c in self.commands
+            if isinstance(c, StartReply) and (kind is None or c.kind is kind)
+        ]
+
+    def count(self, kind: type) -> int:
+        return sum(isinstance(c, kind) for c in self.commands)
+
+    def answer(self, request: StartReply, *sentences: str) -> None:
+        """Play the reply task's part: one segment per sentence, 100 ms of audio a word."""
+        for index, text in enumerate(sentences):
+            self.feed(ReplySegment(request.reply_id, index, text))
+            self.feed(ReplyAudio(request.reply_id, index, BOT_WORD * len(text.split())))
+        self.feed(ReplyDone(request.reply_id))
+
+    def answer_latest(self, *sentences: str) -> StartReply:
+        request = self.starts()[-1]
+        if request.text is not None and not sentences:
+            sentences = (request.text,)
+        self.answer(request, *sentences)
+        return request
+
+    def hung_up(self) -> bool:
+        return self.count(Hangup) > 0
