@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import cast
 
+from callbridge.assistant import TurnTaking
 from callbridge.engine.clock import Clock, MonotonicClock
 from callbridge.engine.core import CallEngine, Script
 from callbridge.engine.events import (
@@ -104,13 +105,12 @@ class CallSession:
         info: CallInfo,
         transport: CallTransport,
         voice: Voice,
-        turns: object,
+        turns: TurnTaking,
         script: Script,
-        **kwargs: object,
+        *,
+        clock: Clock | None = None,
+        on_turn: Callable[[TurnRecord], None] | None = None,
     ) -> CallSession:
-        from callbridge.assistant import TurnTaking
-
-        assert isinstance(turns, TurnTaking)
         engine = CallEngine(
             turns,
             script,
@@ -118,7 +118,7 @@ class CallSession:
             vad_threshold=voice.vad.threshold,
             stt_enabled=voice.transcribes,
         )
-        return cls(info, transport, voice, engine, **kwargs)  # type: ignore[arg-type]
+        return cls(info, transport, voice, engine, clock=clock, on_turn=on_turn)
 
     def post(self, event: EngineEvent) -> None:
         self._inbox.put_nowait(event)

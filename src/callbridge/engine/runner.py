@@ -1,0 +1,64 @@
+"""Builds the ``CallRunner`` the server hands each Media Streams socket to."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from callbridge.assistant import BuiltAssistant
+from callbridge.engine.core import Script
+from callbridge.engine.events import TurnRecord
+from callbridge.engine.session import CallSession, Voice
+from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
+from callbridge.providers.base import TextToSpeech
+
+__all__ = ["make_runner", "script_for"]
+
+log = logging.getLogger(__name__)
+
+
+def script_for(assistant: BuiltAssistant) -> Script:
+    config = assistant.config
+    prompt = config.model.get("systemPrompt")
+    return Script(
+        first_message=config.first_message,
+        end_call_message=config.end_call_message,
+        idle_message=config.idle_message,
+        apology_message=config.apology_message,
+        system_prompt=prompt if isinstance(prompt, str) else None,
+    )
+
+
+def make_runner(
+    assistant: BuiltAssistant,
+    *,
+    fallback_tts: TextToSpeech | None = None,
+    on_turn: Callable[[CallInfo, TurnRecord], None] | None = None,
+) -> CallRunner:
+    voice = Voice(
+        vad=assistant.vad,
+        stt=assistant.stt,
+        llm=assistant.llm,
+        tts=assistant.tts,
+        fallback_tts=fallback_tts,
+        tools=getattr(assistant.llm, "tools", ()),
+    )
+    script = script_for(assistant)
+    turns = assistant.config.turns()
+
+    async def run(info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]) -> None:
+        def record(turn: TurnRecord) -> None:
+            log.info(
+                "turn role=%s interrupted=%s latency_ms=%s",
+                turn.role,
+                turn.interrupted,
+                {k: round(v) for k, v in turn.latency_ms.items()},
+            )
+            if on_turn is not None:
+                on_turn(info, turn)
+
+        session = CallSession.create(info, transport, voice, turns, script, on_turn=record)
+        await session.run(line)
+
+    return run
