@@ -8,16 +8,14 @@ there are no races between flags, and each rule is tested with a manual clock.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from callbridge.assistant import TurnTaking
 from callbridge.audio import ulaw as ulaw_codec
 from callbridge.audio.frames import ULAW_FRAME_BYTES
 from callbridge.engine.conversation import Conversation
 from callbridge.engine.events import (
-    CancelReply,
     Command,
     EngineEvent,
     FinalizeStt,
@@ -31,12 +29,12 @@ from callbridge.engine.events import (
     ReplyKind,
     ReplySegment,
     SendClear,
-    StartReply,
     Tick,
     Transfer,
     TurnRecord,
 )
 from callbridge.engine.playout import Playout
+from callbridge.engine.replies import Replies, Reply
 from callbridge.engine.speech import SpeechTracker
 from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp, MarkPlayed
 from callbridge.providers.base import (
@@ -66,21 +64,6 @@ class Script:
     system_prompt: str | None = None
 
 
-@dataclass(slots=True)
-class _Reply:
-    id: int
-    kind: ReplyKind
-    started_at: float
-    segments: int = 0
-    done: bool = False
-    first_audio_at: float | None = None
-    first_sent_at: float | None = None
-    all_sent_at: float | None = None
-    hangup_after: bool = False
-    transfer_to: str | None = None
-    latency_ms: dict[str, float] = field(default_factory=dict)
-
-
 class CallEngine:
     def __init__(
         self,
@@ -103,8 +86,7 @@ class CallEngine:
         self._threshold = vad_threshold
         self._stt = stt_enabled
         self._out: list[Command] = []
-        self._reply: _Reply | None = None
-        self._next_reply_id = 0
+        self._replies = Replies(self.playout, self._out)
         self._started_at = 0.0
         self._idle_at: float | None = None
         self._reprompts = 0
@@ -130,7 +112,8 @@ class CallEngine:
             self._listen(now)
 
     def take_commands(self) -> list[Command]:
-        out, self._out = self._out, []
+        out = self._out.copy()
+        self._out.clear()  # cleared in place: Replies appends to the same list
         return out
 
     def next_deadline(self) -> float | None:
@@ -153,6 +136,7 @@ class CallEngine:
     def handle(self, event: EngineEvent, now: float) -> None:
         if self.phase is Phase.ENDED:
             return
+        current = self._replies.is_current
         match event:
             case CallerAudio(ulaw=data, timestamp_ms=stamp):
                 self._on_audio(data, stamp, now)
@@ -162,15 +146,15 @@ class CallEngine:
                 self._on_dtmf(digit, now)
             case MarkPlayed(name=name):
                 self.playout.mark_played(name, now)
-            case ReplySegment(reply_id=rid, index=index, text=text) if self._is_current(rid):
-                self._on_segment(index, text)
-            case ReplyAudio(reply_id=rid, index=index, ulaw=data) if self._is_current(rid):
+            case ReplySegment(reply_id=rid, index=index, text=text) if current(rid):
+                self._replies.on_segment(index, text)
+            case ReplyAudio(reply_id=rid, index=index, ulaw=data) if current(rid):
                 self._on_reply_audio(index, data, now)
-            case ReplyAction(reply_id=rid, call=call) if self._is_current(rid):
-                self._on_action(call.name, call.arguments)
-            case ReplyDone(reply_id=rid) if self._is_current(rid):
-                self._on_reply_done()
-            case ReplyFailed(reply_id=rid, error=error) if self._is_current(rid):
+            case ReplyAction(reply_id=rid, call=call) if current(rid):
+                self._replies.on_action(call.name, call.arguments)
+            case ReplyDone(reply_id=rid) if current(rid):
+                self._replies.on_done()
+            case ReplyFailed(reply_id=rid, error=error) if current(rid):
                 self._on_reply_failed(error, now)
             case CallerHungUp(reason=reason):
                 self._on_hung_up(reason, now)
@@ -248,7 +232,7 @@ class CallEngine:
         self._user_parts.append(text)
         if self.phase is Phase.USER_SPEAKING and self._await_final_until is not None:
             self._finish_user_turn(now)
-        elif self.phase is Phase.THINKING and self._reply is not None:
+        elif self.phase is Phase.THINKING and self._replies.current is not None:
             # Words that arrived after we answered: answer the whole thing instead.
             self._caller_went_on(now)
             self._finish_user_turn(now)
@@ -259,7 +243,7 @@ class CallEngine:
         if self.phase in _SPEAKING:
             self._barge_in(now, reason="dtmf")
         elif self.phase is Phase.THINKING:
-            self._cancel_reply()
+            self._replies.cancel()
         self._finish_user_turn(now, dtmf=digit)
 
     def _finish_user_turn(self, now: float, dtmf: str | None = None) -> None:
@@ -280,8 +264,9 @@ class CallEngine:
 
     def _caller_went_on(self, now: float) -> None:
         """The caller kept talking before hearing our answer: drop it, unheard."""
-        answering = self._reply is not None and self._reply.kind is ReplyKind.ANSWER
-        self._cancel_reply()
+        reply = self._replies.current
+        answering = reply is not None and reply.kind is ReplyKind.ANSWER
+        self._replies.cancel()
         if answering:
             withdrawn = self.conversation.take_last_user()
             if withdrawn is not None and withdrawn.dtmf is None and withdrawn.content:
@@ -309,8 +294,8 @@ class CallEngine:
         self._out.append(SendClear())
         heard = self.playout.heard_text(now)
         spoken = self.playout.spoken_text()
-        reply = self._reply
-        self._cancel_reply()
+        reply = self._replies.current
+        self._replies.cancel()
         self.playout.clear(now)
         self.conversation.add_assistant(heard)
         self.barge_ins += 1
@@ -338,65 +323,17 @@ class CallEngine:
         *,
         text: str | None = None,
         messages: tuple[Message, ...] = (),
-    ) -> _Reply:
-        self._next_reply_id += 1
-        reply = _Reply(id=self._next_reply_id, kind=kind, started_at=now)
-        self._reply = reply
-        self._out.append(StartReply(reply.id, kind, messages=messages, text=text))
-        return reply
-
-    def _is_current(self, reply_id: int) -> bool:
-        return self._reply is not None and self._reply.id == reply_id
-
-    def _cancel_reply(self) -> None:
-        if self._reply is not None:
-            self._out.append(CancelReply(self._reply.id))
-            self._reply = None
-
-    def _on_segment(self, index: int, text: str) -> None:
-        assert self._reply is not None
-        if index > 0:
-            self.playout.end_segment((self._reply.id, index - 1))
-        self.playout.begin_segment((self._reply.id, index), text)
-        self._reply.segments = index + 1
+    ) -> Reply:
+        return self._replies.start(now, kind, text=text, messages=messages)
 
     def _on_reply_audio(self, index: int, data: bytes, now: float) -> None:
-        assert self._reply is not None
-        if self._reply.first_audio_at is None:
-            self._reply.first_audio_at = now
-            self._reply.latency_ms["first_audio"] = (now - self._reply.started_at) * 1000
         if self.phase is Phase.THINKING:
             self.phase = Phase.BOT_SPEAKING
-        self.playout.add_audio((self._reply.id, index), data)
-
-    def _on_action(self, name: str, arguments: str) -> None:
-        assert self._reply is not None
-        if name == "end_call":
-            self._reply.hangup_after = True
-        elif name == "transfer_call":
-            try:
-                target = json.loads(arguments or "{}").get("to")
-            except (ValueError, AttributeError):
-                target = None
-            if isinstance(target, str) and target:
-                self._reply.transfer_to = target
-            else:
-                log.warning("reply.transfer_without_number arguments=%r", arguments)
-        else:
-            log.warning("reply.unknown_action name=%s", name)
-
-    def _on_reply_done(self) -> None:
-        assert self._reply is not None
-        if self._reply.segments:
-            self.playout.end_segment((self._reply.id, self._reply.segments - 1))
-        self._reply.done = True
+        self._replies.on_audio(index, data, now)
 
     def _on_reply_failed(self, error: str, now: float) -> None:
         log.error("reply.failed error=%s", error)
-        assert self._reply is not None
-        if self._reply.segments:  # let what was already said finish, then apologise
-            self.playout.end_segment((self._reply.id, self._reply.segments - 1))
-        self._reply = None
+        self._replies.on_failed()
         self._end_call(now, ReplyKind.APOLOGY, self.script.apology_message)
 
     def _end_call(self, now: float, kind: ReplyKind, text: str | None) -> None:
@@ -408,7 +345,7 @@ class CallEngine:
         if text:
             self._start_reply(now, kind, text=text)
         else:
-            self._reply = None
+            self._replies.current = None
             self._hang_up("ended")
 
     def _hang_up(self, reason: str) -> None:
@@ -423,15 +360,12 @@ class CallEngine:
         sent = self.playout.pull(now)
         if sent:
             self._out.extend(sent)
-            reply = self._reply
-            if reply is not None and reply.first_sent_at is None and reply.first_audio_at:
-                reply.first_sent_at = now
-                reply.latency_ms["first_frame"] = (now - reply.started_at) * 1000
+            self._replies.note_sent(now)
         self._check_reply_complete(now)
         self._check_timers(now)
 
     def _check_reply_complete(self, now: float) -> None:
-        reply = self._reply
+        reply = self._replies.current
         if reply is None or not reply.done or not self.playout.all_sent():
             return
         if reply.all_sent_at is None:
@@ -452,7 +386,7 @@ class CallEngine:
             )
         )
         self.playout.finish_utterance()
-        self._reply = None
+        self._replies.current = None
         if reply.kind in (ReplyKind.GOODBYE, ReplyKind.APOLOGY):
             self._hang_up(reply.kind.value)
         elif reply.transfer_to is not None:
@@ -473,7 +407,7 @@ class CallEngine:
             self._begin_user_turn(now)  # the caller was already talking as we finished
 
     def _hangup_deadline(self) -> float | None:
-        reply = self._reply
+        reply = self._replies.current
         if self.phase is not Phase.ENDING or reply is None or reply.all_sent_at is None:
             return None
         return reply.all_sent_at + self.turns.hangup_mark_timeout_s
@@ -486,7 +420,7 @@ class CallEngine:
             if self.phase in _SPEAKING:
                 self._out.append(SendClear())
                 self.playout.clear(now)
-            self._cancel_reply()
+            self._replies.cancel()
             self._end_call(now, ReplyKind.GOODBYE, self.script.end_call_message)
             return
         deadline = self._hangup_deadline()
@@ -510,7 +444,7 @@ class CallEngine:
                 self._end_call(now, ReplyKind.GOODBYE, self.script.end_call_message)
 
     def _on_hung_up(self, reason: str, now: float) -> None:
-        reply = self._reply
+        reply = self._replies.current
         if reply is not None and self.phase in (*_SPEAKING, Phase.ENDING):
             heard = self.playout.heard_text(now)
             self._record(
@@ -524,7 +458,7 @@ class CallEngine:
                     kind=reply.kind.value,
                 )
             )
-        self._cancel_reply()
+        self._replies.cancel()
         log.info("call.hung_up reason=%s", reason)
         self.phase = Phase.ENDED
 

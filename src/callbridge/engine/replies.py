@@ -1,0 +1,116 @@
+"""What the bot is saying right now: the one current reply, its segments, its actions
+and its latency marks. Events of any other reply id belong to a cancelled reply and are
+ignored, which is what keeps a barge-in from leaking stale audio."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from callbridge.engine.events import CancelReply, Command, ReplyKind, StartReply
+from callbridge.engine.playout import Playout
+from callbridge.providers.base import Message
+
+__all__ = ["Replies", "Reply"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Reply:
+    id: int
+    kind: ReplyKind
+    started_at: float
+    segments: int = 0
+    done: bool = False
+    first_audio_at: float | None = None
+    first_sent_at: float | None = None
+    all_sent_at: float | None = None
+    hangup_after: bool = False
+    transfer_to: str | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Replies:
+    def __init__(self, playout: Playout, out: list[Command]) -> None:
+        self.current: Reply | None = None
+        self._playout = playout
+        self._out = out
+        self._next_id = 0
+
+    def start(
+        self,
+        now: float,
+        kind: ReplyKind,
+        *,
+        text: str | None = None,
+        messages: tuple[Message, ...] = (),
+    ) -> Reply:
+        self._next_id += 1
+        reply = Reply(id=self._next_id, kind=kind, started_at=now)
+        self.current = reply
+        self._out.append(StartReply(reply.id, kind, messages=messages, text=text))
+        return reply
+
+    def is_current(self, reply_id: int) -> bool:
+        return self.current is not None and self.current.id == reply_id
+
+    def cancel(self) -> None:
+        if self.current is not None:
+            self._out.append(CancelReply(self.current.id))
+            self.current = None
+
+    def on_segment(self, index: int, text: str) -> None:
+        reply = self._require()
+        if index > 0:
+            self._playout.end_segment((reply.id, index - 1))
+        self._playout.begin_segment((reply.id, index), text)
+        reply.segments = index + 1
+
+    def on_audio(self, index: int, data: bytes, now: float) -> None:
+        reply = self._require()
+        if reply.first_audio_at is None:
+            reply.first_audio_at = now
+            reply.latency_ms["first_audio"] = (now - reply.started_at) * 1000
+        self._playout.add_audio((reply.id, index), data)
+
+    def on_action(self, name: str, arguments: str) -> None:
+        reply = self._require()
+        if name == "end_call":
+            reply.hangup_after = True
+        elif name == "transfer_call":
+            try:
+                target = json.loads(arguments or "{}").get("to")
+            except (ValueError, AttributeError):
+                target = None
+            if isinstance(target, str) and target:
+                reply.transfer_to = target
+            else:
+                log.warning("reply.transfer_without_number arguments=%r", arguments)
+        else:
+            log.warning("reply.unknown_action name=%s", name)
+
+    def on_done(self) -> None:
+        reply = self._require()
+        self._end_open_segment(reply)
+        reply.done = True
+
+    def on_failed(self) -> None:
+        """Let what was already said play out; the reply itself is over."""
+        self._end_open_segment(self._require())
+        self.current = None
+
+    def note_sent(self, now: float) -> None:
+        reply = self.current
+        if reply is not None and reply.first_sent_at is None and reply.first_audio_at:
+            reply.first_sent_at = now
+            reply.latency_ms["first_frame"] = (now - reply.started_at) * 1000
+
+    def _end_open_segment(self, reply: Reply) -> None:
+        if reply.segments:
+            self._playout.end_segment((reply.id, reply.segments - 1))
+
+    def _require(self) -> Reply:
+        assert self.current is not None, "reply events are only handled for the current reply"
+        return self.current
