@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from callbridge.engine.events import (
     EngineEvent,
@@ -70,15 +70,19 @@ async def _think(
     post: Callable[[EngineEvent], None],
 ) -> None:
     segmenter = SentenceSegmenter()
-    async for event in llm.stream(request.messages, tools):
-        match event:
-            case TextDelta(text=text):
-                for segment in segmenter.push(text):
-                    segments.put_nowait(segment)
-            case ToolCall(name=name) if name in BUILTIN_ACTIONS:
-                post(ReplyAction(request.reply_id, event))
-            case ToolCall(name=name):
-                log.warning("reply.tool_unhandled name=%s", name)
+    stream = llm.stream(request.messages, tools)
+    try:
+        async for event in stream:
+            match event:
+                case TextDelta(text=text):
+                    for segment in segmenter.push(text):
+                        segments.put_nowait(segment)
+                case ToolCall(name=name) if name in BUILTIN_ACTIONS:
+                    post(ReplyAction(request.reply_id, event))
+                case ToolCall(name=name):
+                    log.warning("reply.tool_unhandled name=%s", name)
+    finally:
+        await _close(stream)
     for segment in segmenter.flush():
         segments.put_nowait(segment)
 
@@ -93,10 +97,22 @@ async def _speak(
     while (segment := await segments.get()) is not _END:
         assert isinstance(segment, str)
         post(ReplySegment(rid, index, segment))
-        async for chunk in tts.synthesize(segment):
-            if chunk:
-                post(ReplyAudio(rid, index, chunk))
+        audio = tts.synthesize(segment)
+        try:
+            async for chunk in audio:
+                if chunk:
+                    post(ReplyAudio(rid, index, chunk))
+        finally:
+            await _close(audio)
         index += 1
+
+
+async def _close(stream: AsyncIterator[object]) -> None:
+    """Close a provider's generator now, on cancel too: a vendor socket must not linger
+    until the garbage collector gets to it."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _split(text: str) -> list[str]:

@@ -50,7 +50,6 @@ _TABLE: dict[tuple[Kind, str], str] = {
     ("vad", "webrtc"): "callbridge.providers.vad.webrtc:SPEC",
     ("vad", "fake"): "callbridge.providers.fake:VAD_SPEC",
     ("stt", "none"): "callbridge.providers.stt.none:SPEC",
-    ("stt", "pocketsphinx"): "callbridge.providers.stt.pocketsphinx:SPEC",
     ("stt", "deepgram"): "callbridge.providers.stt.deepgram:SPEC",
     ("stt", "openai-compatible"): "callbridge.providers.stt.openai_compatible:SPEC",
     ("stt", "fake"): "callbridge.providers.fake:STT_SPEC",

@@ -1,0 +1,111 @@
+"""VAD cost per call: µs of CPU per 20 ms frame, and memory per added call.
+
+    .venv/bin/python bench/vad.py [--seconds 2]
+
+For each detector it feeds every call one 20 ms frame per tick (as the engine does) and
+reports µs per frame per call, plus what 200 calls would take of one core (50 frames/s
+each). Silero runs unbatched (one model run per window per call) and batched (one run
+per tick for all calls, ``SileroModel.process_batch``). Memory is the RSS growth of
+opening 100 more streams that have each processed audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import time
+from collections.abc import Callable
+
+from callbridge.audio import ulaw
+from callbridge.providers.base import VadStream
+from callbridge.providers.tts.espeak import synthesize_pcm
+from callbridge.providers.vad.silero import SileroModel
+from callbridge.providers.vad.webrtc import WebrtcModel
+
+FRAME_BYTES = 320
+FRAMES_PER_S = 50
+TARGET_CALLS = 200
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="audio per call per case")
+    args = parser.parse_args()
+    frames = _speech_frames()
+    n_frames = int(args.seconds * FRAMES_PER_S)
+    silero, webrtc = SileroModel(), WebrtcModel(2)
+
+    print(f"µs of CPU per 20 ms frame per call ({args.seconds:g} s of speech per call)")
+    print(f"{'case':<28}{'µs/frame':>10}{'core @200 calls':>17}")
+    for calls in (1, 10, 50, 200):
+        _row(f"silero unbatched, {calls} calls", _unbatched(silero, calls, frames, n_frames))
+    for calls in (1, 10, 50, 200):
+        _row(f"silero batched x{calls}", _batched(silero, calls, frames, n_frames))
+    for calls in (1, 200):
+        _row(f"webrtc, {calls} calls", _unbatched(webrtc, calls, frames, n_frames))
+
+    print("\nRSS growth per 100 more streams (each has processed 1 s of audio)")
+    for name, new_stream in (("silero", silero.new_stream), ("webrtc", webrtc.new_stream)):
+        print(f"{name:<28}{_rss_per_100(new_stream, frames) / 1024:>9.1f} KiB")
+
+
+def _row(label: str, us_per_frame: float) -> None:
+    core = us_per_frame * FRAMES_PER_S * TARGET_CALLS / 1e6
+    print(f"{label:<28}{us_per_frame:>10.1f}{core:>16.0%}")
+
+
+def _unbatched(model: SileroModel | WebrtcModel, calls: int, frames: list[bytes], n: int) -> float:
+    streams: list[VadStream] = [model.new_stream() for _ in range(calls)]
+    for s in streams:  # warm-up: first runs allocate
+        s.speech_probability(frames[0])
+    start = time.process_time()
+    for i in range(n):
+        frame = frames[i % len(frames)]
+        for s in streams:
+            s.speech_probability(frame)
+    return (time.process_time() - start) * 1e6 / (n * calls)
+
+
+def _batched(model: SileroModel, calls: int, frames: list[bytes], n: int) -> float:
+    streams = [model.new_stream() for _ in range(calls)]
+    model.process_batch([(s, frames[0]) for s in streams])
+    start = time.process_time()
+    for i in range(n):
+        frame = frames[i % len(frames)]
+        model.process_batch([(s, frame) for s in streams])
+    return (time.process_time() - start) * 1e6 / (n * calls)
+
+
+def _rss_per_100(new_stream: Callable[[], VadStream], frames: list[bytes]) -> int:
+    keep: list[VadStream] = []
+
+    def add(count: int) -> None:
+        for _ in range(count):
+            s = new_stream()
+            for frame in frames[:FRAMES_PER_S]:
+                s.speech_probability(frame)
+            keep.append(s)
+
+    add(100)  # warm-up: allocator pools and ORT arenas settle
+    gc.collect()
+    before = _rss_bytes()
+    add(1000)
+    gc.collect()
+    return (_rss_bytes() - before) // 10
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize()
+
+
+def _speech_frames() -> list[bytes]:
+    text = "Hello, I would like to check my billing statement, and then talk to support."
+    pcm = ulaw.decode(ulaw.encode(synthesize_pcm(text)))
+    return [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)]
+
+
+if __name__ == "__main__":
+    main()
