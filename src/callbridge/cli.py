@@ -1,0 +1,79 @@
+"""The ``callbridge`` command. Subcommands share one parser built by ``build_parser``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from callbridge.engine.transport import CallRunner
+from callbridge.errors import ConfigError
+from callbridge.settings import Settings, load_settings
+
+__all__ = ["build_parser", "main"]
+
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callbridge", description="Turn a Twilio phone number into a voice AI agent."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the server Twilio calls (webhooks + media stream)")
+    serve.add_argument("--host", help="listen address (default: CALLBRIDGE_HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="listen port (default: CALLBRIDGE_PORT or 8080)")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        # One line a person can act on; a traceback here would bury the variable's name.
+        print(f"callbridge: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return code
+
+
+def _build_runner(settings: Settings) -> CallRunner | None:
+    """The call engine for each call; None means the loopback echo (until it is wired)."""
+    return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from callbridge.server.app import create_app, uvicorn_config
+    from callbridge.telemetry.logging import configure_logging
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
+    app = create_app(settings, _build_runner(settings))
+    print(_banner(settings), flush=True)
+    uvicorn.Server(uvicorn_config(app, settings.host, settings.port)).run()
+    return 0
+
+
+def _banner(settings: Settings) -> str:
+    if settings.public_url:
+        webhook = f"{settings.public_url}/voice"
+        note = ""
+    else:
+        host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
+        webhook = (
+            f"https://<your public host>/voice  (locally: http://{host}:{settings.port}/voice)"
+        )
+        note = "\n  PUBLIC_URL is not set: set it to the https origin Twilio calls."
+    return (
+        f"callbridge listening on {settings.host}:{settings.port}\n"
+        f"  Twilio console → Phone Numbers → your number → Voice → 'A call comes in':\n"
+        f"  Webhook (HTTP POST): {webhook}{note}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

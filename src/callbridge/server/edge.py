@@ -1,0 +1,75 @@
+"""What the Twilio-facing routes share: settings, checkers, the runner, and counters.
+
+One object on ``app.state.edge`` instead of module globals, so two apps (two test
+servers, two instances in one process) never share state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from starlette.requests import HTTPConnection
+
+from callbridge.engine.transport import CallRunner
+from callbridge.settings import Settings
+from callbridge.twilio.rest import TwilioRest
+from callbridge.twilio.security import WebhookValidator, public_request_url
+from callbridge.twilio.tokens import StreamTokens
+
+__all__ = ["INSECURE_WARNING", "Edge", "EdgeStats"]
+
+INSECURE_WARNING = (
+    "SIGNATURE CHECKS ARE OFF (CALLBRIDGE_INSECURE_SKIP_SIGNATURE=1): anyone can reach "
+    "this endpoint as if they were Twilio. Never run like this on a public address."
+)
+
+log = logging.getLogger("callbridge.security")
+
+
+@dataclass
+class EdgeStats:
+    """Process-wide counters (Prometheus comes later; tests and /healthz read these)."""
+
+    active_calls: int = 0
+    calls_total: int = 0
+    overflow_total: int = 0
+    webhooks_rejected: int = 0
+    streams_rejected: int = 0
+    frames_rejected: Counter[str] = field(default_factory=Counter)
+    timestamp_gaps: int = 0
+    arrival_gaps: int = 0
+
+
+@dataclass
+class Edge:
+    settings: Settings
+    tokens: StreamTokens
+    validator: WebhookValidator | None  # None only in explicit insecure mode
+    runner: CallRunner
+    rest: TwilioRest | None
+    stats: EdgeStats = field(default_factory=EdgeStats)
+
+    def warn_insecure(self, path: str) -> None:
+        """Loud on every request by design: this must never go unnoticed in a log."""
+        log.warning("%s path=%s", INSECURE_WARNING, path)
+
+    def url_of(self, conn: HTTPConnection, *, websocket: bool = False, path: str = "") -> str:
+        """The public URL the far end requested (or ``path`` on the same origin)."""
+        scope = conn.scope
+        raw_path = scope.get("raw_path")
+        req_path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else scope["path"]
+        query = scope.get("query_string", b"").decode("latin-1")
+        s = self.settings
+        return public_request_url(
+            scheme=scope.get("scheme", "http"),
+            host=conn.headers.get("host", ""),
+            path=path or req_path,
+            query="" if path else query,
+            headers=conn.headers,
+            client_ip=conn.client.host if conn.client else None,
+            public_url=s.public_url,
+            trusted_proxies=s.trusted_proxies,
+            websocket=websocket,
+        )

@@ -1,0 +1,92 @@
+"""Inbound gap detection: where the caller's audio stalled on its way to us.
+
+Two clocks tell two stories. Twilio's ``timestamp`` jumping by more than 100 ms means
+audio was missing at the source (Twilio's side); arrival times more than 100 ms apart
+with contiguous timestamps means the network or our event loop held frames back (they
+then arrive in a burst). Both are counted per call and reported to the caller of
+``observe`` for logging.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["DEFAULT_GAP_MS", "Gap", "GapDetector"]
+
+DEFAULT_GAP_MS = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    kind: Literal["timestamp", "arrival"]
+    gap_ms: float
+    at_timestamp_ms: int | None
+
+
+class GapDetector:
+    """Feed it every inbound media frame; ``now`` is a monotonic clock in seconds."""
+
+    __slots__ = (
+        "_last_arrival",
+        "_last_ts",
+        "_now",
+        "arrival_gaps",
+        "frames",
+        "max_arrival_gap_ms",
+        "max_timestamp_gap_ms",
+        "reordered",
+        "threshold_ms",
+        "timestamp_gaps",
+    )
+
+    def __init__(
+        self, threshold_ms: float = DEFAULT_GAP_MS, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.threshold_ms = threshold_ms
+        self._now = now
+        self._last_ts: int | None = None
+        self._last_arrival: float | None = None
+        self.frames = 0
+        self.timestamp_gaps = 0
+        self.arrival_gaps = 0
+        self.reordered = 0
+        self.max_timestamp_gap_ms = 0.0
+        self.max_arrival_gap_ms = 0.0
+
+    def observe(self, timestamp_ms: int | None) -> list[Gap]:
+        """Record one frame; return the gaps it closes (usually none)."""
+        arrival = self._now()
+        gaps: list[Gap] = []
+        self.frames += 1
+        if timestamp_ms is not None:
+            if self._last_ts is not None:
+                delta = timestamp_ms - self._last_ts
+                if delta < 0:
+                    self.reordered += 1  # a late frame; keep the newest timestamp
+                    timestamp_ms = self._last_ts
+                elif delta > self.threshold_ms:
+                    self.timestamp_gaps += 1
+                    self.max_timestamp_gap_ms = max(self.max_timestamp_gap_ms, float(delta))
+                    gaps.append(Gap("timestamp", float(delta), timestamp_ms))
+            self._last_ts = timestamp_ms
+        if self._last_arrival is not None:
+            waited_ms = (arrival - self._last_arrival) * 1000.0
+            if waited_ms > self.threshold_ms:
+                self.arrival_gaps += 1
+                self.max_arrival_gap_ms = max(self.max_arrival_gap_ms, waited_ms)
+                gaps.append(Gap("arrival", waited_ms, timestamp_ms))
+        self._last_arrival = arrival
+        return gaps
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "frames": self.frames,
+            "timestamp_gaps": self.timestamp_gaps,
+            "arrival_gaps": self.arrival_gaps,
+            "reordered": self.reordered,
+            "max_timestamp_gap_ms": round(self.max_timestamp_gap_ms, 1),
+            "max_arrival_gap_ms": round(self.max_arrival_gap_ms, 1),
+        }

@@ -1,0 +1,95 @@
+"""Twilio REST control: ending a live call from any instance.
+
+The SDK's client is synchronous (``requests``), so every call runs in a worker thread:
+a slow API answer must never stall the audio of the other calls on this event loop.
+Error 20404 ("not found") on hang-up means the call is already over, which is what we
+wanted (Pipecat #2145 treated it as a failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from callbridge.errors import CallbridgeError
+from callbridge.telemetry.logging import log_event
+
+__all__ = ["CALL_NOT_FOUND", "TwilioRest", "TwilioRestError"]
+
+log = logging.getLogger(__name__)
+
+CALL_NOT_FOUND = 20404
+
+
+class TwilioRestError(CallbridgeError):
+    """Twilio's API refused or could not be reached; ``code`` is Twilio's error code."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class TwilioRest:
+    """A thin async face on the SDK client. ``base_url`` points it at a local fake."""
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        base_url: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._client = Client(
+            account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout_s)
+        )
+        if base_url:
+            # Edge/region (from TWILIO_EDGE/TWILIO_REGION) would rewrite the host name.
+            self._client.edge = None
+            self._client.region = None
+            self._client.api.base_url = base_url.rstrip("/")
+
+    async def transfer_call(self, call_sid: str, twiml: str) -> None:
+        """Replace the call's TwiML (e.g. a ``<Dial>``); the stream ends as Twilio moves on."""
+        try:
+            await asyncio.to_thread(self._update, call_sid, twiml)
+        except TwilioRestException as exc:
+            raise TwilioRestError(
+                f"transferring call {call_sid} failed: HTTP {exc.status}, Twilio code "
+                f"{exc.code}: {exc.msg}",
+                status=exc.status,
+                code=exc.code,
+            ) from exc
+        except (TwilioException, OSError) as exc:
+            raise TwilioRestError(f"transferring call {call_sid} failed: {exc}") from exc
+        log_event(log, logging.INFO, "rest.transfer", call_sid=call_sid)
+
+    async def end_call(self, call_sid: str) -> bool:
+        """Hang up ``call_sid``. True if we ended it, False if it was already over."""
+        try:
+            await asyncio.to_thread(self._complete, call_sid)
+        except TwilioRestException as exc:
+            if exc.code == CALL_NOT_FOUND:
+                log_event(log, logging.INFO, "rest.hangup_already_over", call_sid=call_sid)
+                return False
+            raise TwilioRestError(
+                f"ending call {call_sid} failed: HTTP {exc.status}, Twilio code {exc.code}: "
+                f"{exc.msg}",
+                status=exc.status,
+                code=exc.code,
+            ) from exc
+        except (TwilioException, OSError) as exc:  # requests' errors are OSErrors
+            raise TwilioRestError(f"ending call {call_sid} failed: {exc}") from exc
+        log_event(log, logging.INFO, "rest.hangup", call_sid=call_sid)
+        return True
+
+    def _complete(self, call_sid: str) -> None:
+        self._client.calls(call_sid).update(status="completed")
+
+    def _update(self, call_sid: str, twiml: str) -> None:
+        self._client.calls(call_sid).update(twiml=twiml)

@@ -1,0 +1,119 @@
+"""``CallTransport`` over a Media Streams socket: the engine's way out to the caller.
+
+It knows only two functions of the socket, send a text frame and close, so it works over
+any WebSocket library and in tests over a list. Sends are serialised with a lock (the
+runner and a hang-up may race), and a send after the line closed is dropped and counted
+rather than raised: the caller is gone and ``CallerHungUp`` is already on its way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from callbridge.errors import CallbridgeError
+from callbridge.telemetry.logging import log_event
+from callbridge.twilio import codec, twiml
+from callbridge.twilio.rest import TwilioRestError
+
+__all__ = ["CallControl", "LineClosed", "TwilioTransport"]
+
+log = logging.getLogger(__name__)
+
+
+class LineClosed(CallbridgeError):
+    """Raised by a ``send_text`` function when the socket is already closed."""
+
+
+class CallControl(Protocol):
+    """The REST half of the line (``TwilioRest``, or a test double)."""
+
+    async def end_call(self, call_sid: str) -> bool: ...
+
+    async def transfer_call(self, call_sid: str, twiml: str) -> None: ...
+
+
+class TwilioTransport:
+    """Implements ``callbridge.engine.transport.CallTransport`` for Twilio."""
+
+    def __init__(
+        self,
+        *,
+        stream_sid: str,
+        call_sid: str,
+        send_text: Callable[[str], Awaitable[None]],
+        close: Callable[[], Awaitable[None]],
+        rest: CallControl | None = None,
+    ) -> None:
+        self.stream_sid = stream_sid
+        self.call_sid = call_sid
+        self._send_text = send_text
+        self._close = close
+        self._rest = rest
+        self._lock = asyncio.Lock()
+        self.closed = False
+        self.frames_sent = 0
+        self.dropped_after_close = 0
+
+    async def send_audio(self, ulaw: bytes) -> None:
+        await self._send(codec.media(self.stream_sid, ulaw))
+
+    async def send_mark(self, name: str) -> None:
+        await self._send(codec.mark(self.stream_sid, name))
+
+    async def send_clear(self) -> None:
+        await self._send(codec.clear(self.stream_sid))
+
+    async def hangup(self) -> None:
+        """End the call at Twilio (so the PSTN leg drops), then close our socket.
+
+        Closing the socket alone would let Twilio run the TwiML after ``<Connect>``; the
+        REST call is what ends the call. A REST failure is logged and the socket is
+        closed anyway, so the engine's hang-up always finishes.
+        """
+        if self._rest is not None:
+            try:
+                await self._rest.end_call(self.call_sid)
+            except CallbridgeError:
+                log.exception("transport.hangup_rest_failed call_sid=%s", self.call_sid)
+        else:
+            log_event(log, logging.WARNING, "transport.hangup_without_rest")
+        await self.close()
+
+    async def transfer(self, to: str) -> None:
+        """Hand the caller to ``to`` with a ``<Dial>``; Twilio then ends this stream.
+
+        Raises ``CallbridgeError`` when it cannot be done, so the engine can say so.
+        """
+        if self._rest is None:
+            raise TwilioRestError("cannot transfer: no Twilio REST credentials configured")
+        await self._rest.transfer_call(self.call_sid, twiml.dial(to))
+        log_event(log, logging.INFO, "transport.transferred")
+        await self.close()
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            await self._close()
+
+    async def _send(self, text: str) -> None:
+        async with self._lock:
+            if self.closed:
+                self._dropped()
+                return
+            try:
+                await self._send_text(text)
+            except LineClosed:
+                self.closed = True
+                self._dropped()
+                return
+            self.frames_sent += 1
+
+    def _dropped(self) -> None:
+        self.dropped_after_close += 1
+        if self.dropped_after_close == 1:
+            log_event(log, logging.INFO, "transport.send_after_close")

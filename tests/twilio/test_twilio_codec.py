@@ -1,0 +1,252 @@
+"""The Media Streams codec: plain data in, typed events out; no event loop."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import twilio_stream as tw
+
+from callbridge.errors import TwilioProtocolError
+from callbridge.twilio import codec
+
+STREAM = "MZ" + "1" * 32
+CALL = "CA" + "2" * 32
+
+
+def test_decodes_twilios_messages_into_typed_events() -> None:
+    assert codec.decode(tw.connected()) == codec.Connected("Call", "1.0.0")
+
+    start = codec.decode(tw.start(STREAM, CALL, {"token": "t", "from": "+1555"}, seq=1))
+    assert isinstance(start, codec.Start)
+    assert (start.stream_sid, start.call_sid, start.account_sid) == (STREAM, CALL, tw.ACCOUNT_SID)
+    assert start.tracks == ("inbound",)
+    assert start.media_format == codec.MediaFormat("audio/x-mulaw", 8000, 1)
+    assert dict(start.custom_parameters) == {"token": "t", "from": "+1555"}
+    assert start.sequence_number == 1
+
+    audio = bytes(range(160))
+    media = codec.decode(tw.media(STREAM, audio, seq=3, chunk=2, timestamp_ms=20))
+    assert media == codec.Media(STREAM, "inbound", 2, 20, audio, 3)
+
+    assert codec.decode(tw.dtmf(STREAM, "7", seq=5)) == codec.Dtmf(STREAM, "inbound_track", "7", 5)
+    assert codec.decode(tw.mark(STREAM, "seg-7", seq=4)) == codec.Mark(STREAM, "seg-7", 4)
+    assert codec.decode(tw.stop(STREAM, CALL, seq=9)) == codec.Stop(STREAM, tw.ACCOUNT_SID, CALL, 9)
+
+
+def test_events_are_frozen() -> None:
+    event = codec.decode(tw.mark(STREAM, "a", seq=1))
+    with pytest.raises(AttributeError):
+        event.name = "b"  # type: ignore[misc, union-attr]
+    start = codec.decode(tw.start(STREAM, CALL, {"token": "t"}))
+    assert isinstance(start, codec.Start)
+    with pytest.raises(TypeError):
+        start.custom_parameters["token"] = "forged"  # type: ignore[index]
+
+
+def test_unknown_event_is_returned_not_dropped() -> None:
+    event = codec.decode('{"event": "transcription", "streamSid": "MZ1", "x": 1}')
+    assert isinstance(event, codec.Unknown)
+    assert event.event == "transcription"
+    assert event.raw["x"] == 1
+
+
+def test_builders_make_twilios_outbound_shapes() -> None:
+    audio = b"\xff\x7f\x00" * 53
+    assert json.loads(codec.media(STREAM, audio)) == {
+        "event": "media",
+        "streamSid": STREAM,
+        "media": {"payload": base64.b64encode(audio).decode()},
+    }
+    assert json.loads(codec.mark(STREAM, "seg-1")) == {
+        "event": "mark",
+        "streamSid": STREAM,
+        "mark": {"name": "seg-1"},
+    }
+    assert json.loads(codec.clear(STREAM)) == {"event": "clear", "streamSid": STREAM}
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "message"),
+    [
+        ("{not json", "json", "expected a JSON object, got invalid JSON"),
+        ("[1, 2]", "type", "expected a JSON object, got array"),
+        ('{"streamSid": "MZ1"}', "type", "expected event as a string, got nothing"),
+        ('{"event": 5}', "type", "expected event as a string, got number"),
+        (
+            '{"event": "media", "streamSid": "MZ1"}',
+            "type",
+            "expected media as an object, got nothing",
+        ),
+        (
+            '{"event":"media","streamSid":"MZ1","media":{"timestamp":"5","payload":"!!!"}}',
+            "base64",
+            "expected media.payload as base64",
+        ),
+        (
+            '{"event":"media","streamSid":"MZ1","media":{"timestamp":5.5,"payload":""}}',
+            "type",
+            "expected media.timestamp as a string of digits, got number",
+        ),
+        (
+            '{"event":"media","streamSid":"MZ1","media":{"timestamp":"-4","payload":""}}',
+            "type",
+            "expected media.timestamp as a string of digits, got string '-4'",
+        ),
+        (
+            '{"event":"mark","streamSid":"MZ1","mark":{"name":null}}',
+            "type",
+            "expected mark.name as a string, got null",
+        ),
+        (
+            '{"event":"dtmf","streamSid":"MZ1","dtmf":[]}',
+            "type",
+            "expected dtmf as an object, got array",
+        ),
+        (
+            '{"event":"start","streamSid":"MZ1","start":{"callSid":"CA1","tracks":"inbound",'
+            '"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}',
+            "type",
+            "expected start.tracks as a list of strings",
+        ),
+        (
+            '{"event":"start","streamSid":"MZ1","start":{"callSid":"CA1","customParameters":{"a":1},'
+            '"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}',
+            "type",
+            "expected start.customParameters as an object of strings",
+        ),
+        (
+            '{"event":"mark","streamSid":"MZ1","sequenceNumber":true,"mark":{"name":"a"}}',
+            "type",
+            "got boolean",
+        ),
+        ("[" * 50_000 + "]" * 10, "json", "invalid JSON"),
+    ],
+)
+def test_malformed_frames_say_what_was_expected(text: str, kind: str, message: str) -> None:
+    with pytest.raises(codec.MalformedFrame) as err:
+        codec.decode(text)
+    assert err.value.kind == kind
+    assert message in str(err.value)
+    assert isinstance(err.value, TwilioProtocolError)
+
+
+def test_oversize_frame_is_refused_before_parsing() -> None:
+    payload = base64.b64encode(b"\xff" * 50_000).decode()
+    text = tw.media(STREAM, b"", seq=1, chunk=1, timestamp_ms=0).replace(
+        '"payload": ""', f'"payload": "{payload}"'
+    )
+    assert len(text) > codec.MAX_FRAME_BYTES
+    with pytest.raises(codec.MalformedFrame) as err:
+        codec.decode(text)
+    assert err.value.kind == "size"
+    # Multi-byte characters count as the bytes they take on the wire.
+    wide = '{"event":"x","pad":"' + "€" * (codec.MAX_FRAME_BYTES // 3 + 1) + '"}'
+    assert len(wide) < codec.MAX_FRAME_BYTES
+    with pytest.raises(codec.MalformedFrame):
+        codec.decode(wide)
+
+
+def test_codec_module_does_no_io() -> None:
+    tree = ast.parse(Path(codec.__file__).read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (
+            node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+        )
+    }
+    assert not imported & {"asyncio", "socket", "websockets", "starlette", "fastapi", "uvicorn"}
+
+
+# --- property-based: nothing but events or TwilioProtocolError comes out -------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _decode_or_protocol_error(text: str | bytes) -> None:
+    try:
+        event = codec.decode(text)
+    except TwilioProtocolError:
+        return
+    assert isinstance(
+        event,
+        codec.Connected
+        | codec.Start
+        | codec.Media
+        | codec.Mark
+        | codec.Dtmf
+        | codec.Stop
+        | codec.Unknown,
+    )
+
+
+@given(st.text(max_size=300))
+def test_any_text_decodes_or_raises_protocol_error(text: str) -> None:
+    _decode_or_protocol_error(text)
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_or_raise_protocol_error(data: bytes) -> None:
+    _decode_or_protocol_error(data)
+
+
+def _valid_messages() -> list[dict[str, Any]]:
+    return [
+        json.loads(m)
+        for m in (
+            tw.connected(),
+            tw.start(STREAM, CALL, {"token": "t"}),
+            tw.media(STREAM, b"\x01" * 160, seq=2, chunk=1, timestamp_ms=0),
+            tw.dtmf(STREAM, "1", seq=3),
+            tw.mark(STREAM, "m", seq=4),
+            tw.stop(STREAM, CALL, seq=5),
+        )
+    ]
+
+
+def _paths(obj: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += _paths(v, (*prefix, k))
+    return out
+
+
+@given(st.data())
+@settings(max_examples=300)
+def test_valid_messages_with_one_field_replaced_never_crash(data: st.DataObject) -> None:
+    msg = data.draw(st.sampled_from(_valid_messages()))
+    path = data.draw(st.sampled_from(_paths(msg)))
+    value = data.draw(json_values)
+    target = msg
+    for key in path[:-1]:
+        target = target[key]
+    if data.draw(st.booleans()):
+        target[path[-1]] = value
+    else:
+        del target[path[-1]]
+    _decode_or_protocol_error(json.dumps(msg))
+
+
+@given(st.binary(max_size=2000), st.integers(min_value=0, max_value=10**12))
+def test_media_payload_round_trips(audio: bytes, timestamp_ms: int) -> None:
+    event = codec.decode(tw.media(STREAM, audio, seq=1, chunk=1, timestamp_ms=timestamp_ms))
+    assert isinstance(event, codec.Media)
+    assert event.ulaw == audio
+    assert event.timestamp_ms == timestamp_ms
+    outbound = json.loads(codec.media(STREAM, audio))
+    assert base64.b64decode(outbound["media"]["payload"]) == audio

@@ -1,0 +1,59 @@
+"""Gap detection by Twilio's timestamps and by arrival time, with a manual clock."""
+
+from __future__ import annotations
+
+from callbridge.engine.clock import ManualClock
+from callbridge.twilio.gaps import GapDetector
+
+
+def test_steady_20ms_stream_has_no_gaps() -> None:
+    clock = ManualClock()
+    gaps = GapDetector(now=clock.now)
+    for i in range(100):
+        assert gaps.observe(i * 20) == []
+        clock.advance(0.02)
+    assert (gaps.frames, gaps.timestamp_gaps, gaps.arrival_gaps) == (100, 0, 0)
+
+
+def test_missing_audio_at_the_source_is_a_timestamp_gap() -> None:
+    clock = ManualClock()
+    gaps = GapDetector(now=clock.now)
+    gaps.observe(0)
+    clock.advance(0.02)
+    assert gaps.observe(20) == []
+    clock.advance(0.02)
+    [gap] = gaps.observe(260)  # 220 ms of audio never came, but arrival was on time
+    assert (gap.kind, gap.gap_ms, gap.at_timestamp_ms) == ("timestamp", 240.0, 260)
+    assert gaps.timestamp_gaps == 1 and gaps.arrival_gaps == 0
+
+
+def test_late_delivery_is_an_arrival_gap() -> None:
+    clock = ManualClock()
+    gaps = GapDetector(now=clock.now)
+    gaps.observe(0)
+    clock.advance(0.25)  # the network held frames back; they come as a burst
+    [gap] = gaps.observe(20)
+    assert gap.kind == "arrival"
+    assert round(gap.gap_ms) == 250
+    for ts in (40, 60, 80):
+        assert gaps.observe(ts) == []
+    assert gaps.summary()["max_arrival_gap_ms"] == 250.0
+
+
+def test_threshold_is_exclusive_and_reordering_is_counted() -> None:
+    clock = ManualClock()
+    gaps = GapDetector(now=clock.now)
+    gaps.observe(0)
+    clock.advance(0.1)
+    assert gaps.observe(100) == []  # exactly 100 ms is not a gap
+    assert gaps.observe(80) == []  # a late frame
+    assert gaps.reordered == 1
+    assert gaps.observe(120) == []  # measured from the newest timestamp, 100
+
+
+def test_frames_without_timestamps_still_count_arrival() -> None:
+    clock = ManualClock()
+    gaps = GapDetector(now=clock.now)
+    gaps.observe(None)
+    clock.advance(0.5)
+    assert [g.kind for g in gaps.observe(None)] == ["arrival"]

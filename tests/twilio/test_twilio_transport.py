@@ -1,0 +1,98 @@
+"""TwilioTransport: the engine's outbound calls become Twilio's JSON, in order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from callbridge.engine.transport import CallTransport
+from callbridge.twilio.rest import TwilioRestError
+from callbridge.twilio.transport import LineClosed, TwilioTransport
+
+STREAM = "MZ" + "3" * 32
+CALL = "CA" + "4" * 32
+
+
+class Line:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+        self.closed = 0
+        self.broken = False
+
+    async def send(self, text: str) -> None:
+        if self.broken:
+            raise LineClosed("peer went away")
+        self.sent.append(json.loads(text))
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+class Rest:
+    def __init__(self, fail: bool = False) -> None:
+        self.log: list[tuple[str, str]] = []
+        self.fail = fail
+
+    async def end_call(self, call_sid: str) -> bool:
+        self.log.append(("end", call_sid))
+        if self.fail:
+            raise TwilioRestError("boom", status=500, code=20500)
+        return True
+
+    async def transfer_call(self, call_sid: str, twiml: str) -> None:
+        self.log.append(("transfer", twiml))
+
+
+def _transport(line: Line, rest: Rest | None = None) -> TwilioTransport:
+    return TwilioTransport(
+        stream_sid=STREAM, call_sid=CALL, send_text=line.send, close=line.close, rest=rest
+    )
+
+
+async def test_sends_media_mark_clear_in_order() -> None:
+    line = Line()
+    transport: CallTransport = _transport(line)
+    await transport.send_audio(b"\xff" * 160)
+    await transport.send_mark("seg-1")
+    await transport.send_clear()
+    assert [m["event"] for m in line.sent] == ["media", "mark", "clear"]
+    assert all(m["streamSid"] == STREAM for m in line.sent)
+    assert line.sent[1]["mark"] == {"name": "seg-1"}
+
+
+async def test_hangup_ends_the_call_at_twilio_then_closes() -> None:
+    line, rest = Line(), Rest()
+    transport = _transport(line, rest)
+    await transport.hangup()
+    assert rest.log == [("end", CALL)]
+    assert line.closed == 1
+    await transport.send_audio(b"\xff")  # after close: dropped, counted, not raised
+    assert line.sent == [] and transport.dropped_after_close == 1
+    await transport.hangup()
+    assert line.closed == 1
+
+
+async def test_hangup_closes_even_when_rest_fails() -> None:
+    line = Line()
+    await _transport(line, Rest(fail=True)).hangup()
+    assert line.closed == 1
+
+
+async def test_a_broken_line_stops_sending_quietly() -> None:
+    line = Line()
+    transport = _transport(line)
+    line.broken = True
+    await transport.send_audio(b"\x00")
+    await transport.send_mark("x")
+    assert transport.closed and transport.dropped_after_close == 2
+
+
+async def test_transfer_dials_and_closes() -> None:
+    line, rest = Line(), Rest()
+    await _transport(line, rest).transfer("+15550001234")
+    [(kind, xml)] = rest.log
+    assert kind == "transfer" and "<Dial>+15550001234</Dial>" in xml
+    assert line.closed == 1
+    with pytest.raises(TwilioRestError):
+        await _transport(Line(), None).transfer("+15550001234")
