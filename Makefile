@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# A first run gets a .env from the example; the server says what to fill in.
 serve: $(STAMP)
+	test -f .env || cp .env.example .env
 	$(BIN)/callbridge serve
 
 lint: $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from callbridge.engine.transport import CallRunner
 from callbridge.errors import ConfigError
@@ -23,7 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server Twilio calls (webhooks + media stream)")
     serve.add_argument("--host", help="listen address (default: CALLBRIDGE_HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="listen port (default: CALLBRIDGE_PORT or 8080)")
+    serve.add_argument(
+        "--assistant", metavar="FILE", help="assistant file (default: CALLBRIDGE_ASSISTANT)"
+    )
     serve.set_defaults(handler=_serve)
+    from callbridge.simulator.command import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -38,9 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _build_runner(settings: Settings) -> CallRunner | None:
-    """The call engine for each call; None means the loopback echo (until it is wired)."""
-    return None
+def _build_runner(settings: Settings, assistant: str | None) -> CallRunner:
+    """The call engine for each call, with every provider loaded before the first call."""
+    from callbridge.voice_agent import build_runner
+
+    return build_runner(Path(assistant) if assistant else settings.assistant_path)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -52,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
     configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
-    app = create_app(settings, _build_runner(settings))
+    app = create_app(settings, _build_runner(settings, args.assistant))
     print(_banner(settings), flush=True)
     uvicorn.Server(uvicorn_config(app, settings.host, settings.port)).run()
     return 0
