@@ -63,6 +63,7 @@ def test_serve_prints_the_webhook_url_and_serves(tmp_path: Path) -> None:
         CALLBRIDGE_HOST="127.0.0.1",
         CALLBRIDGE_PORT=str(port),
         CALLBRIDGE_DATA_DIR=str(tmp_path / "data"),
+        CALLBRIDGE_ASSISTANT=str(Path(__file__).parents[2] / "examples" / "assistant.yaml"),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "callbridge.cli", "serve"],

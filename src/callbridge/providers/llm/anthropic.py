@@ -1,0 +1,192 @@
+"""Anthropic Messages, streamed, through the official SDK; same contract as openai.py.
+
+The system prompt goes to ``system``; tool calls come back as ``tool_use`` content blocks
+whose ``input_json_delta`` pieces are joined into a ``ToolCall`` at ``content_block_stop``;
+tool results go back as ``tool_result`` blocks in a user message. The SDK's retries are
+off: the retry policy is ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Final, Literal
+
+import anthropic
+import httpx2
+from pydantic import Field
+
+from callbridge.errors import ProviderError
+from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
+from callbridge.providers.env import base_url, require_key
+from callbridge.providers.llm.openai import spoken_text
+from callbridge.providers.llm.tools import ToolFields, Toolset, build_toolset
+from callbridge.providers.registry import ProviderBlock, ProviderSpec
+
+__all__ = ["SPEC", "AnthropicChat", "AnthropicConfig", "to_anthropic_messages"]
+
+log = logging.getLogger(__name__)
+
+NAME: Final = "anthropic"
+DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
+# The API wants the conversation to open with the user; a call opens with our greeting.
+CALL_STARTED: Final = "(The phone call has started.)"
+_RETRYABLE_TYPES: Final = frozenset({"overloaded_error", "api_error", "rate_limit_error",
+                                     "timeout_error"})
+_FATAL_TYPES: Final = frozenset({"invalid_request_error", "authentication_error",
+                                 "permission_error", "not_found_error", "request_too_large",
+                                 "billing_error"})
+
+
+class AnthropicConfig(ToolFields, ProviderBlock):
+    provider: Literal["anthropic"] = "anthropic"
+    model: str = "claude-haiku-4-5"
+    temperature: float | None = Field(None, ge=0, le=1)
+    max_tokens: int = Field(1024, ge=1, le=32768)
+    base_url: str | None = None
+    timeout_s: float = Field(10.0, gt=0, le=120, description="connect, and between events")
+
+
+class AnthropicChat:
+    """A ``LanguageModel``; ``toolset`` holds the tools to offer and their executor."""
+
+    name = NAME
+
+    def __init__(
+        self, config: AnthropicConfig, client: anthropic.AsyncAnthropic, toolset: Toolset
+    ) -> None:
+        self.config = config
+        self.toolset = toolset
+        self.system_prompt = config.prompt()
+        self._client = client
+
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[LlmEvent]:
+        system, turns = to_anthropic_messages(messages)
+        request: dict[str, Any] = {
+            "model": self.config.model,
+            "max_tokens": self.config.max_tokens,
+            "messages": turns,
+            "stream": True,
+        }
+        if system:
+            request["system"] = system
+        if tools:
+            request["tools"] = [_tool_schema(spec) for spec in tools]
+        if self.config.temperature is not None:
+            # The current SDK no longer lists sampling parameters; models that still take
+            # one get it as a raw body field.
+            request["extra_body"] = {"temperature": self.config.temperature}
+        try:
+            response = await self._client.messages.create(**request)
+        except (anthropic.APIError, httpx2.TransportError) as exc:
+            raise _provider_error(exc) from exc
+        tool_blocks: dict[int, tuple[str, str, list[str]]] = {}
+        try:
+            async for event in response:
+                if event.type == "content_block_start":
+                    block = event.content_block
+                    if block.type == "tool_use":
+                        tool_blocks[event.index] = (block.id, block.name, [])
+                elif event.type == "content_block_delta":
+                    delta = event.delta
+                    if delta.type == "text_delta" and delta.text:
+                        yield TextDelta(delta.text)
+                    elif delta.type == "input_json_delta" and event.index in tool_blocks:
+                        tool_blocks[event.index][2].append(delta.partial_json)
+                elif event.type == "content_block_stop" and event.index in tool_blocks:
+                    call_id, name, pieces = tool_blocks.pop(event.index)
+                    yield ToolCall(call_id, name, "".join(pieces) or "{}")
+        except (anthropic.APIError, httpx2.TransportError) as exc:
+            raise _provider_error(exc) from exc
+        finally:
+            await response.close()
+
+
+def to_anthropic_messages(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
+    """base.py messages → ``(system, messages)``; same-role neighbours are merged, so the
+    results of parallel tool calls share one user message as the API requires."""
+    system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content)
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "system":
+            continue
+        role, blocks = _blocks(message)
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    if not turns or turns[0]["role"] != "user":
+        turns.insert(0, {"role": "user", "content": [{"type": "text", "text": CALL_STARTED}]})
+    return system, turns
+
+
+def _blocks(message: Message) -> tuple[str, list[dict[str, Any]]]:
+    if message.role == "tool":
+        return "user", [{"type": "tool_result", "tool_use_id": message.tool_call_id or "",
+                         "content": message.content}]
+    text = spoken_text(message)
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    if message.role == "assistant":
+        blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": _input(c.arguments)}
+                   for c in message.tool_calls]
+    return message.role, blocks
+
+
+def _input(arguments: str) -> dict[str, Any]:
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tool_schema(spec: ToolSpec) -> dict[str, Any]:
+    schema = dict(spec.parameters) or {"type": "object", "properties": {}}
+    return {"name": spec.name, "description": spec.description, "input_schema": schema}
+
+
+def _provider_error(exc: Exception) -> ProviderError:
+    """Overloaded (529), rate limits, 5xx, timeouts and drops can pass; other 4xx cannot."""
+    if isinstance(exc, anthropic.APIStatusError):
+        kind = _error_type(exc.body)
+        status = exc.status_code  # 200 for an ``error`` event inside the stream
+        if kind in _RETRYABLE_TYPES or status in (408, 409, 429) or status >= 500:
+            retryable = True
+        else:
+            retryable = status < 400 and kind not in _FATAL_TYPES
+        return ProviderError(NAME, f"HTTP {status} {kind or ''}: {_message(exc)}",
+                             retryable=retryable)
+    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return ProviderError(NAME, "timed out waiting for the model", retryable=True)
+    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+        return ProviderError(NAME, f"connection failed: {exc!r}", retryable=True)
+    return ProviderError(NAME, f"stream error: {_message(exc)}", retryable=True)
+
+
+def _error_type(body: object) -> str | None:
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and inner.get("type"):
+            return str(inner["type"])
+    return None
+
+
+def _message(exc: Exception) -> str:
+    return str(getattr(exc, "message", None) or exc)[:300]
+
+
+def build(config: AnthropicConfig, env: Mapping[str, str]) -> AnthropicChat:
+    key = require_key(env, "ANTHROPIC_API_KEY", NAME)
+    url = base_url(config.base_url, env, "ANTHROPIC_BASE_URL", DEFAULT_BASE_URL)
+    client = anthropic.AsyncAnthropic(
+        api_key=key, base_url=url, max_retries=0, timeout=config.timeout_s
+    )
+    return AnthropicChat(config, client, build_toolset(config))
+
+
+SPEC = ProviderSpec(kind="llm", name=NAME, config=AnthropicConfig, build=build)

@@ -1,0 +1,241 @@
+"""OpenAI chat completions, streamed, through the official SDK.
+
+``provider: openai`` talks to OpenAI (or ``OPENAI_BASE_URL``); ``provider:
+openai-compatible`` talks to any server that speaks the same API (Groq, Ollama, vLLM,
+llama.cpp, LM Studio) at the block's ``baseUrl``. The SDK's own retries are off
+(``max_retries=0``): the retry policy is ours (providers/retry.py), so a failure is
+counted and recorded once, not hidden inside the SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import httpx2
+import openai
+from pydantic import Field
+
+from callbridge.errors import ProviderError
+from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
+from callbridge.providers.env import base_url, require_key
+from callbridge.providers.llm.tools import ToolFields, Toolset, build_toolset
+from callbridge.providers.registry import ProviderBlock, ProviderSpec
+
+__all__ = [
+    "COMPATIBLE_SPEC",
+    "SPEC",
+    "OpenAIChat",
+    "OpenAICompatibleConfig",
+    "OpenAIConfig",
+    "to_openai_messages",
+]
+
+log = logging.getLogger(__name__)
+
+OPENAI_DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
+_PLACEHOLDER_KEY: Final = "not-needed"  # self-hosted servers ignore it; the SDK wants one
+
+
+class _ChatBlock(ToolFields, ProviderBlock):
+    model: str = "gpt-4o-mini"
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    base_url: str | None = None
+    timeout_s: float = Field(10.0, gt=0, le=120, description="connect, and between chunks")
+
+
+class OpenAIConfig(_ChatBlock):
+    provider: Literal["openai"] = "openai"
+
+
+class OpenAICompatibleConfig(_ChatBlock):
+    """``baseUrl`` is required (here or ``OPENAI_BASE_URL``); a key only if the server wants
+    one, read from the variable ``apiKeyEnv`` names (e.g. ``GROQ_API_KEY``)."""
+
+    provider: Literal["openai-compatible"] = "openai-compatible"
+    model: str
+    api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+
+class OpenAIChat:
+    """A ``LanguageModel``; ``toolset`` holds the tools to offer and their executor."""
+
+    def __init__(
+        self, name: str, config: _ChatBlock, client: openai.AsyncOpenAI, toolset: Toolset
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.toolset = toolset
+        self.system_prompt = config.prompt()
+        self._client = client
+
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[LlmEvent]:
+        request: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": to_openai_messages(messages),
+            "stream": True,
+        }
+        if tools:
+            request["tools"] = [_tool_schema(spec) for spec in tools]
+        if self.config.temperature is not None:
+            request["temperature"] = self.config.temperature
+        if self.config.max_tokens is not None:
+            request["max_tokens"] = self.config.max_tokens
+        try:
+            response = await self._client.chat.completions.create(**request)
+        except (openai.APIError, httpx2.TransportError) as exc:
+            raise _provider_error(self.name, exc) from exc
+        calls = _ToolCallAssembler()
+        try:
+            async for chunk in response:
+                for choice in chunk.choices[:1]:
+                    delta = choice.delta
+                    if delta.content:
+                        yield TextDelta(delta.content)
+                    for fragment in delta.tool_calls or ():
+                        calls.add(fragment)
+                    if choice.finish_reason is not None:
+                        for call in calls.complete():
+                            yield call
+            for call in calls.complete():  # servers that never send finish_reason
+                yield call
+        except (openai.APIError, httpx2.TransportError) as exc:
+            raise _provider_error(self.name, exc) from exc
+        finally:
+            await response.close()
+
+
+@dataclass
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class _ToolCallAssembler:
+    """Joins ``delta.tool_calls`` fragments by ``index`` into complete ``ToolCall``s."""
+
+    def __init__(self) -> None:
+        self._partial: dict[int, _PartialCall] = {}
+
+    def add(self, fragment: Any) -> None:
+        partial = self._partial.setdefault(fragment.index, _PartialCall())
+        if fragment.id:
+            partial.id = fragment.id
+        function = fragment.function
+        if function is not None:
+            if function.name:
+                partial.name += function.name
+            if function.arguments:
+                partial.arguments.append(function.arguments)
+
+    def complete(self) -> list[ToolCall]:
+        calls = [
+            ToolCall(
+                id=p.id or f"call_{uuid.uuid4().hex[:24]}",
+                name=p.name,
+                arguments="".join(p.arguments) or "{}",
+            )
+            for _, p in sorted(self._partial.items())
+            if p.name
+        ]
+        self._partial.clear()
+        return calls
+
+
+def to_openai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """base.py messages → chat-completions messages (tool calls and results included)."""
+    result: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "tool":
+            result.append({"role": "tool", "tool_call_id": message.tool_call_id or "",
+                           "content": message.content})
+        elif message.role == "assistant" and message.tool_calls:
+            result.append({
+                "role": "assistant",
+                "content": message.content or None,
+                "tool_calls": [
+                    {"id": c.id, "type": "function",
+                     "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+                    for c in message.tool_calls
+                ],
+            })
+        else:
+            result.append({"role": message.role, "content": spoken_text(message)})
+    return result
+
+
+def spoken_text(message: Message) -> str:
+    """The text of a message; keypad input without a rendering gets one."""
+    if message.content or not message.dtmf:
+        return message.content
+    return f"(The caller pressed the keypad keys: {' '.join(message.dtmf)})"
+
+
+def _tool_schema(spec: ToolSpec) -> dict[str, Any]:
+    parameters = dict(spec.parameters) or {"type": "object", "properties": {}}
+    return {"type": "function",
+            "function": {"name": spec.name, "description": spec.description,
+                         "parameters": parameters}}
+
+
+def _provider_error(name: str, exc: Exception) -> ProviderError:
+    """Rate limits, server errors, timeouts and dropped connections can pass; 4xx cannot."""
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        code = _error_code(exc.body)
+        retryable = (status in (408, 409, 429) or status >= 500) and code != "insufficient_quota"
+        return ProviderError(name, f"HTTP {status} {code or ''}: {_message(exc)}".strip(),
+                             retryable=retryable)
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+        return ProviderError(name, "timed out waiting for the model", retryable=True)
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        return ProviderError(name, f"connection failed: {exc!r}", retryable=True)
+    # An error object inside the event stream (the server failed mid-answer).
+    return ProviderError(name, f"stream error: {_message(exc)}", retryable=True)
+
+
+def _error_code(body: object) -> str | None:
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and inner.get("code") is not None:
+            return str(inner["code"])
+    return None
+
+
+def _message(exc: Exception) -> str:
+    return str(getattr(exc, "message", None) or exc)[:300]
+
+
+def _client(config: _ChatBlock, api_key: str, url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        api_key=api_key, base_url=url, max_retries=0, timeout=config.timeout_s
+    )
+
+
+def build(config: OpenAIConfig, env: Mapping[str, str]) -> OpenAIChat:
+    key = require_key(env, "OPENAI_API_KEY", "openai")
+    url = base_url(config.base_url, env, "OPENAI_BASE_URL", OPENAI_DEFAULT_BASE_URL)
+    return OpenAIChat("openai", config, _client(config, key, url), build_toolset(config))
+
+
+def build_compatible(config: OpenAICompatibleConfig, env: Mapping[str, str]) -> OpenAIChat:
+    url = base_url(config.base_url, env, "OPENAI_BASE_URL", None)
+    # Only the variable the block names: OPENAI_API_KEY must never reach a third party.
+    key = _PLACEHOLDER_KEY
+    if config.api_key_env:
+        key = require_key(env, config.api_key_env, "openai-compatible")
+    client = _client(config, key, url)
+    return OpenAIChat("openai-compatible", config, client, build_toolset(config))
+
+
+SPEC = ProviderSpec(kind="llm", name="openai", config=OpenAIConfig, build=build)
+COMPATIBLE_SPEC = ProviderSpec(
+    kind="llm", name="openai-compatible", config=OpenAICompatibleConfig, build=build_compatible
+)

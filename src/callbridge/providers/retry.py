@@ -1,0 +1,103 @@
+"""Retry with backoff for provider calls that failed in a way a retry can help.
+
+DESIGN.md §3: a failed provider call is retried after 1 s, 2 s and 4 s; after the last
+retry fails the error goes up and the engine apologises and hangs up. Only
+``ProviderError(retryable=True)`` is retried: a bad key or a malformed request fails the
+same way every time, so waiting 7 s for it would only delay the apology.
+
+``sleep`` is injectable so tests run the schedule without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from callbridge.errors import ProviderError
+
+__all__ = ["DEFAULT_DELAYS_S", "OnRetry", "Sleep", "retry_call", "retry_stream"]
+
+T = TypeVar("T")
+
+DEFAULT_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 4.0)
+
+Sleep = Callable[[float], Awaitable[None]]
+OnRetry = Callable[[ProviderError, int, float], None]
+"""Told ``(error, retry_number, delay_s)`` before each wait, so the engine can record it."""
+
+log = logging.getLogger(__name__)
+
+
+async def retry_call(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    delays_s: Sequence[float] = DEFAULT_DELAYS_S,
+    sleep: Sleep = asyncio.sleep,
+    on_retry: OnRetry | None = None,
+) -> T:
+    """Run ``operation``; on a retryable ``ProviderError`` wait and run it again.
+
+    One first attempt plus one retry per entry of ``delays_s`` (four attempts by default).
+    """
+    retries = 0
+    while True:
+        try:
+            return await operation()
+        except ProviderError as exc:
+            if not exc.retryable or retries >= len(delays_s):
+                raise
+            delay = delays_s[retries]
+            retries += 1
+            _announce(exc, retries, delay, on_retry)
+        await sleep(delay)
+
+
+async def retry_stream(
+    open_stream: Callable[[], AsyncIterator[T]],
+    *,
+    delays_s: Sequence[float] = DEFAULT_DELAYS_S,
+    sleep: Sleep = asyncio.sleep,
+    on_retry: OnRetry | None = None,
+) -> AsyncIterator[T]:
+    """Yield from a fresh stream, reopening it only while nothing has been yielded yet.
+
+    Once text or audio has reached the consumer, a restart would repeat it to the caller,
+    so a failure after the first item is raised as it is.
+    """
+    retries = 0
+    while True:
+        stream = open_stream()
+        yielded = False
+        try:
+            async for item in stream:
+                yielded = True
+                yield item
+            return
+        except ProviderError as exc:
+            if yielded or not exc.retryable or retries >= len(delays_s):
+                raise
+            delay = delays_s[retries]
+            retries += 1
+            _announce(exc, retries, delay, on_retry)
+        finally:
+            await _close(stream)
+        await sleep(delay)
+
+
+def _announce(exc: ProviderError, retry: int, delay: float, on_retry: OnRetry | None) -> None:
+    log.warning(
+        "provider.retry provider=%s retry=%d delay_s=%.1f error=%s", exc.provider, retry, delay, exc
+    )
+    if on_retry is not None:
+        on_retry(exc, retry, delay)
+
+
+async def _close(stream: AsyncIterator[T]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        result = aclose()
+        if inspect.isawaitable(result):
+            await result

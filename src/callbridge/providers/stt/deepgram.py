@@ -1,0 +1,310 @@
+"""Deepgram live transcription over its WebSocket (``/v1/listen``).
+
+How it works: ``open_stream`` connects (``Authorization: Token``, query parameters, no
+permessage-deflate: compressing 20 ms audio frames costs CPU and saves nothing). Each
+stream owns two tasks. The sender drains a bounded outbox, μ-law frames as binary and
+control messages as text, and sends ``KeepAlive`` when nothing went out for a few
+seconds (Deepgram closes an idle socket after ~10 s). The receiver turns server JSON into
+base.py events. ``push_audio`` and ``finalize`` only append to the outbox, so the call's
+owner task never waits on the vendor; if the socket stalls the oldest audio is dropped
+and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final, Literal
+from urllib.parse import urlencode
+
+from pydantic import ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from callbridge.errors import ProviderError
+from callbridge.providers.base import (
+    SttEvent,
+    SttSpeechStarted,
+    SttUtteranceEnd,
+    TranscriptUpdate,
+)
+from callbridge.providers.env import base_url, require_key, to_websocket_url
+from callbridge.providers.registry import ProviderBlock, ProviderSpec
+
+__all__ = ["SPEC", "DeepgramConfig", "DeepgramSTT", "DeepgramStream"]
+
+log = logging.getLogger(__name__)
+
+# websockets logs handshake headers (our API key) at DEBUG; a logger pinned at INFO
+# keeps them out of the logs whatever the root level is.
+_WIRE_LOG = logging.getLogger("callbridge.providers.wire.deepgram")
+_WIRE_LOG.setLevel(logging.INFO)
+
+NAME: Final = "deepgram"
+DEFAULT_BASE_URL: Final = "https://api.deepgram.com"
+_KEEPALIVE: Final = json.dumps({"type": "KeepAlive"})
+_FINALIZE: Final = json.dumps({"type": "Finalize"})
+_CLOSE_STREAM: Final = json.dumps({"type": "CloseStream"})
+# Upgrade statuses where a later attempt can succeed.
+_RETRYABLE_STATUS: Final = frozenset({408, 425, 429})
+# Close codes that mean our data or request was refused: the same bytes fail again.
+_FATAL_CLOSE: Final = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
+
+
+class DeepgramConfig(ProviderBlock):
+    """The ``transcriber`` block: VAPI's field names where VAPI has one."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    provider: Literal["deepgram"] = "deepgram"
+    model: str = "nova-2"
+    language: str | None = "en-US"
+    endpointing: int = Field(300, ge=10, le=10000, description="Deepgram's own endpointing, ms")
+    utterance_end_ms: int = Field(1000, ge=1000, le=5000)
+    smart_format: bool = True
+    base_url: str | None = None
+    keepalive_s: float = Field(4.0, gt=0, le=9, description="idle gap before a KeepAlive")
+    outbox_frames: int = Field(250, ge=10, le=5000, description="audio buffered if stalled")
+    connect_timeout_s: float = Field(5.0, gt=0, le=60)
+
+
+class DeepgramSTT:
+    """Built once per process; each call opens its own stream (socket)."""
+
+    name = NAME
+
+    def __init__(self, config: DeepgramConfig, *, api_key: str, url: str) -> None:
+        self.config = config
+        self._api_key = api_key
+        self.url = url
+
+    async def open_stream(self) -> DeepgramStream:
+        try:
+            ws = await connect(
+                self.url,
+                additional_headers={"Authorization": f"Token {self._api_key}"},
+                compression=None,
+                open_timeout=self.config.connect_timeout_s,
+                close_timeout=1.0,
+                logger=_WIRE_LOG,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            detail = exc.response.headers.get("dg-error") or _body_text(exc.response.body)
+            raise ProviderError(
+                NAME,
+                f"upgrade refused with HTTP {status}: {detail}",
+                retryable=status >= 500 or status in _RETRYABLE_STATUS,
+            ) from exc
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise ProviderError(NAME, f"cannot connect: {exc!r}", retryable=True) from exc
+        return DeepgramStream(
+            ws, keepalive_s=self.config.keepalive_s, outbox_frames=self.config.outbox_frames
+        )
+
+
+class _End:
+    """Marks the end of the event stream."""
+
+
+_END: Final = _End()
+
+
+class DeepgramStream:
+    """One call's live transcription (``SpeechToTextStream``)."""
+
+    def __init__(self, ws: ClientConnection, *, keepalive_s: float, outbox_frames: int) -> None:
+        self._ws = ws
+        self._keepalive_s = keepalive_s
+        self._outbox_frames = outbox_frames
+        self._outbox: deque[bytes | str] = deque()
+        self._audio_queued = 0
+        self._wake = asyncio.Event()
+        self._events: asyncio.Queue[SttEvent | _End] = asyncio.Queue()
+        self._failure: ProviderError | None = None
+        self._closing = False
+        self.dropped_frames = 0
+        self.malformed_messages = 0
+        self.keepalives_sent = 0
+        self._sender = asyncio.create_task(self._send_loop(), name="deepgram.send")
+        self._receiver = asyncio.create_task(self._receive_loop(), name="deepgram.receive")
+
+    # ------------------------------------------------------------ engine side
+
+    def push_audio(self, ulaw: bytes) -> None:
+        """Queue one μ-law frame as it came from Twilio; never blocks."""
+        if not ulaw or self._closing or self._failure is not None:
+            return  # an empty binary frame makes Deepgram close the stream
+        if self._audio_queued >= self._outbox_frames:
+            self._drop_oldest_audio()
+        self._outbox.append(ulaw)
+        self._audio_queued += 1
+        self._wake.set()
+
+    def finalize(self) -> None:
+        """Ask Deepgram to flush what it heard now (it answers with ``from_finalize``)."""
+        if self._closing or self._failure is not None:
+            return
+        self._outbox.append(_FINALIZE)
+        self._wake.set()
+
+    async def events(self) -> AsyncIterator[SttEvent]:
+        while True:
+            item = await self._events.get()
+            if isinstance(item, _End):
+                self._events.put_nowait(item)  # a second reader ends too
+                if self._failure is not None:
+                    raise self._failure
+                return
+            yield item
+
+    async def aclose(self) -> None:
+        """Send ``CloseStream``, give Deepgram a moment to flush its finals, then close."""
+        if not self._closing:
+            self._closing = True
+            self._outbox.append(_CLOSE_STREAM)
+            self._wake.set()
+            await asyncio.wait({self._receiver}, timeout=1.5)
+        for task in (self._sender, self._receiver):
+            task.cancel()
+        await asyncio.wait({self._sender, self._receiver})
+        await self._ws.close()
+        self._events.put_nowait(_END)
+
+    # ------------------------------------------------------------ socket side
+
+    def _drop_oldest_audio(self) -> None:
+        for index, item in enumerate(self._outbox):
+            if isinstance(item, bytes):
+                del self._outbox[index]
+                self._audio_queued -= 1
+                self.dropped_frames += 1
+                if self.dropped_frames == 1 or self.dropped_frames % 500 == 0:  # ~10 s of audio
+                    log.warning("deepgram.outbox_overflow dropped_frames=%d", self.dropped_frames)
+                return
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                if not self._outbox:
+                    self._wake.clear()
+                    try:
+                        async with asyncio.timeout(self._keepalive_s):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        await self._ws.send(_KEEPALIVE)
+                        self.keepalives_sent += 1
+                        continue
+                item = self._outbox.popleft()
+                if isinstance(item, bytes):
+                    self._audio_queued -= 1
+                await self._ws.send(item)
+                if item is _CLOSE_STREAM:
+                    return
+        except ConnectionClosed:
+            return  # the receiver reports why the socket closed
+
+    async def _receive_loop(self) -> None:
+        try:
+            async for message in self._ws:
+                if isinstance(message, bytes):
+                    log.warning("deepgram.unexpected_binary bytes=%d", len(message))
+                    continue
+                event = self._parse(message)
+                if event is not None:
+                    self._events.put_nowait(event)
+        except ConnectionClosed:
+            pass  # close code examined below
+        finally:
+            self._on_closed()
+
+    def _on_closed(self) -> None:
+        """After ``aclose`` any close is expected; before it, any close is a failure
+        (the engine needs the stream for the whole call)."""
+        if not self._closing:
+            code, reason = self._ws.close_code, self._ws.close_reason or ""
+            retryable = code not in _FATAL_CLOSE
+            self._failure = ProviderError(
+                NAME, f"closed the stream: code {code} {reason!r}", retryable=retryable
+            )
+            log.warning("deepgram.closed code=%s reason=%s retryable=%s", code, reason, retryable)
+        self._events.put_nowait(_END)
+
+    def _parse(self, text: str) -> SttEvent | None:
+        try:
+            message = json.loads(text)
+            kind = message["type"]
+            if kind == "Results":
+                return _transcript(message)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            self.malformed_messages += 1
+            log.warning(
+                "deepgram.malformed_message count=%d error=%r head=%r",
+                self.malformed_messages,
+                exc,
+                text[:80],
+            )
+            return None
+        if kind == "SpeechStarted":
+            return SttSpeechStarted()
+        if kind == "UtteranceEnd":
+            return SttUtteranceEnd()
+        if kind == "Metadata":
+            log.debug("deepgram.metadata request_id=%s", message.get("request_id"))
+        elif kind == "Error" or "err_code" in message:
+            log.warning("deepgram.error_message %s", message)
+        else:
+            log.info("deepgram.unknown_message type=%r", kind)
+        return None
+
+
+def _transcript(message: Mapping[str, Any]) -> TranscriptUpdate | None:
+    """``Results`` → ``TranscriptUpdate``; empty interim results (silence) are dropped.
+
+    Empty *final* results are kept: after ``Finalize`` the engine waits for a final, and
+    an empty one is the answer "nothing was said".
+    """
+    text = str(message["channel"]["alternatives"][0]["transcript"])
+    is_final = bool(message.get("is_final", False))
+    if not text and not is_final:
+        return None
+    return TranscriptUpdate(
+        text=text, is_final=is_final, speech_final=bool(message.get("speech_final", False))
+    )
+
+
+def _body_text(body: bytes | bytearray | None) -> str:
+    return (body or b"").decode("utf-8", "replace").strip()[:200] or "(no body)"
+
+
+def listen_url(config: DeepgramConfig, base: str) -> str:
+    """The ``/v1/listen`` URL with the query parameters of providers.md."""
+    params: dict[str, str] = {
+        "model": config.model,
+        "encoding": "mulaw",
+        "sample_rate": "8000",
+        "channels": "1",
+        "interim_results": "true",
+        "endpointing": str(config.endpointing),
+        "utterance_end_ms": str(config.utterance_end_ms),
+        "vad_events": "true",
+        "smart_format": "true" if config.smart_format else "false",
+    }
+    if config.language:
+        params["language"] = config.language
+    return f"{to_websocket_url(base)}/v1/listen?{urlencode(params)}"
+
+
+def build(config: DeepgramConfig, env: Mapping[str, str]) -> DeepgramSTT:
+    key = require_key(env, "DEEPGRAM_API_KEY", "deepgram")
+    base = base_url(config.base_url, env, "DEEPGRAM_BASE_URL", DEFAULT_BASE_URL)
+    return DeepgramSTT(config, api_key=key, url=listen_url(config, base))
+
+
+SPEC = ProviderSpec(kind="stt", name=NAME, config=DeepgramConfig, build=build)

@@ -1,0 +1,62 @@
+"""Run a small Starlette app under uvicorn on 127.0.0.1 with a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from types import TracebackType
+from typing import Self
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+class HttpFake:
+    """Base for the HTTP fakes: ``async with`` starts the server, leaving stops it.
+
+    ``release`` is set on exit so handlers that model a hung vendor can return and the
+    server can stop without waiting for them.
+    """
+
+    path_prefix = ""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._port = 0
+
+    def app(self) -> ASGIApp:
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, f"use 'async with {type(self).__name__}(...)'"
+        return f"http://127.0.0.1:{self._port}{self.path_prefix}"
+
+    async def __aenter__(self) -> Self:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app(), log_level="warning", lifespan="off", ws="none",
+            timeout_graceful_shutdown=1, access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        async with asyncio.timeout(10):
+            while not self._server.started:
+                if self._task.done():
+                    await self._task
+                await asyncio.sleep(0.001)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None and self._task is not None
+        self.release.set()
+        self._server.should_exit = True
+        await self._task

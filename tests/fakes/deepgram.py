@@ -1,0 +1,308 @@
+"""A fake Deepgram live-transcription server (``GET /v1/listen`` upgraded to WebSocket).
+
+Follows developers.deepgram.com: the streaming API reference (query parameters, Results /
+SpeechStarted / UtteranceEnd / Metadata shapes), "KeepAlive", "Finalize" and "CloseStream"
+control messages, and the "STT troubleshooting WebSocket, NET and DATA errors" page
+(HTTP 4xx on the upgrade with ``dg-error``; close 1011 ``NET-0001`` after ~10 s without
+data; an empty binary frame ends the stream).
+
+It cannot hear: each connection replays ``transcripts`` in order, one per utterance.
+An utterance starts with the first *non-silent* μ-law frame (``SpeechStarted``), gets one
+interim result after ``interim_after_frames`` speech frames, and ends with a final result
+on ``Finalize`` (``from_finalize: true``) or, if ``endpointing_frames`` is set, after that
+many silent frames (``speech_final: true``), followed by ``UtteranceEnd``.
+Not modelled: word timings beyond a flat split, confidence, multichannel, diarization,
+keyterms, ``Metadata`` fields other than the ids, and the 2 s Finalize dedup window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from fakes._ws import port_of, refuse
+
+_ENCODINGS = {"linear16", "flac", "mulaw", "alaw", "amr-nb", "amr-wb", "opus", "speex", "g729"}
+_BOOLEAN_PARAMS = ("interim_results", "vad_events", "smart_format", "punctuate")
+
+
+@dataclass
+class DeepgramSession:
+    """What one connection sent, for assertions."""
+
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    audio: bytearray = field(default_factory=bytearray)
+    frames: int = 0
+    controls: list[str] = field(default_factory=list)
+    finals_sent: int = 0
+    close_code: int | None = None
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class FakeDeepgram:
+    def __init__(
+        self,
+        transcripts: Sequence[str] = (),
+        *,
+        api_key: str = "test-deepgram-key",
+        interim_after_frames: int = 10,
+        endpointing_frames: int | None = None,
+        final_delay_s: float = 0.0,
+        idle_timeout_s: float = 10.0,
+        silence_level: int = 24,
+        fail_upgrade: int | None = None,
+        close_after_frames: int | None = None,
+        close_code: int = 1011,
+        close_reason: str = "NET-0000",
+        malformed_after_frames: int | None = None,
+    ) -> None:
+        self.transcripts = list(transcripts)
+        self.api_key = api_key
+        self.interim_after_frames = interim_after_frames
+        self.endpointing_frames = endpointing_frames
+        self.final_delay_s = final_delay_s
+        self.idle_timeout_s = idle_timeout_s
+        self.silence_level = silence_level
+        self.fail_upgrade = fail_upgrade
+        self.close_after_frames = close_after_frames
+        self.close_code = close_code
+        self.close_reason = close_reason
+        self.malformed_after_frames = malformed_after_frames
+        self.sessions: list[DeepgramSession] = []
+        self.refused: list[int] = []
+        self.connected = asyncio.Event()
+        self._server: Server | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "use 'async with FakeDeepgram(...)'"
+        return f"http://127.0.0.1:{port_of(self._server)}"
+
+    async def __aenter__(self) -> FakeDeepgram:
+        self._server = await serve(
+            self._handle, "127.0.0.1", 0, process_request=self._check_upgrade, compression=None
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    # ---------------------------------------------------------------- handshake
+
+    def _check_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
+        request_id = str(uuid.uuid4())
+        parts = urlsplit(request.path)
+        status, message = self._verdict(parts.path, parse_qs(parts.query), request)
+        if status is None:
+            return None
+        self.refused.append(status)
+        code = {401: "INVALID_AUTH", 400: "Bad Request"}.get(status, "INTERNAL_SERVER_ERROR")
+        return refuse(
+            status,
+            {"err_code": code, "err_msg": message, "request_id": request_id},
+            {"dg-error": message, "dg-request-id": request_id},
+        )
+
+    def _verdict(
+        self, path: str, query: dict[str, list[str]], request: Request
+    ) -> tuple[int | None, str]:
+        if self.fail_upgrade is not None:
+            return self.fail_upgrade, "injected failure"
+        if path != "/v1/listen":
+            return 404, f"no route {path}"
+        if request.headers.get("Authorization") != f"Token {self.api_key}":
+            return 401, "Invalid credentials."
+        flat = {k: v[-1] for k, v in query.items()}
+        encoding = flat.get("encoding")
+        if encoding is not None and encoding not in _ENCODINGS:
+            return 400, f"unsupported encoding {encoding!r}"
+        if encoding is not None and not flat.get("sample_rate", "").isdigit():
+            return 400, "sample_rate is required with encoding"
+        for name in _BOOLEAN_PARAMS:
+            if name in flat and flat[name] not in ("true", "false"):
+                return 400, f"{name} must be true or false"
+        if "utterance_end_ms" in flat:
+            if not flat["utterance_end_ms"].isdigit() or int(flat["utterance_end_ms"]) < 1000:
+                return 400, "utterance_end_ms must be an integer >= 1000"
+            if flat.get("interim_results") != "true":
+                return 400, "utterance_end_ms requires interim_results=true"
+        if "endpointing" in flat and not (
+            flat["endpointing"].isdigit() or flat["endpointing"] == "false"
+        ):
+            return 400, "endpointing must be milliseconds or false"
+        return None, ""
+
+    # ---------------------------------------------------------------- stream
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        parts = urlsplit(ws.request.path)
+        session = DeepgramSession(
+            path=parts.path,
+            query={k: v[-1] for k, v in parse_qs(parts.query).items()},
+            headers={k.lower(): v for k, v in ws.request.headers.raw_items()},
+        )
+        self.sessions.append(session)
+        self.connected.set()
+        try:
+            await _Stream(self, ws, session).run()
+        except ConnectionClosed:
+            pass
+        finally:
+            session.close_code = ws.close_code
+            session.closed.set()
+
+
+class _Stream:
+    """One connection's transcription state."""
+
+    def __init__(self, fake: FakeDeepgram, ws: ServerConnection, session: DeepgramSession) -> None:
+        self.fake, self.ws, self.session = fake, ws, session
+        self.request_id = str(uuid.uuid4())
+        self.script = iter(fake.transcripts)
+        self.audio_s = 0.0
+        self.in_speech = False
+        self.pending = False  # speech heard since the last final
+        self.speech_start_s = 0.0
+        self.speech_frames = 0
+        self.silent_frames = 0
+        self.current = ""
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.fake.idle_timeout_s):
+                    message = await self.ws.recv()
+            except TimeoutError:
+                await self.ws.close(1011, "NET-0001")
+                return
+            if isinstance(message, bytes):
+                if not message:  # the legacy "close stream" signal
+                    await self._close_stream()
+                    return
+                if await self._audio(message):
+                    return
+            elif await self._control(message):
+                return
+
+    async def _audio(self, frame: bytes) -> bool:
+        fake, session = self.fake, self.session
+        session.audio.extend(frame)
+        session.frames += 1
+        self.audio_s += len(frame) / 8000
+        if fake.close_after_frames is not None and session.frames >= fake.close_after_frames:
+            await self.ws.close(fake.close_code, fake.close_reason)
+            return True
+        if session.frames == fake.malformed_after_frames:
+            await self.ws.send('{"type": "Results", "channel": ')
+        if _loudness(frame) >= fake.silence_level:
+            await self._speech_frame()
+        elif self.in_speech:
+            self.silent_frames += 1
+            endpointing = fake.endpointing_frames
+            if endpointing is not None and self.silent_frames >= endpointing:
+                await self._final(from_finalize=False)
+        return False
+
+    async def _speech_frame(self) -> None:
+        if not self.in_speech:
+            self.in_speech = True
+            self.silent_frames = 0
+            if not self.pending:
+                self.pending = True
+                self.speech_frames = 0
+                self.speech_start_s = self.audio_s - 0.02
+                self.current = next(self.script, "")
+                await self._send({"type": "SpeechStarted", "channel": [0],
+                                  "timestamp": round(self.speech_start_s, 3)})
+        self.silent_frames = 0
+        self.speech_frames += 1
+        if self.speech_frames == self.fake.interim_after_frames and self.current:
+            words = self.current.split()
+            await self._results(" ".join(words[: max(1, len(words) // 2)]), is_final=False)
+
+    async def _control(self, text: str) -> bool:
+        try:
+            kind = json.loads(text).get("type")
+        except (ValueError, AttributeError):
+            kind = None
+        self.session.controls.append(str(kind))
+        if kind == "Finalize":
+            if self.fake.final_delay_s:
+                await asyncio.sleep(self.fake.final_delay_s)
+            await self._final(from_finalize=True)
+        elif kind == "CloseStream":
+            await self._close_stream()
+            return True
+        return False  # KeepAlive and unknown messages only reset the idle timer
+
+    async def _final(self, *, from_finalize: bool) -> None:
+        text = self.current if self.pending else ""
+        await self._results(text, is_final=True, speech_final=not from_finalize,
+                            from_finalize=from_finalize)
+        if self.pending:
+            await self._send({"type": "UtteranceEnd", "channel": [0, 1],
+                              "last_word_end": round(self.audio_s, 3)})
+        self.pending = self.in_speech = False
+        self.current = ""
+        self.session.finals_sent += 1
+
+    async def _close_stream(self) -> None:
+        if self.pending:
+            await self._final(from_finalize=True)
+        await self._send({
+            "type": "Metadata", "transaction_key": "deprecated", "request_id": self.request_id,
+            "sha256": "0" * 64, "created": "2024-01-01T00:00:00.000Z",
+            "duration": round(self.audio_s, 3), "channels": 1,
+        })
+        await self.ws.close(1000)
+
+    async def _results(
+        self, text: str, *, is_final: bool, speech_final: bool = False, from_finalize: bool = False
+    ) -> None:
+        start = self.speech_start_s if text else self.audio_s
+        duration = max(0.0, self.audio_s - start)
+        words = text.split()
+        step = duration / len(words) if words else 0.0
+        await self._send({
+            "type": "Results", "channel_index": [0, 1], "duration": round(duration, 3),
+            "start": round(start, 3), "is_final": is_final, "speech_final": speech_final,
+            "from_finalize": from_finalize,
+            "channel": {"alternatives": [{
+                "transcript": text, "confidence": 0.98 if text else 0.0,
+                "words": [
+                    {"word": w.strip(".,!?").lower(), "start": round(start + i * step, 3),
+                     "end": round(start + (i + 1) * step, 3), "confidence": 0.98,
+                     "punctuated_word": w}
+                    for i, w in enumerate(words)
+                ],
+            }]},
+            "metadata": {"request_id": self.request_id, "model_uuid": str(uuid.uuid4()),
+                         "model_info": {"name": "2-general-nova", "version": "fake",
+                                        "arch": "nova-2"}},
+        })
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(message))
+
+
+def _loudness(ulaw: bytes) -> int:
+    """Peak level of a μ-law frame on the 0..127 segment scale (0xFF/0x7F are silence)."""
+    return max((0x7F - (b & 0x7F)) for b in ulaw)
