@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from callbridge.assistant import BuiltAssistant
 from callbridge.engine.core import Script
 from callbridge.engine.events import TurnRecord
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
-from callbridge.providers.base import TextToSpeech
+from callbridge.providers.base import TextToSpeech, ToolCall
 
 __all__ = ["make_runner", "script_for"]
 
@@ -20,7 +21,9 @@ log = logging.getLogger(__name__)
 
 def script_for(assistant: BuiltAssistant) -> Script:
     config = assistant.config
-    prompt = config.model.get("systemPrompt")
+    # The model's provider knows how its block spells instructions (systemPrompt,
+    # VAPI's messages list); fall back to the plain field.
+    prompt = getattr(assistant.llm, "system_prompt", None) or config.model.get("systemPrompt")
     return Script(
         first_message=config.first_message,
         end_call_message=config.end_call_message,
@@ -28,6 +31,19 @@ def script_for(assistant: BuiltAssistant) -> Script:
         apology_message=config.apology_message,
         system_prompt=prompt if isinstance(prompt, str) else None,
     )
+
+
+def _tools_of(llm: object) -> dict[str, Any]:
+    """Models with a toolset offer its tools and run the user-defined ones."""
+    toolset = getattr(llm, "toolset", None)
+    if toolset is None:
+        return {}
+
+    async def execute(call: ToolCall) -> str:
+        result = await toolset.execute(call)
+        return str(result.content)
+
+    return {"tools": tuple(toolset.specs), "execute_tool": execute}
 
 
 def make_runner(
@@ -42,7 +58,7 @@ def make_runner(
         llm=assistant.llm,
         tts=assistant.tts,
         fallback_tts=fallback_tts,
-        tools=getattr(assistant.llm, "tools", ()),
+        **_tools_of(assistant.llm),
     )
     script = script_for(assistant)
     turns = assistant.config.turns()

@@ -34,7 +34,7 @@ from callbridge.engine.events import (
     Transfer,
     TurnRecord,
 )
-from callbridge.engine.reply import run_reply
+from callbridge.engine.reply import ToolExecutor, run_reply
 from callbridge.engine.transport import CallerAudio, CallInfo, CallTransport, LineEvent
 from callbridge.providers.base import (
     LanguageModel,
@@ -44,6 +44,7 @@ from callbridge.providers.base import (
     ToolSpec,
     VadModel,
 )
+from callbridge.providers.retry import DEFAULT_DELAYS_S
 
 __all__ = ["CallSession", "Voice"]
 
@@ -64,6 +65,8 @@ class Voice:
         tts: TextToSpeech,
         fallback_tts: TextToSpeech | None = None,
         tools: Sequence[ToolSpec] = (),
+        execute_tool: ToolExecutor | None = None,
+        retry_delays_s: Sequence[float] = DEFAULT_DELAYS_S,
     ) -> None:
         self.vad = vad
         self.stt = stt
@@ -71,6 +74,8 @@ class Voice:
         self.tts = tts
         self.fallback_tts = fallback_tts or tts
         self.tools = tuple(tools)
+        self.execute_tool = execute_tool
+        self.retry_delays_s = tuple(retry_delays_s)
 
     @property
     def transcribes(self) -> bool:
@@ -201,7 +206,15 @@ class CallSession:
         voice = self._voice
         tts = voice.fallback_tts if request.kind is ReplyKind.APOLOGY else voice.tts
         task = self._group.create_task(
-            run_reply(request, llm=voice.llm, tts=tts, tools=voice.tools, post=self.post)
+            run_reply(
+                request,
+                llm=voice.llm,
+                tts=tts,
+                tools=voice.tools,
+                post=self.post,
+                execute_tool=voice.execute_tool,
+                retry_delays_s=voice.retry_delays_s,
+            )
         )
         self._replies[request.reply_id] = task
         task.add_done_callback(self._forget_reply)
