@@ -4,45 +4,17 @@ or a key the stack needs, fails here rather than at start-up in production."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from callbridge.assistant import parse_assistant
 from callbridge.errors import ConfigError
 from callbridge.providers.registry import build_provider, spec_for
 
-SEED = """
-name: seed-support
-firstMessage: Hi, this is Ada from Acme. How can I help?
-endCallMessage: Thanks for calling, goodbye.
-transcriber: {provider: deepgram, model: nova-2, language: en-US, endpointing: 300}
-model:
-  provider: openai
-  model: gpt-4o
-  temperature: 0.4
-  messages:
-    - {role: system, content: "You are Ada, a concise phone agent for Acme."}
-  transferNumber: "+15555550100"
-  tools:
-    - name: check_bill
-      description: Look up the caller's current balance.
-      url: https://tools.example.com/bill
-      parameters:
-        type: object
-        properties: {account: {type: string}}
-        required: [account]
-voice: {provider: 11labs, voiceId: 21m00Tcm4TlvDq8ikWAM, model: eleven_flash_v2_5,
-        stability: 0.5, similarityBoost: 0.75}
-"""
-
-SELF_HOSTED = """
-name: self-hosted
-transcriber: {provider: openai-compatible, baseUrl: "http://stt.internal:8000/v1",
-              model: Systran/faster-whisper-small}
-model: {provider: openai-compatible, baseUrl: "http://llm.internal:11434/v1",
-        model: "llama3.1:8b", systemPrompt: You are a helpful phone agent.}
-voice: {provider: openai-compatible, baseUrl: "http://tts.internal:8880/v1", model: kokoro,
-        voiceId: af_bella}
-"""
+EXAMPLES = Path(__file__).parents[2] / "examples"
+SEED = (EXAMPLES / "assistant-seed.yaml").read_text()
+SELF_HOSTED = (EXAMPLES / "assistant-selfhosted.yaml").read_text()
 
 SEED_ENV = {"DEEPGRAM_API_KEY": "dg", "OPENAI_API_KEY": "sk", "ELEVENLABS_API_KEY": "xi"}
 
