@@ -53,3 +53,14 @@ def test_bad_arguments_are_rejected() -> None:
         tone(4000.0, 20, -10.0)
     with pytest.raises(ValueError, match="ms must be"):
         tone(400.0, -1, -10.0)
+
+
+def test_ulaw_level_matches_the_decoded_pcm_level() -> None:
+    from callbridge.audio import ulaw
+    from callbridge.audio.levels import ulaw_rms_dbfs
+
+    for dbfs in (-3.0, -20.0, -45.0):
+        coded = ulaw.encode(tone(440, 20, dbfs))
+        assert abs(ulaw_rms_dbfs(coded) - rms_dbfs(ulaw.decode(coded))) < 1e-9
+    assert ulaw_rms_dbfs(b"\xff" * 160) == SILENCE_DBFS
+    assert ulaw_rms_dbfs(b"") == SILENCE_DBFS

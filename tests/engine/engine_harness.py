@@ -41,6 +41,18 @@ class EnergyVad:
         pass
 
 
+class LaggyVad(EnergyVad):
+    """Like a model VAD: confirms speech only after ``lag_frames`` loud frames."""
+
+    def __init__(self, lag_frames: int) -> None:
+        self.lag_frames = lag_frames
+        self.loud = 0
+
+    def speech_probability(self, pcm16: bytes) -> float:
+        self.loud = self.loud + 1 if super().speech_probability(pcm16) else 0
+        return 1.0 if self.loud > self.lag_frames else 0.0
+
+
 @dataclass
 class Line:
     """Twilio's side: plays what it is sent in real time, echoes marks when reached."""
@@ -51,12 +63,19 @@ class Line:
 
 
 class Harness:
-    def __init__(self, *, stt: bool = False, script: Script | None = None, **turns: object) -> None:
+    def __init__(
+        self,
+        *,
+        stt: bool = False,
+        script: Script | None = None,
+        vad: object | None = None,
+        **turns: object,
+    ) -> None:
         self.clock = ManualClock(100.0)
         self.engine = CallEngine(
             TurnTaking.model_validate(turns),
             script or Script(),
-            vad=EnergyVad(),
+            vad=vad or EnergyVad(),  # type: ignore[arg-type]
             vad_threshold=0.5,
             stt_enabled=stt,
         )

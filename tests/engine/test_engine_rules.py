@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine_harness import SPEECH, Harness
+from engine_harness import SPEECH, Harness, LaggyVad
 
 from callbridge.engine.core import Script
 from callbridge.engine.events import (
@@ -89,6 +89,16 @@ def test_clear_is_sent_once_the_debounce_is_reached() -> None:
         h.frame(True)
     assert h.count(SendClear) == 0
     h.frame(True)  # the 10th frame: 200 ms of continuous speech
+    assert h.count(SendClear) == 1
+
+
+def test_a_vad_that_confirms_late_does_not_delay_the_clear() -> None:
+    h = Harness(vad=LaggyVad(lag_frames=4))  # the model says "speech" 80 ms late
+    _bot_speaking(h)
+    for _ in range(9):
+        h.frame(True)
+    assert h.count(SendClear) == 0
+    h.frame(True)  # 200 ms after the caller's first loud frame, not 280 ms
     assert h.count(SendClear) == 1
 
 

@@ -11,7 +11,9 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SILENCE_DBFS", "rms_dbfs", "tone"]
+from callbridge.audio import ulaw
+
+__all__ = ["SILENCE_DBFS", "rms_dbfs", "tone", "ulaw_rms_dbfs"]
 
 SILENCE_DBFS = -120.0
 """What digital silence (or no audio) reads: finite, so it can be compared and logged."""
@@ -30,6 +32,21 @@ def rms_dbfs(pcm16: bytes) -> float:
     if rms == 0.0:
         return SILENCE_DBFS
     return max(SILENCE_DBFS, 20.0 * math.log10(rms * math.sqrt(2.0) / _FULL_SCALE))
+
+
+# Squared linear value of each μ-law code: a frame's level without decoding it to PCM.
+_ULAW_SQUARES = np.frombuffer(ulaw.decode(bytes(range(256))), dtype="<i2").astype(np.float64) ** 2
+
+
+def ulaw_rms_dbfs(data: bytes) -> float:
+    """``rms_dbfs`` of μ-law audio, read straight from the codes (per-frame hot path)."""
+    if not data:
+        return SILENCE_DBFS
+    mean_square = float(_ULAW_SQUARES[np.frombuffer(data, dtype=np.uint8)].mean())
+    if mean_square == 0.0:
+        return SILENCE_DBFS
+    rms_scaled = math.sqrt(mean_square) * math.sqrt(2.0) / _FULL_SCALE
+    return max(SILENCE_DBFS, 20.0 * math.log10(rms_scaled))
 
 
 def tone(freq_hz: float, ms: int, dbfs: float, rate_hz: int = 8000) -> bytes:

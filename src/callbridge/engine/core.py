@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from callbridge.assistant import TurnTaking
 from callbridge.audio import ulaw as ulaw_codec
 from callbridge.audio.frames import ULAW_FRAME_BYTES
+from callbridge.audio.levels import ulaw_rms_dbfs
 from callbridge.engine.conversation import Conversation
 from callbridge.engine.events import (
     Command,
@@ -174,7 +175,8 @@ class CallEngine:
             frame = data[offset : offset + ULAW_FRAME_BYTES]
             probability = self._vad.speech_probability(ulaw_codec.decode(frame))
             frame_stamp = None if stamp is None else stamp + offset // 8
-            self.speech.update(probability >= self._threshold, 20, now, frame_stamp)
+            level = ulaw_rms_dbfs(frame)
+            self.speech.update(probability >= self._threshold, level, 20, now, frame_stamp)
             self._after_frame(now)
 
     def _after_frame(self, now: float) -> None:
