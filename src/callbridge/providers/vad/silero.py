@@ -55,6 +55,7 @@ class SileroBlock(ProviderBlock):
 
     provider: Literal["silero"] = "silero"
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    batch: bool = True  # share model runs across calls (silero_batch.py); False: one per call
 
 
 def default_model_path() -> Path:
@@ -192,7 +193,11 @@ def load_session(model_path: Path | None = None) -> ort.InferenceSession:
 
 
 def _build(block: SileroBlock, env: Mapping[str, str]) -> SileroModel:
-    return SileroModel(block.threshold)
+    if not block.batch:
+        return SileroModel(block.threshold)
+    from callbridge.providers.vad.silero_batch import BatchedSileroModel  # builds on this module
+
+    return BatchedSileroModel(block.threshold)
 
 
 SPEC = ProviderSpec(kind="vad", name="silero", config=SileroBlock, build=_build)
