@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -46,12 +46,16 @@ class TurnTaking(_Camel):
 
 class AssistantConfig(_Camel):
     name: str = "assistant"
+    # ``vapi``: a VAPI assistant serves the call (bridge mode) and the ``vapi`` block says
+    # which; model/voice/transcriber are then not used.
+    engine: Literal["pipeline", "vapi"] = "pipeline"
+    vapi: dict[str, Any] | None = None
     first_message: str | None = None
     end_call_message: str | None = "Goodbye."
     idle_message: str = "Are you still there?"
     apology_message: str = "Sorry, I'm having trouble right now. Please call again later."
     recording_enabled: bool = False
-    model: dict[str, Any]
+    model: dict[str, Any] = Field(default_factory=dict)  # required by the pipeline engine
     voice: dict[str, Any] = Field(default_factory=lambda: {"provider": "espeak"})
     transcriber: dict[str, Any] = Field(default_factory=lambda: {"provider": "none"})
     vad: dict[str, Any] = Field(default_factory=lambda: {"provider": "silero"})
@@ -106,6 +110,9 @@ def parse_assistant(text: str, *, source: str = "<assistant>") -> AssistantConfi
         config = AssistantConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, root, source, ())) from exc
+    if config.engine == "vapi":
+        _check_vapi_block(config, root, source)
+        return config
     for key, kind in _BLOCKS:
         block = getattr(config, "model" if key == "model" else key)
         name = block.get("provider")
@@ -120,6 +127,18 @@ def parse_assistant(text: str, *, source: str = "<assistant>") -> AssistantConfi
         except ValidationError as exc:
             raise ConfigError(_describe(exc, root, source, (_camel_key(key),))) from exc
     return config
+
+
+def _check_vapi_block(config: AssistantConfig, root: yaml.Node | None, source: str) -> None:
+    from callbridge.providers.vapi import VapiConfig  # only bridge-mode files pay the import
+
+    if config.vapi is None:
+        line = _line_of(root, ("engine",))
+        raise ConfigError(f"{source}:{line}: vapi: a vapi block is required with engine: vapi")
+    try:
+        VapiConfig.model_validate(config.vapi)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, root, source, ("vapi",))) from exc
 
 
 def build_assistant(config: AssistantConfig, env: Mapping[str, str]) -> BuiltAssistant:

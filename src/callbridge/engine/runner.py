@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from callbridge.assistant import BuiltAssistant
@@ -14,7 +15,7 @@ from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
 from callbridge.providers.base import TextToSpeech, ToolCall
 
-__all__ = ["make_runner", "script_for"]
+__all__ = ["CallStats", "make_runner", "script_for"]
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,21 @@ def _tools_of(llm: object) -> dict[str, Any]:
     return {"tools": tuple(toolset.specs), "execute_tool": execute}
 
 
+@dataclass(frozen=True, slots=True)
+class CallStats:
+    """The engine's counters for one call, reported once when the call is over."""
+
+    barge_ins: int
+    stale_interrupts: int
+    dropped_frames: int
+
+
 def make_runner(
     assistant: BuiltAssistant,
     *,
     fallback_tts: TextToSpeech | None = None,
     on_turn: Callable[[CallInfo, TurnRecord], None] | None = None,
+    on_end: Callable[[CallInfo, CallStats], None] | None = None,
 ) -> CallRunner:
     voice = Voice(
         vad=assistant.vad,
@@ -75,6 +86,18 @@ def make_runner(
                 on_turn(info, turn)
 
         session = CallSession.create(info, transport, voice, turns, script, on_turn=record)
-        await session.run(line)
+        try:
+            await session.run(line)
+        finally:
+            if on_end is not None:
+                engine = session.engine
+                on_end(
+                    info,
+                    CallStats(
+                        barge_ins=engine.barge_ins,
+                        stale_interrupts=engine.stale_interrupts,
+                        dropped_frames=engine.playout.dropped_frames,
+                    ),
+                )
 
     return run

@@ -17,6 +17,10 @@ __all__ = [
     "LanguageModel",
     "LlmEvent",
     "Message",
+    "RemoteAgent",
+    "RemoteEvent",
+    "RemoteSession",
+    "RemoteSignal",
     "SpeechToText",
     "SpeechToTextStream",
     "SttEvent",
@@ -174,3 +178,40 @@ class TextToSpeech(Protocol):
     name: str
 
     def synthesize(self, text: str) -> AsyncIterator[bytes]: ...
+
+
+# ---------------------------------------------------------------- remote agents (bridge mode)
+
+RemoteSignal = Literal["user-started", "interrupted", "bot-started", "bot-stopped", "ended"]
+"""``user-started``: the caller began speaking; ``interrupted``: the agent cut its reply
+for the caller; ``bot-started``/``bot-stopped``: the agent's speech begins/ends;
+``ended``: the agent's call is over."""
+RemoteEvent = bytes | RemoteSignal
+"""μ-law 8 kHz audio from the agent, or a signal. Plain types, so a provider implements
+this contract without importing the engine."""
+
+
+class RemoteSession(Protocol):
+    """One call on the agent's side."""
+
+    def push_audio(self, ulaw: bytes) -> None:
+        """One caller frame, in order; never blocks."""
+        ...
+
+    def events(self) -> AsyncIterator[RemoteEvent]:
+        """Ends when the call is over; raises ``ProviderError`` if it was lost."""
+        ...
+
+    async def hangup(self) -> None:
+        """End the agent's call and close the session."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class RemoteAgent(Protocol):
+    name: str
+
+    async def open_session(self) -> RemoteSession:
+        """Start a call on the agent; ``ProviderError`` if it cannot (after its retries)."""
+        ...
