@@ -7,9 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from callbridge.engine.transport import CallRunner
+from callbridge.cli_calls import add_commands as add_call_commands
 from callbridge.errors import ConfigError
 from callbridge.settings import Settings, load_settings
+from callbridge.simulator.command import add_commands as add_simulator_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -28,9 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--assistant", metavar="FILE", help="assistant file (default: CALLBRIDGE_ASSISTANT)"
     )
     serve.set_defaults(handler=_serve)
-    from callbridge.simulator.command import add_commands
-
-    add_commands(sub)
+    add_call_commands(sub)
+    add_simulator_commands(sub)
     return parser
 
 
@@ -45,23 +45,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _build_runner(settings: Settings, assistant: str | None) -> CallRunner:
-    """The call engine for each call, with every provider loaded before the first call."""
-    from callbridge.voice_agent import build_runner
-
-    return build_runner(Path(assistant) if assistant else settings.assistant_path)
-
-
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from callbridge.server.app import create_app, uvicorn_config
+    from callbridge.server.app import serving_app, uvicorn_config
     from callbridge.telemetry.logging import configure_logging
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
-    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
-    app = create_app(settings, _build_runner(settings, args.assistant))
+    handler = configure_logging(
+        settings.log_level, settings.log_format, secrets=settings.secret_values()
+    )
+    # The call record reads INFO events from callbridge.*; the console keeps LOG_LEVEL.
+    handler.setLevel(settings.log_level)
+    assistant = Path(args.assistant) if args.assistant else settings.assistant_path
+    app = serving_app(settings, assistant)
     print(_banner(settings), flush=True)
     uvicorn.Server(uvicorn_config(app, settings.host, settings.port)).run()
     return 0

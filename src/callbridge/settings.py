@@ -67,9 +67,24 @@ class Settings(BaseSettings):
         "INFO", validation_alias="LOG_LEVEL"
     )
     log_format: Literal["json", "text"] = Field("json", validation_alias="LOG_FORMAT")
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    api_token: SecretStr | None = Field(None, validation_alias="CALLBRIDGE_API_TOKEN")
+    from_number: str | None = Field(None, validation_alias="TWILIO_PHONE_NUMBER")
+    recordings_dir: Path | None = Field(None, validation_alias="CALLBRIDGE_RECORDINGS_DIR")
+    recording_retention_days: float = Field(
+        0, ge=0, validation_alias="CALLBRIDGE_RECORDING_RETENTION_DAYS"
+    )
 
     @field_validator(
-        "public_url", "twilio_api_base_url", "auth_token", "stream_secret", mode="before"
+        "public_url",
+        "twilio_api_base_url",
+        "auth_token",
+        "stream_secret",
+        "database_url",
+        "api_token",
+        "from_number",
+        "recordings_dir",
+        mode="before",
     )
     @classmethod
     def _blank_is_none(cls, v: Any) -> Any:
@@ -116,7 +131,7 @@ class Settings(BaseSettings):
     def _lower(cls, v: Any) -> Any:
         return v.strip().lower() if isinstance(v, str) else v
 
-    @field_validator("stream_secret")
+    @field_validator("stream_secret", "api_token")
     @classmethod
     def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and len(v.get_secret_value()) < MIN_SECRET_CHARS:
@@ -125,11 +140,20 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret this process holds, for the log redactor."""
-        return [
+        values = [
             s.get_secret_value()
-            for s in (self.auth_token, self.stream_secret)
+            for s in (self.auth_token, self.stream_secret, self.api_token)
             if s is not None and s.get_secret_value()
         ]
+        password = urlsplit(self.database_url).password if self.database_url else None
+        if password:
+            values.append(password)
+        return values
+
+    @property
+    def recordings_path(self) -> Path:
+        """Where call recordings go: ``CALLBRIDGE_RECORDINGS_DIR`` or the data dir's."""
+        return self.recordings_dir or self.data_dir / "recordings"
 
 
 def _env_names() -> dict[str, str]:

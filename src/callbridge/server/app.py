@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
 from callbridge.engine.transport import CallRunner
-from callbridge.server import media, webhooks
+from callbridge.server import api, media, webhooks
 from callbridge.server.edge import INSECURE_WARNING, Edge
 from callbridge.server.loopback import loopback_runner
+from callbridge.server.status_capture import StatusCapture, status_ops
 from callbridge.settings import Settings
+from callbridge.store import Store
+from callbridge.store.call_log import CallLog, Providers
 from callbridge.telemetry.logging import log_event
+from callbridge.telemetry.metrics import Metrics
 from callbridge.twilio.rest import TwilioRest
 from callbridge.twilio.security import WebhookValidator
 from callbridge.twilio.tokens import StreamTokens
 
-__all__ = ["WS_MAX_SIZE_BYTES", "create_app", "uvicorn_config"]
+__all__ = ["WS_MAX_SIZE_BYTES", "create_app", "serving_app", "uvicorn_config"]
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +34,20 @@ WS_MAX_SIZE_BYTES = 1024 * 1024
 codec's 64 KiB so an oversize frame reaches the handler, is counted and the call goes on."""
 
 
-def create_app(settings: Settings, runner: CallRunner | None = None) -> FastAPI:
-    """Build the app. ``runner`` serves each call; the loopback echo when None."""
+def create_app(
+    settings: Settings,
+    runner: CallRunner | None = None,
+    *,
+    store: Store | None = None,
+    metrics: Metrics | None = None,
+    call_log: CallLog | None = None,
+) -> FastAPI:
+    """Build the app. ``runner`` serves each call; the loopback echo when None.
+
+    With a ``store`` the app migrates it and runs its writer for its lifetime, records
+    status callbacks and serves ``/api``; ``call_log`` (which should already wrap
+    ``runner``) gets its log-event bridge installed for the same lifetime.
+    """
     secret = settings.stream_secret
     if secret is None:
         raise ValueError("settings.stream_secret is unset: build settings with load_settings()")
@@ -52,7 +72,30 @@ def create_app(settings: Settings, runner: CallRunner | None = None) -> FastAPI:
         log_event(
             log, logging.WARNING, "settings.no_rest", hint="hang-up will only close the socket"
         )
-    app = FastAPI(title="callbridge", docs_url=None, redoc_url=None, openapi_url=None)
+    metrics = metrics or Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if store is not None:
+            await store.start()
+        if call_log is not None:
+            call_log.bridge.install()
+        try:
+            yield
+        finally:
+            if call_log is not None:
+                call_log.bridge.uninstall()
+            if store is not None:
+                await store.close()
+
+    app = FastAPI(
+        title="callbridge",
+        summary="Call records and call control for a Twilio voice agent",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
     app.state.edge = Edge(
         settings=settings,
         tokens=StreamTokens(secret.get_secret_value()),
@@ -60,9 +103,47 @@ def create_app(settings: Settings, runner: CallRunner | None = None) -> FastAPI:
         runner=runner or loopback_runner,
         rest=rest,
     )
-    app.include_router(webhooks.router)
-    app.include_router(media.router)
+    app.state.store = store
+    app.state.metrics = metrics
+    metrics.watch_edge(app.state.edge.stats)
+    app.include_router(webhooks.router, include_in_schema=False)
+    app.include_router(media.router, include_in_schema=False)
+    app.include_router(api.router)
+    app.include_router(api.metrics_router)
+    if store is not None:
+        writer = store.writer
+
+        def record_status(params: dict[str, str]) -> None:
+            for op in status_ops(params, datetime.now(UTC)):
+                writer.submit(op)
+
+        app.add_middleware(StatusCapture, on_status=record_status)
     return app
+
+
+def serving_app(settings: Settings, assistant_path: Path) -> FastAPI:
+    """What ``callbridge serve`` runs: the assistant's engine, recorded into the store."""
+    from callbridge.assistant import load_assistant
+    from callbridge.voice_agent import build_runner
+
+    config = load_assistant(assistant_path)
+    metrics = Metrics()
+    store = Store.from_settings(settings, on_drop=lambda _: metrics.store_dropped.inc())
+    call_log = CallLog(
+        store.writer,
+        assistant=config.name,
+        recordings_dir=settings.recordings_path if config.recording_enabled else None,
+        metrics=metrics,
+        providers=Providers(
+            stt=str(config.transcriber.get("provider", "")),
+            llm=str(config.model.get("provider", "")),
+            tts=str(config.voice.get("provider", "")),
+        ),
+    )
+    runner = build_runner(assistant_path, on_turn=call_log.on_turn, on_end=call_log.on_end)
+    return create_app(
+        settings, call_log.wrap(runner), store=store, metrics=metrics, call_log=call_log
+    )
 
 
 def uvicorn_config(app: FastAPI, host: str, port: int, **overrides: object) -> uvicorn.Config:

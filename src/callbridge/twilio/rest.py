@@ -1,4 +1,4 @@
-"""Twilio REST control: ending a live call from any instance.
+"""Twilio REST control: placing, ending and transferring calls from any instance.
 
 The SDK's client is synchronous (``requests``), so every call runs in a worker thread:
 a slow API answer must never stall the audio of the other calls on this event loop.
@@ -54,6 +54,32 @@ class TwilioRest:
             self._client.region = None
             self._client.api.base_url = base_url.rstrip("/")
 
+    async def create_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        url: str,
+        status_callback: str | None = None,
+        status_events: tuple[str, ...] = ("initiated", "ringing", "answered", "completed"),
+    ) -> str:
+        """Place an outbound call that fetches its TwiML from ``url``; returns its CallSid."""
+        try:
+            sid = await asyncio.to_thread(
+                self._create, to, from_, url, status_callback, list(status_events)
+            )
+        except TwilioRestException as exc:
+            raise TwilioRestError(
+                f"placing a call to {to} failed: HTTP {exc.status}, Twilio code {exc.code}: "
+                f"{exc.msg}",
+                status=exc.status,
+                code=exc.code,
+            ) from exc
+        except (TwilioException, OSError) as exc:
+            raise TwilioRestError(f"placing a call to {to} failed: {exc}") from exc
+        log_event(log, logging.INFO, "rest.call_created", call_sid=sid)
+        return sid
+
     async def transfer_call(self, call_sid: str, twiml: str) -> None:
         """Replace the call's TwiML (e.g. a ``<Dial>``); the stream ends as Twilio moves on."""
         try:
@@ -90,6 +116,19 @@ class TwilioRest:
 
     def _complete(self, call_sid: str) -> None:
         self._client.calls(call_sid).update(status="completed")
+
+    def _create(
+        self, to: str, from_: str, url: str, status_callback: str | None, events: list[str]
+    ) -> str:
+        options: dict[str, object] = {"to": to, "from_": from_, "url": url, "method": "POST"}
+        if status_callback:
+            options.update(
+                status_callback=status_callback,
+                status_callback_method="POST",
+                status_callback_event=events,
+            )
+        call = self._client.calls.create(**options)
+        return str(call.sid)
 
     def _update(self, call_sid: str, twiml: str) -> None:
         self._client.calls(call_sid).update(twiml=twiml)

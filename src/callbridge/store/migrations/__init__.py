@@ -1,0 +1,1 @@
+"""Alembic migrations for the call record; run by ``Database.migrate`` at start-up."""
