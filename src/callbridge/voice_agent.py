@@ -11,7 +11,7 @@ from dotenv import dotenv_values
 
 from callbridge.assistant import AssistantConfig, build_assistant, load_assistant
 from callbridge.engine.bridge import BridgeCore, BridgeOptions, make_bridge_runner
-from callbridge.engine.events import TurnRecord
+from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.runner import CallStats, make_runner
 from callbridge.engine.transport import CallInfo, CallRunner
 from callbridge.providers import vapi
@@ -34,8 +34,9 @@ def build_runner(
     *,
     on_turn: Callable[[CallInfo, TurnRecord], None] | None = None,
     on_end: Callable[[CallInfo, CallStats], None] | None = None,
+    on_event: Callable[[CallInfo, CallEvent], None] | None = None,
 ) -> CallRunner:
-    """``on_turn``/``on_end`` feed the call record (``store.call_log.CallLog``)."""
+    """``on_turn``/``on_event``/``on_end`` feed the call record (``store.call_log.CallLog``)."""
     env = agent_env() if env is None else env
     config = load_assistant(assistant_path)
     # The apology after a provider failure must not depend on the provider that failed.
@@ -44,7 +45,9 @@ def build_runner(
     if config.engine == "vapi":
         return build_bridge_runner(config, env, fallback_tts=fallback, on_end=on_end)
     assistant = build_assistant(config, env)
-    return make_runner(assistant, fallback_tts=fallback, on_turn=on_turn, on_end=on_end)
+    return make_runner(
+        assistant, fallback_tts=fallback, on_turn=on_turn, on_end=on_end, on_event=on_event
+    )
 
 
 def build_bridge_runner(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from callbridge.engine.clock import ManualClock
-from callbridge.engine.events import TurnRecord
+from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.runner import CallStats
 from callbridge.engine.transport import CallerAudio, CallerHungUp, CallInfo, LineEvent
 from callbridge.store.call_log import CallLog, Providers
@@ -65,7 +65,6 @@ async def test_a_call_is_recorded_end_to_end(database: Database, tmp_path: Path)
         wall_clock=lambda: WALL0 + (clock.now() - 500.0),
     )
     log.bridge.install()
-    engine_log = logging.getLogger("callbridge.engine.core")
 
     async def runner(info: CallInfo, transport: object, line: asyncio.Queue[LineEvent]) -> None:
         bind_call(info.call_sid, info.stream_sid)
@@ -74,8 +73,10 @@ async def test_a_call_is_recorded_end_to_end(database: Database, tmp_path: Path)
         for _ in range(3):
             await transport.send_audio(b"\x10" * 160)  # type: ignore[attr-defined]
         await transport.send_clear()  # type: ignore[attr-defined]
-        engine_log.info("bargein reason=%s heard_words=%d", "speech", 2)
-        engine_log.error("reply.failed error=%s", "deepgram: HTTP 500: internal error")
+        log.on_event(
+            info, CallEvent("barge_in", {"reason": "speech", "heard_words": 2, "reaction_ms": 210})
+        )
+        log.on_event(info, CallEvent("reply_failed", {"error": "deepgram: HTTP 500: internal"}))
         log.on_turn(
             info,
             TurnRecord(
@@ -90,7 +91,7 @@ async def test_a_call_is_recorded_end_to_end(database: Database, tmp_path: Path)
             ),
         )
         assert isinstance(await line.get(), CallerHungUp)
-        engine_log.info("call.hung_up reason=%s", "stop")
+        log.on_event(info, CallEvent("caller_hung_up", {"reason": "stop"}))
         log.on_end(info, CallStats(barge_ins=1, stale_interrupts=0, dropped_frames=4))
 
     line: asyncio.Queue[LineEvent] = asyncio.Queue()
@@ -122,18 +123,19 @@ async def test_a_call_is_recorded_end_to_end(database: Database, tmp_path: Path)
     assert kinds == [
         "stream_started",
         "barge_in",
-        "provider_error",
+        "reply_failed",
         "caller_hung_up",
         "playout_drops",
     ]
-    assert detail.events[1].data == {"reason": "speech", "heard_words": 2}
-    assert detail.events[2].data == {"error": "deepgram: HTTP 500: internal error"}
+    assert detail.events[1].data == {"reason": "speech", "heard_words": 2, "reaction_ms": 210}
+    assert detail.events[2].data == {"error": "deepgram: HTTP 500: internal"}
     assert detail.recording is not None and detail.recording.duration_ms is not None
     with wave.open(detail.recording.path, "rb") as w:
         # 1 s in, 60 ms of bot audio were sent ahead and then cleared: never heard.
         assert (w.getnchannels(), w.getnframes()) == (2, 8000)
 
     assert sample(metrics, "callbridge_barge_ins_total") == 1
+    assert sample(metrics, "callbridge_barge_in_reaction_seconds_sum") == 0.21
     assert sample(metrics, "callbridge_errors_total", kind="provider") == 1
     assert sample(metrics, "callbridge_playout_dropped_frames_total") == 4
     assert sample(metrics, "callbridge_turn_latency_seconds_count") == 1
@@ -159,7 +161,7 @@ async def test_log_events_outside_a_call_are_not_stored(database: Database) -> N
     log = CallLog(writer)
     log.bridge.install()
     try:
-        logging.getLogger("callbridge.engine.core").info("bargein reason=speech heard_words=1")
+        logging.getLogger("callbridge.server.media").info("media.gap gap_ms=240")
         await writer.flush()
     finally:
         log.bridge.uninstall()

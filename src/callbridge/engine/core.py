@@ -17,11 +17,14 @@ from callbridge.audio.frames import ULAW_FRAME_BYTES
 from callbridge.audio.levels import ulaw_rms_dbfs
 from callbridge.engine.conversation import Conversation
 from callbridge.engine.events import (
+    CallEvent,
+    CallEventKind,
     Command,
     EngineEvent,
     FinalizeStt,
     Hangup,
     Phase,
+    RecordEvent,
     RecordTurn,
     ReplyAction,
     ReplyAudio,
@@ -287,7 +290,7 @@ class CallEngine:
         onset = self.speech.onset_at if self.speech.onset_at is not None else now
         if (now - onset) * 1000 > self.turns.interrupt_max_lag_ms:
             self.stale_interrupts += 1
-            log.info("bargein.stale lag_ms=%.0f", (now - onset) * 1000)
+            self._event("barge_in_stale", lag_ms=round((now - onset) * 1000))
             return
         self._barge_in(now, reason="speech")
 
@@ -313,7 +316,13 @@ class CallEngine:
                 latency_ms=dict(reply.latency_ms) if reply else {},
             )
         )
-        log.info("bargein reason=%s heard_words=%d", reason, len(heard.split()))
+        onset = self.speech.onset_at
+        self._event(
+            "barge_in",
+            reason=reason,
+            heard_words=len(heard.split()),
+            reaction_ms=round((now - onset) * 1000) if reason == "speech" and onset else 0,
+        )
         self._begin_user_turn(now)
 
     # ------------------------------------------------------------ replies
@@ -334,7 +343,7 @@ class CallEngine:
         self._replies.on_audio(index, data, now)
 
     def _on_reply_failed(self, error: str, now: float) -> None:
-        log.error("reply.failed error=%s", error)
+        self._event("reply_failed", logging.ERROR, error=error)
         self._replies.on_failed()
         self._end_call(now, ReplyKind.APOLOGY, self.script.apology_message)
 
@@ -351,6 +360,7 @@ class CallEngine:
             self._hang_up("ended")
 
     def _hang_up(self, reason: str) -> None:
+        self._event("hangup", reason=reason)
         self._out.append(Hangup(reason))
         self.phase = Phase.ENDED
 
@@ -392,6 +402,7 @@ class CallEngine:
         if reply.kind in (ReplyKind.GOODBYE, ReplyKind.APOLOGY):
             self._hang_up(reply.kind.value)
         elif reply.transfer_to is not None:
+            self._event("transfer")
             self._out.append(Transfer(reply.transfer_to))
             self.phase = Phase.ENDED
         elif reply.hangup_after:
@@ -418,7 +429,7 @@ class CallEngine:
         if self.phase is Phase.ENDED:
             return
         if self.phase is not Phase.ENDING and now >= self._started_at + self.turns.max_duration_s:
-            log.info("call.max_duration")
+            self._event("max_duration")
             if self.phase in _SPEAKING:
                 self._out.append(SendClear())
                 self.playout.clear(now)
@@ -429,11 +440,11 @@ class CallEngine:
         if self._ending_deadline is not None and now >= self._ending_deadline:
             deadline = now  # the goodbye never finished synthesising: hang up anyway
         if deadline is not None and now >= deadline:
-            log.warning("hangup.mark_timeout")
+            self._event("mark_timeout", logging.WARNING)
             self._hang_up("mark_timeout")
             return
         if self._await_final_until is not None and now >= self._await_final_until:
-            log.info("stt.final_timeout")
+            self._event("stt_timeout")
             self._finish_user_turn(now)
             return
         if self.phase is Phase.LISTENING and self._idle_at is not None and now >= self._idle_at:
@@ -461,8 +472,16 @@ class CallEngine:
                 )
             )
         self._replies.cancel()
-        log.info("call.hung_up reason=%s", reason)
+        self._event("caller_hung_up", reason=reason)
         self.phase = Phase.ENDED
 
     def _record(self, turn: TurnRecord) -> None:
         self._out.append(RecordTurn(turn))
+
+    def _event(
+        self, kind: CallEventKind, level: int = logging.INFO, **data: str | int | float
+    ) -> None:
+        """Log it and hand it to the call's record, typed (never parsed back from logs)."""
+        if log.isEnabledFor(level):
+            log.log(level, "%s %s", kind, " ".join(f"{k}={v}" for k, v in data.items()))
+        self._out.append(RecordEvent(CallEvent(kind, data)))

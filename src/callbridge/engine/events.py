@@ -7,8 +7,10 @@ never performs I/O itself, so its rules are tested with plain data and a manual 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Literal
 
 from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp, MarkPlayed
 from callbridge.providers.base import (
@@ -20,12 +22,14 @@ from callbridge.providers.base import (
 )
 
 __all__ = [
+    "CallEvent",
     "CancelReply",
     "Command",
     "EngineEvent",
     "FinalizeStt",
     "Hangup",
     "Phase",
+    "RecordEvent",
     "RecordTurn",
     "ReplyAction",
     "ReplyAudio",
@@ -188,6 +192,32 @@ class RecordTurn:
     turn: TurnRecord
 
 
+CallEventKind = Literal[
+    "barge_in",
+    "barge_in_stale",
+    "reply_failed",
+    "hangup",
+    "transfer",
+    "caller_hung_up",
+    "max_duration",
+    "mark_timeout",
+    "stt_timeout",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """Something the call's record keeps besides turns (DESIGN.md §6: ordered events)."""
+
+    kind: CallEventKind
+    data: Mapping[str, str | int | float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEvent:
+    event: CallEvent
+
+
 Command = (
     SendAudio
     | SendMark
@@ -198,4 +228,5 @@ Command = (
     | Hangup
     | Transfer
     | RecordTurn
+    | RecordEvent
 )

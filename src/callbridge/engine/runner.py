@@ -10,7 +10,7 @@ from typing import Any
 
 from callbridge.assistant import BuiltAssistant
 from callbridge.engine.core import Script
-from callbridge.engine.events import TurnRecord
+from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
 from callbridge.providers.base import TextToSpeech, ToolCall
@@ -62,6 +62,7 @@ def make_runner(
     fallback_tts: TextToSpeech | None = None,
     on_turn: Callable[[CallInfo, TurnRecord], None] | None = None,
     on_end: Callable[[CallInfo, CallStats], None] | None = None,
+    on_event: Callable[[CallInfo, CallEvent], None] | None = None,
 ) -> CallRunner:
     voice = Voice(
         vad=assistant.vad,
@@ -85,7 +86,13 @@ def make_runner(
             if on_turn is not None:
                 on_turn(info, turn)
 
-        session = CallSession.create(info, transport, voice, turns, script, on_turn=record)
+        def happened(event: CallEvent) -> None:
+            if on_event is not None:
+                on_event(info, event)
+
+        session = CallSession.create(
+            info, transport, voice, turns, script, on_turn=record, on_event=happened
+        )
         try:
             await session.run(line)
         finally:

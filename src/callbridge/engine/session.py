@@ -18,12 +18,14 @@ from callbridge.assistant import TurnTaking
 from callbridge.engine.clock import Clock, MonotonicClock
 from callbridge.engine.core import CallEngine, Script
 from callbridge.engine.events import (
+    CallEvent,
     CancelReply,
     Command,
     EngineEvent,
     FinalizeStt,
     Hangup,
     Phase,
+    RecordEvent,
     RecordTurn,
     ReplyKind,
     SendAudio,
@@ -92,6 +94,7 @@ class CallSession:
         *,
         clock: Clock | None = None,
         on_turn: Callable[[TurnRecord], None] | None = None,
+        on_event: Callable[[CallEvent], None] | None = None,
     ) -> None:
         self.info = info
         self.engine = engine
@@ -99,6 +102,7 @@ class CallSession:
         self._voice = voice
         self._clock = clock or MonotonicClock()
         self._on_turn = on_turn
+        self._on_event = on_event
         self._inbox: asyncio.Queue[EngineEvent] = asyncio.Queue()
         self._replies: dict[int, asyncio.Task[None]] = {}
         self._stt: SpeechToTextStream | None = None
@@ -115,6 +119,7 @@ class CallSession:
         *,
         clock: Clock | None = None,
         on_turn: Callable[[TurnRecord], None] | None = None,
+        on_event: Callable[[CallEvent], None] | None = None,
     ) -> CallSession:
         engine = CallEngine(
             turns,
@@ -123,7 +128,9 @@ class CallSession:
             vad_threshold=voice.vad.threshold,
             stt_enabled=voice.transcribes,
         )
-        return cls(info, transport, voice, engine, clock=clock, on_turn=on_turn)
+        return cls(
+            info, transport, voice, engine, clock=clock, on_turn=on_turn, on_event=on_event
+        )
 
     def post(self, event: EngineEvent) -> None:
         self._inbox.put_nowait(event)
@@ -200,6 +207,9 @@ class CallSession:
                 case RecordTurn(turn=turn):
                     if self._on_turn is not None:
                         self._on_turn(turn)
+                case RecordEvent(event=event):
+                    if self._on_event is not None:
+                        self._on_event(event)
 
     def _start_reply(self, request: StartReply) -> None:
         assert self._group is not None

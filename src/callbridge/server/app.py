@@ -140,7 +140,12 @@ def serving_app(settings: Settings, assistant_path: Path) -> FastAPI:
             tts=str(config.voice.get("provider", "")),
         ),
     )
-    runner = build_runner(assistant_path, on_turn=call_log.on_turn, on_end=call_log.on_end)
+    runner = build_runner(
+        assistant_path,
+        on_turn=call_log.on_turn,
+        on_end=call_log.on_end,
+        on_event=call_log.on_event,
+    )
     return create_app(
         settings, call_log.wrap(runner), store=store, metrics=metrics, call_log=call_log
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from callbridge.engine.clock import Clock, MonotonicClock
-from callbridge.engine.events import TurnRecord
+from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.runner import CallStats
 from callbridge.engine.transport import (
     CallerAudio,
@@ -149,6 +149,26 @@ class CallLog:
                 latency_ms=turn.latency_ms,
                 providers=self.providers,
             )
+
+    def on_event(self, info: CallInfo, event: CallEvent) -> None:
+        """``make_runner``'s ``on_event``: the engine's typed events for the record."""
+        data = dict(event.data)
+        if self.metrics is not None:
+            match event.kind:
+                case "barge_in":
+                    self.metrics.barge_ins.inc()
+                    reaction_ms = data.get("reaction_ms")
+                    if isinstance(reaction_ms, int | float) and reaction_ms > 0:
+                        self.metrics.barge_in_reaction.observe(reaction_ms / 1000)
+                case "barge_in_stale":
+                    self.metrics.stale_interrupts.inc()
+                case "reply_failed":
+                    self.metrics.errors.labels("provider").inc()
+                case "mark_timeout":
+                    self.metrics.errors.labels("mark_timeout").inc()
+                case _:
+                    pass
+        self._on_log_event(info.call_sid, event.kind, data)
 
     def on_end(self, info: CallInfo, stats: CallStats) -> None:
         """``make_runner``'s ``on_end``: the engine's counters for the whole call."""

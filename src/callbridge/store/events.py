@@ -1,8 +1,8 @@
-"""Log events that belong in a call's record, picked off the logging stream.
+"""Edge log events that belong in a call's record, picked off the logging stream.
 
-The engine and the socket adapter already announce barge-ins, provider failures,
-hang-up reasons and media gaps as log events (``bargein reason=speech heard_words=3``),
-in the call's logging context. This handler keeps the ones listed in ``EVENTS``, turns
+The engine hands its events over typed (``CallLog.on_event``). The socket adapter, the
+REST client and the retry policy only log theirs (``media.gap …``), in the call's
+logging context. This handler keeps the ones listed in ``EVENTS``, turns
 ``k=v`` fields into data, and hands them on with the call's SID; those listed in
 ``ERRORS`` also count in ``callbridge_errors_total{kind}``.
 
@@ -23,17 +23,7 @@ from callbridge.telemetry.metrics import Metrics
 __all__ = ["ERRORS", "EVENTS", "EventBridge", "parse_fields"]
 
 EVENTS: Mapping[str, str] = {
-    "bargein": "barge_in",
-    "bargein.stale": "barge_in_stale",
-    "reply.failed": "provider_error",
-    "reply.crashed": "reply_crashed",
     "provider.retry": "provider_retry",
-    "call.hangup": "hangup",
-    "call.transfer": "transfer",
-    "call.hung_up": "caller_hung_up",
-    "call.max_duration": "max_duration",
-    "hangup.mark_timeout": "mark_timeout",
-    "stt.final_timeout": "stt_timeout",
     "media.gap": "gap",
     "stream.backlog": "backlog",
     "stream.bad_frame": "bad_frame",
@@ -47,13 +37,10 @@ EVENTS: Mapping[str, str] = {
 """Log event name → the event kind stored with the call."""
 
 ERRORS: Mapping[str, str] = {
-    "reply.failed": "provider",
-    "reply.crashed": "reply_crashed",
     "provider.retry": "provider_retry",
     "stream.backlog": "backlog",
     "stream.runner_failed": "runner",
     "transport.hangup_rest_failed": "twilio_rest",
-    "hangup.mark_timeout": "mark_timeout",
     "recording.open_failed": "recording",
 }
 """Log event name → ``kind`` label of the errors counter."""
@@ -85,13 +72,8 @@ class EventBridge(logging.Handler):
         error = ERRORS.get(name)
         if kind is None and error is None:
             return
-        if self._metrics is not None:
-            if error is not None:
-                self._metrics.errors.labels(error).inc()
-            if name == "bargein":
-                self._metrics.barge_ins.inc()
-            elif name == "bargein.stale":
-                self._metrics.stale_interrupts.inc()
+        if self._metrics is not None and error is not None:
+            self._metrics.errors.labels(error).inc()
         ctx = current_call()
         if kind is not None and ctx is not None and ctx.call_sid:
             try:

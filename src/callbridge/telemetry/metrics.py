@@ -73,6 +73,12 @@ class Metrics:
         self.barge_ins = Counter(
             "callbridge_barge_ins", "Replies the caller interrupted", registry=r
         )
+        self.barge_in_reaction = Histogram(
+            "callbridge_barge_in_reaction_seconds",
+            "Caller's speech onset to the clear sent to the line",
+            buckets=(0.1, 0.15, 0.2, 0.22, 0.25, 0.3, 0.4, 0.6, 1.0),
+            registry=r,
+        )
         self.stale_interrupts = Counter(
             "callbridge_stale_interrupts",
             "Interruptions dropped because they were decided too late",
