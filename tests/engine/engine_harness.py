@@ -123,6 +123,9 @@ class Harness:
         deadline = self.engine.next_deadline()
         if deadline is not None and deadline <= now + 1e-9:
             self.feed(Tick())
+            after = self.engine.next_deadline()
+            # A tick must move the deadline on, or the session's loop would spin.
+            assert after is None or after > now, (self.engine.phase, after, now)
 
     def speak(self, ms: int) -> None:
         for _ in range(ms // 20):

@@ -318,3 +318,27 @@ def test_caller_hangup_ends_the_call_and_cancels_the_reply() -> None:
     assert h.engine.phase is Phase.ENDED
     assert h.count(CancelReply) == 1
     assert h.engine.next_deadline() is None
+
+
+def test_the_same_words_in_a_new_utterance_are_a_new_turn() -> None:
+    h = Harness(stt=True)
+    for expected in (1, 2):
+        h.speak(400)
+        h.feed(TranscriptUpdate("yes", is_final=True))
+        h.silence(520)
+        answers = h.starts(ReplyKind.ANSWER)
+        assert len(answers) == expected  # no wait for the STT timeout the second time
+        h.answer_latest("Okay.")
+        h.wait_until(lambda: h.engine.phase is Phase.LISTENING)
+
+
+def test_a_keypress_answer_longer_than_the_idle_timeout_does_not_stall_the_timers() -> None:
+    h = Harness(idle_timeout_s=2)
+    h.feed(CallerDtmf("1"))  # from LISTENING straight to THINKING
+    h.answer_latest(" ".join(["word"] * 40) + ".")  # 4 s of speech
+    h.silence(3000)  # the old idle deadline passes while the bot speaks
+    assert h.engine.phase is Phase.BOT_SPEAKING
+    assert not h.starts(ReplyKind.REPROMPT)
+    h.wait_until(lambda: h.engine.phase is Phase.LISTENING)
+    waited = h.wait_until(lambda: bool(h.starts(ReplyKind.REPROMPT)))
+    assert 1980 <= waited <= 2100

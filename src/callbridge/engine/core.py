@@ -98,6 +98,7 @@ class CallEngine:
         self._user_started_at = 0.0
         self._interim = ""  # latest non-final text of the span being spoken
         self._last_final = ""
+        self._final_run = 0  # the speech run the last final transcript belonged to
         self._words_in_run: int | None = None  # words STT heard in the current speech run
         self._judged_run = 0  # speech run already judged for barge-in (stale or taken)
         self._endpoint_at: float | None = None
@@ -121,11 +122,15 @@ class CallEngine:
         return out
 
     def next_deadline(self) -> float | None:
-        deadlines = [self._started_at + self.turns.max_duration_s]
         if self.phase is Phase.ENDED:
             return None
+        # Only deadlines that _check_timers acts on in this phase: any other would be
+        # past-due forever and spin the session's loop.
+        deadlines = []
+        if self.phase is not Phase.ENDING:
+            deadlines.append(self._started_at + self.turns.max_duration_s)
         for candidate in (
-            self._idle_at,
+            self._idle_at if self.phase is Phase.LISTENING else None,
             self._await_final_until,
             self._hangup_deadline(),
             self._ending_deadline,
@@ -135,7 +140,7 @@ class CallEngine:
         playout = self.playout.next_deadline()
         if playout is not None:
             deadlines.append(playout)
-        return min(deadlines)
+        return min(deadlines) if deadlines else None
 
     def handle(self, event: EngineEvent, now: float) -> None:
         if self.phase is Phase.ENDED:
@@ -187,7 +192,6 @@ class CallEngine:
         if run == 0 and self._words_in_run is not None:
             self._words_in_run = None
         if phase is Phase.LISTENING and run >= self.turns.start_ms:
-            self._last_final = ""
             self._begin_user_turn(now)
         elif phase is Phase.USER_SPEAKING:
             if run > 0 and self._endpoint_at is not None:
@@ -231,9 +235,9 @@ class CallEngine:
             self._interim = text
             return
         self._interim = ""
-        if not text or text == self._last_final:
+        if not text or (text == self._last_final and self.speech.run_id == self._final_run):
             return  # an empty span, or the same words reported twice: one reply only
-        self._last_final = text
+        self._last_final, self._final_run = text, self.speech.run_id
         self._user_parts.append(text)
         if self.phase is Phase.USER_SPEAKING and self._await_final_until is not None:
             self._finish_user_turn(now)
@@ -252,6 +256,7 @@ class CallEngine:
         self._finish_user_turn(now, dtmf=digit)
 
     def _finish_user_turn(self, now: float, dtmf: str | None = None) -> None:
+        self._idle_at = None
         text = " ".join(self._user_parts).strip()
         content = text if dtmf is None else (f"{text} (pressed {dtmf})".strip())
         self.conversation.add_user(Message("user", content, dtmf=dtmf))

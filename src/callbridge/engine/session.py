@@ -168,6 +168,8 @@ class CallSession:
                     else:
                         delay = deadline - clock.now()
                         if delay <= 0:
+                            # Due already: still let the other calls run first.
+                            await asyncio.sleep(0)
                             event = Tick()
                         else:
                             async with asyncio.timeout(delay):
