@@ -1,7 +1,7 @@
 """The real server with the real engine and `make serve`'s default assistant, driven by
 the simulator: what a caller experiences, end to end (issue 4's "done when").
 
-Marked ``engine``; they run when ``CALLBRIDGE_E2E_ENGINE=1`` (see conftest.py).
+Marked ``engine``: they run in real time (about two minutes); ``-m "not engine"`` skips.
 """
 
 from __future__ import annotations
@@ -131,3 +131,13 @@ async def test_forged_signature_is_refused(line: Line) -> None:
     with pytest.raises(Exception, match="403"):
         async with LiveCall(plan, line.options(sign_token="forged-token-forged-token")):
             pass
+
+
+@pytest.mark.parametrize(
+    "name", ["goodbye", "keypad-barge-in", "speech-without-stt"], ids=lambda n: str(n)
+)
+async def test_the_other_example_scenarios_pass(line: Line, name: str) -> None:
+    """Every file in examples/scenarios passes against `make serve`'s default assistant
+    (the ones not run above)."""
+    report = await line.run(load_scenario(SCENARIOS / f"{name}.yaml"))
+    assert report.ok, report.failures
