@@ -36,7 +36,7 @@ def build_runner(
     on_end: Callable[[CallInfo, CallStats], None] | None = None,
     on_event: Callable[[CallInfo, CallEvent], None] | None = None,
 ) -> CallRunner:
-    """``on_turn``/``on_event``/``on_end`` feed the call record (``store.call_log.CallLog``)."""
+    """``on_turn``/``on_event``/``on_end`` feed the call record (``server.call_log.CallLog``)."""
     env = agent_env() if env is None else env
     config = load_assistant(assistant_path)
     # The apology after a provider failure must not depend on the provider that failed.

@@ -14,9 +14,9 @@ from support.server import running_server
 
 from callbridge.engine.transport import CallRunner
 from callbridge.server.app import create_app
+from callbridge.server.call_log import CallLog
 from callbridge.settings import Settings, load_settings
 from callbridge.store import Store
-from callbridge.store.call_log import CallLog
 from callbridge.store.database import Database
 from callbridge.telemetry.metrics import Metrics
 

@@ -13,7 +13,7 @@ from callbridge.engine.clock import ManualClock
 from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.runner import CallStats
 from callbridge.engine.transport import CallerAudio, CallerHungUp, CallInfo, LineEvent
-from callbridge.store.call_log import CallLog, Providers
+from callbridge.server.call_log import CallLog, Providers
 from callbridge.store.database import Database
 from callbridge.store.events import parse_fields
 from callbridge.store.repository import get_call

@@ -13,12 +13,12 @@ from fastapi import FastAPI
 
 from callbridge.engine.transport import CallRunner
 from callbridge.server import api, media, webhooks
+from callbridge.server.call_log import CallLog, Providers
 from callbridge.server.edge import INSECURE_WARNING, Edge
 from callbridge.server.loopback import loopback_runner
 from callbridge.server.status_capture import StatusCapture, status_ops
 from callbridge.settings import Settings
 from callbridge.store import Store
-from callbridge.store.call_log import CallLog, Providers
 from callbridge.telemetry.logging import log_event
 from callbridge.telemetry.metrics import Metrics
 from callbridge.twilio.rest import TwilioRest
