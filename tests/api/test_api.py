@@ -34,7 +34,6 @@ from callbridge.store.ops import (
 from callbridge.store.repository import get_call
 
 from .conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN
-from .twilio_create import fake_call_creation
 
 T0 = datetime(2025, 6, 10, 9, 0, tzinfo=UTC)
 Serve = Callable[..., Any]
@@ -215,7 +214,7 @@ async def test_hangup_and_transfer_through_the_sdk(
 async def test_outbound_call_points_twilio_at_our_voice_webhook(
     make_settings: Callable[..., Settings], serve: Serve
 ) -> None:
-    with fake_call_creation(ACCOUNT_SID, AUTH_TOKEN) as fake:
+    with fake_twilio_api(ACCOUNT_SID, AUTH_TOKEN) as fake:
         settings = make_settings(
             twilio_api_base_url=fake.base_url,
             public_url="https://calls.example.com",

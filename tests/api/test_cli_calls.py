@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.twilio_api import fake_twilio_api
 
 from callbridge.cli_calls import add_commands, latency_bar
 from callbridge.settings import load_settings
@@ -17,7 +18,6 @@ from callbridge.store.ops import CallEnded, CallSeen, EventHappened, TurnEnded, 
 from callbridge.store.repository import get_call
 
 from .conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, ENV_VARS
-from .twilio_create import fake_call_creation
 
 T0 = datetime(2025, 6, 10, 9, 0, tzinfo=UTC)
 SID = "CA" + "7" * 32
@@ -122,7 +122,7 @@ def test_latency_bar_has_one_segment_per_stage() -> None:
 def test_call_places_it_and_records_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with fake_call_creation(ACCOUNT_SID, AUTH_TOKEN) as fake:
+    with fake_twilio_api(ACCOUNT_SID, AUTH_TOKEN) as fake:
         monkeypatch.setenv("TWILIO_API_BASE_URL", fake.base_url)
         monkeypatch.setenv("PUBLIC_URL", "https://calls.example.com")
         monkeypatch.setenv("TWILIO_PHONE_NUMBER", "+15550001111")

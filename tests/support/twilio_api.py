@@ -1,5 +1,8 @@
 """A local fake of Twilio's REST API (the Calls resource), over real HTTP on 127.0.0.1.
 
+Updating a call (``POST …/Calls/CA….json``: hang up, redirect) and creating one
+(``POST …/Calls.json``: 201 with a ``queued`` call resource) are both answered.
+
 It answers like api.twilio.com: Basic auth with the account SID and auth token, form
 bodies, JSON call resources, and Twilio's error shape (``{"code": 20404, ...}`` for a
 call that does not exist). Point ``TwilioRest(base_url=fake.base_url)`` at it.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +24,7 @@ from urllib.parse import parse_qs
 __all__ = ["FakeTwilioApi", "RecordedRequest", "fake_twilio_api"]
 
 _CALL = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Calls/(CA[0-9a-f]{32})\.json$")
+_CALLS = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Calls\.json$")
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class FakeTwilioApi:
     auth_token: str
     base_url: str = ""
     calls: dict[str, str] = field(default_factory=dict)  # CallSid → status
+    created: list[dict[str, list[str]]] = field(default_factory=list)  # forms of new calls
     requests: list[RecordedRequest] = field(default_factory=list)
     fail_with: tuple[int, int] | None = None  # (HTTP status, Twilio code) for every request
     before_answer: Callable[[], None] | None = None  # runs in the server thread per request
@@ -70,6 +76,8 @@ def fake_twilio_api(account_sid: str, auth_token: str) -> Iterator[FakeTwilioApi
                 api.before_answer()
             if api.fail_with:
                 return self._error(*api.fail_with, "Injected failure")
+            if (new := _CALLS.match(self.path)) and new.group(1) == api.account_sid:
+                return self._create(form)
             m = _CALL.match(self.path)
             if not m or m.group(1) != api.account_sid:
                 return self._error(404, 20404, f"The requested resource {self.path} was not found")
@@ -85,6 +93,18 @@ def fake_twilio_api(account_sid: str, auth_token: str) -> Iterator[FakeTwilioApi
                 elif "Twiml" in form:
                     api.calls[call_sid] = status = "in-progress"
             self._json(200, _call_resource(api.account_sid, call_sid, status))
+
+        def _create(self, form: dict[str, list[str]]) -> None:
+            if not form.get("To") or not form.get("From") or not form.get("Url"):
+                return self._error(400, 21201, "To, From and Url are required")
+            call_sid = "CA" + secrets.token_hex(16)
+            with lock:
+                api.created.append(form)
+                api.calls[call_sid] = "queued"
+            resource = _call_resource(api.account_sid, call_sid, "queued")
+            resource.update(to=form["To"][0], direction="outbound-api")
+            resource["from"] = form["From"][0]
+            self._json(201, resource)
 
         def _error(self, http_status: int, code: int, message: str) -> None:
             self._json(

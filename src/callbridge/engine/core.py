@@ -38,7 +38,7 @@ from callbridge.engine.events import (
     TurnRecord,
 )
 from callbridge.engine.playout import Playout
-from callbridge.engine.replies import Replies, Reply
+from callbridge.engine.replies import Replies
 from callbridge.engine.speech import SpeechTracker
 from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp, MarkPlayed
 from callbridge.providers.base import (
@@ -111,7 +111,7 @@ class CallEngine:
     def start(self, now: float) -> None:
         self._started_at = now
         if self.script.first_message:
-            self._start_reply(now, ReplyKind.GREETING, text=self.script.first_message)
+            self._replies.start(now, ReplyKind.GREETING, text=self.script.first_message)
             self.phase = Phase.GREETING
         else:
             self._listen(now)
@@ -267,7 +267,7 @@ class CallEngine:
         self._await_final_until = None
         endpoint_at = self._endpoint_at if self._endpoint_at is not None else now
         self._endpoint_at = None
-        reply = self._start_reply(now, ReplyKind.ANSWER, messages=self.conversation.messages())
+        reply = self._replies.start(now, ReplyKind.ANSWER, messages=self.conversation.messages())
         reply.latency_ms["stt"] = (now - endpoint_at) * 1000
         reply.started_at = endpoint_at
         self.phase = Phase.THINKING
@@ -332,16 +332,6 @@ class CallEngine:
 
     # ------------------------------------------------------------ replies
 
-    def _start_reply(
-        self,
-        now: float,
-        kind: ReplyKind,
-        *,
-        text: str | None = None,
-        messages: tuple[Message, ...] = (),
-    ) -> Reply:
-        return self._replies.start(now, kind, text=text, messages=messages)
-
     def _on_reply_audio(self, index: int, data: bytes, now: float) -> None:
         if self.phase is Phase.THINKING:
             self.phase = Phase.BOT_SPEAKING
@@ -359,7 +349,7 @@ class CallEngine:
         self.phase = Phase.ENDING
         self._ending_deadline = now + self.turns.hangup_mark_timeout_s + _TTS_GRACE_S
         if text:
-            self._start_reply(now, kind, text=text)
+            self._replies.start(now, kind, text=text)
         else:
             self._replies.current = None
             self._hang_up("ended")
@@ -456,7 +446,7 @@ class CallEngine:
             self._idle_at = None
             if self._reprompts < self.turns.idle_max_reprompts:
                 self._reprompts += 1
-                self._start_reply(now, ReplyKind.REPROMPT, text=self.script.idle_message)
+                self._replies.start(now, ReplyKind.REPROMPT, text=self.script.idle_message)
                 self.phase = Phase.THINKING
             else:
                 self._end_call(now, ReplyKind.GOODBYE, self.script.end_call_message)

@@ -1,0 +1,437 @@
+"""The load benchmark's caller: the simulator's metrics at a fraction of its cost.
+
+``LiveCall`` is built for fidelity and scripting (two tasks, futures, event objects per
+frame, full JSON parsing); 200 of them saturate a core before the server does. This is
+the same caller as a plain state machine that the worker's scheduler calls once per
+20 ms (``tick``) and once per server message (``on_message``):
+
+- outbound ``media`` texts come from ``wire.media`` with pre-encoded payloads;
+- server frames are classified by exact prefix/suffix against the server's canonical
+  compact form; anything else (marks, odd shapes, errors) goes through the strict
+  ``wire.parse_server``, so the verdicts are the full parser's;
+- ``LeanPlayback`` is ``PlaybackBuffer`` keeping byte counts instead of audio and
+  booking straight into ``TurnTracker`` (no event objects);
+- the metrics are ``metrics.TurnTracker``/``PacingMeter`` themselves: same definitions.
+
+Sans-I/O: every method takes the time; the owner moves the bytes.
+"""
+
+from __future__ import annotations
+
+import binascii
+import enum
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from callbridge.errors import TwilioProtocolError
+from callbridge.simulator import wire
+from callbridge.simulator.metrics import PacingMeter, TurnTracker
+from callbridge.simulator.voice import SILENCE, Utterance
+
+__all__ = ["CLEAR", "LeanCall", "LeanPlayback", "Script", "ServerReader", "fast_audible"]
+
+FRAME_S = 0.020
+BYTES_PER_S = 8000
+CLEAR = wire.ServerClear()
+_LOUD = bytes(1 if _b < 0x70 or 0x80 <= _b < 0xF0 else 0 for _b in range(256))
+
+
+def fast_audible(ulaw_audio: bytes) -> bool:
+    """Any sample louder than ~-40 dBFS peak (μ-law codes below 0x70/0xF0): a table
+    lookup, where ``voice.is_audible`` decodes and takes an RMS."""
+    return b"\x01" in ulaw_audio.translate(_LOUD)
+
+
+class ServerReader:
+    """Server text → μ-law bytes (media, the hot path) or a ``wire.ServerMessage``."""
+
+    def __init__(self, stream_sid: str) -> None:
+        self.stream_sid = stream_sid
+        sid = stream_sid.encode()
+        self._media = b'{"event":"media","streamSid":"' + sid + b'","media":{"payload":"'
+        self._media_len = len(self._media)
+        self._clear = b'{"event":"clear","streamSid":"' + sid + b'"}'
+
+    def read(self, text: bytes) -> bytes | wire.ServerMessage:
+        """Raises ``TwilioProtocolError`` exactly where ``wire.parse_server`` would."""
+        if text.startswith(self._media) and text.endswith(b'"}}'):
+            try:  # strict base64 has no '"' or '\\': the object is exactly what it seems
+                return binascii.a2b_base64(text[self._media_len : -3], strict_mode=True)
+            except binascii.Error:
+                pass  # the strict parser says what is wrong with it
+        elif text == self._clear:
+            return CLEAR
+        try:
+            decoded = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TwilioProtocolError("expected UTF-8 text in a text frame") from exc
+        return wire.parse_server(decoded, self.stream_sid)
+
+
+class LeanPlayback:
+    """Twilio's playback queue as byte counts; books into ``tracker`` as it plays.
+
+    Same rules as ``playback.PlaybackBuffer`` (see there); marks to echo collect in
+    ``echoes`` (name, cleared) for the owner to send and drain.
+    """
+
+    def __init__(self, tracker: TurnTracker, *, reply_gap_ms: float = 500.0) -> None:
+        self.tracker = tracker
+        self._gap_s = reply_gap_ms / 1000.0
+        self._items: deque[tuple[int, bool] | str] = deque()  # (bytes, audible) or a mark
+        self._offset = 0
+        self._buffered = 0
+        self._cursor_s: float | None = None
+        self._dry_since_s: float | None = None
+        self._reply_played = 0
+        self.speaking = False
+        self.echoes: list[tuple[str, bool]] = []
+        self.speech_starts: list[float] = []
+        self.underruns = 0
+        self.underrun_ms = 0.0
+        self.cleared_bytes = 0
+        self.played_bytes = 0
+        self.audible_bytes = 0
+        self.last_audible_end_s: float | None = None
+
+    @property
+    def reply_played_ms(self) -> float:
+        return self._reply_played * 1000.0 / BYTES_PER_S if self.speaking else 0.0
+
+    @property
+    def buffered_ms(self) -> float:
+        return self._buffered * 1000.0 / BYTES_PER_S
+
+    def receive_media(self, now: float, nbytes: int, audible: bool) -> None:
+        self.advance(now)
+        if not nbytes:
+            return
+        if self._cursor_s is None:
+            self._cursor_s = now
+            if self.speaking and self._dry_since_s is not None:
+                self.underruns += 1
+                self.underrun_ms += (now - self._dry_since_s) * 1000.0
+            self._dry_since_s = None
+        self._items.append((nbytes, audible))
+        self._buffered += nbytes
+
+    def receive_mark(self, now: float, name: str) -> None:
+        self.advance(now)
+        if self._buffered == 0:
+            self.echoes.append((name, False))
+        else:
+            self._items.append(name)
+
+    def receive_clear(self, now: float) -> None:
+        self.advance(now)
+        for item in self._items:
+            if isinstance(item, str):
+                self.echoes.append((item, True))
+        self.cleared_bytes += self._buffered
+        self._items.clear()
+        self._offset = self._buffered = 0
+        self._cursor_s = self._dry_since_s = None
+        if self.speaking:
+            self.speaking = False
+            self.tracker.bot_speech_ended()
+
+    def advance(self, now: float) -> None:
+        items = self._items
+        while items and self._cursor_s is not None:
+            head = items[0]
+            if isinstance(head, str):
+                items.popleft()
+                self.echoes.append((head, False))
+                continue
+            size, audible = head
+            n = min(size - self._offset, int((now - self._cursor_s) * BYTES_PER_S + 1e-6))
+            if n <= 0:
+                break
+            self._play(n, audible)
+            if self._offset == size:
+                items.popleft()
+                self._offset = 0
+        if self._cursor_s is not None and self._buffered == 0:
+            self._dry_since_s, self._cursor_s = self._cursor_s, None
+        if (
+            self.speaking
+            and self._cursor_s is None
+            and self._dry_since_s is not None
+            and now - self._dry_since_s >= self._gap_s
+        ):
+            self.speaking = False
+            self.tracker.bot_speech_ended()
+
+    def _play(self, n: int, audible: bool) -> None:
+        start = self._cursor_s
+        assert start is not None
+        if audible and not self.speaking:
+            self.speaking = True
+            self._reply_played = 0
+            self.speech_starts.append(start)
+            self.tracker.bot_speech_started(start)
+        duration_s = n / BYTES_PER_S
+        if audible:
+            self.audible_bytes += n
+            self.last_audible_end_s = start + duration_s
+        self.tracker.audio_played(start, duration_s, audible=audible)
+        self._cursor_s = start + duration_s
+        self._offset += n
+        self._buffered -= n
+        self.played_bytes += n
+        if self.speaking:
+            self._reply_played += n
+
+
+class _Step(enum.Enum):
+    GREETING = "wait for the greeting"
+    GREETING_QUIET = "wait for the greeting to end"
+    NEXT_TURN = "start a turn"
+    ASKING = "say the question"
+    REPLY = "wait for the reply"
+    REPLY_QUIET = "wait for the reply to end"
+    BARGE_WAIT = "wait for 800 ms of reply"
+    BARGING = "say the interruption"
+    DONE = "hang up"
+
+
+@dataclass(slots=True)
+class Script:
+    """The benchmark's caller: hear the greeting out, then for ``duration_s`` alternate
+    a question heard to the end with one interrupted after ``barge_after_ms`` of reply."""
+
+    question: Utterance
+    interruption: Utterance
+    duration_s: float
+    barge_after_ms: float = 800.0
+    quiet_s: float = 0.6
+    speech_timeout_s: float = 5.0  # waits for bot speech (the greeting, a reply)
+    quiet_timeout_s: float = 15.0  # waits for the bot to fall quiet
+    step: _Step = _Step.GREETING
+    deadline_s: float = 0.0
+    end_s: float = 0.0
+    turn: int = 0
+    timeouts: list[str] = field(default_factory=list)
+
+
+class LeanCall:
+    """One call's caller side; the owner sends what ``opening``/``tick``/``on_message``
+    return, and closes once ``done`` (after sending ``closing()``)."""
+
+    def __init__(
+        self,
+        script: Script,
+        *,
+        stream_sid: str,
+        account_sid: str,
+        call_sid: str,
+        parameters: dict[str, str],
+        reply_gap_ms: float = 500.0,
+        classify: Callable[[bytes], bool] = fast_audible,
+    ) -> None:
+        self.script = script
+        self.stream_sid, self.account_sid, self.call_sid = stream_sid, account_sid, call_sid
+        self.parameters = parameters
+        self.reader = ServerReader(stream_sid)
+        self.tracker = TurnTracker()
+        self.pacing = PacingMeter(run_gap_ms=reply_gap_ms)
+        self.playback = LeanPlayback(self.tracker, reply_gap_ms=reply_gap_ms)
+        self._classify = classify
+        self._seq = 0
+        self._k = 0
+        self._utterance: Utterance | None = None
+        self._index = 0
+        self.t0_s = 0.0
+        self.ended_by: str | None = None
+        self.frames_sent = self.frames_received = self.marks_received = 0
+        self.bot_audio_bytes = 0
+        self.send_lag_ms: list[float] = []
+        self.protocol_errors: list[str] = []
+
+    @property
+    def done(self) -> bool:
+        return self.ended_by is not None
+
+    @property
+    def next_due_s(self) -> float:
+        return self.t0_s + self._k * FRAME_S
+
+    def opening(self, now: float) -> list[str]:
+        """``connected`` and ``start``; the media clock starts now."""
+        self.t0_s = now
+        self._seq = 1
+        self.script.deadline_s = now + self.script.speech_timeout_s
+        return [
+            wire.connected(),
+            wire.start(
+                1,
+                account_sid=self.account_sid,
+                call_sid=self.call_sid,
+                stream_sid=self.stream_sid,
+                parameters=self.parameters,
+            ),
+        ]
+
+    def closing(self) -> str:
+        self._seq += 1
+        return wire.stop(
+            self._seq,
+            account_sid=self.account_sid,
+            call_sid=self.call_sid,
+            stream_sid=self.stream_sid,
+        )
+
+    def tick(self, now: float) -> list[str]:
+        """The 20 ms beat: play what is due, move the script, send the next frame."""
+        self.send_lag_ms.append(max(0.0, now - self.next_due_s) * 1000.0)
+        self.playback.advance(now)
+        out = self._echoes()
+        self._step(now)
+        if self.done:
+            return out
+        payload = self._next_payload(now)
+        self._seq += 1
+        out.append(wire.media(self._seq, self._k + 1, self._k * 20, self.stream_sid, payload))
+        self._k += 1
+        self.frames_sent += 1
+        return out
+
+    def on_message(self, now: float, text: bytes) -> list[str]:
+        try:
+            message = self.reader.read(text)
+        except TwilioProtocolError as exc:
+            self.protocol_errors.append(str(exc))
+            return []
+        if isinstance(message, bytes):
+            self.frames_received += 1
+            self.bot_audio_bytes += len(message)
+            self.pacing.frame(now, len(message) / BYTES_PER_S)
+            self.playback.receive_media(now, len(message), self._classify(message))
+        elif isinstance(message, wire.ServerMark):
+            self.marks_received += 1
+            self.pacing.restart()
+            self.playback.receive_mark(now, message.name)
+        elif isinstance(message, wire.ServerClear):
+            self.tracker.clear_received(now)
+            self.pacing.restart()
+            self.playback.receive_clear(now)
+        else:
+            assert isinstance(message, wire.ServerOther)
+            self.protocol_errors.append(f"unexpected event {message.event!r} from server")
+        return self._echoes() if self.playback.echoes else []
+
+    def end(self, by: str) -> None:
+        if self.ended_by is None:
+            self.ended_by = by
+
+    def result(self) -> dict[str, object]:
+        """The figures the benchmark merges (same keys as the full caller's)."""
+        turns = self.tracker.turns
+        problems = list(self.protocol_errors)
+        if self.ended_by == "server":
+            problems.append("the server ended the call")
+        if self.bot_audio_bytes == 0:
+            problems.append("no bot audio")
+        return {
+            "ok": not problems,
+            "why": "; ".join(problems),
+            "latency_ms": [t.latency_ms for t in turns if t.latency_ms is not None],
+            "bargein_ms": [t.bargein_ms for t in turns if t.barge_in and t.bargein_ms],
+            "stale_ms": [t.stale_ms for t in turns if t.barge_in],
+            "jitter_ms": [round(j, 1) for j in self.pacing.samples_ms],
+            "underruns": self.playback.underruns,
+            "send_lag_ms": [round(v, 1) for v in self.send_lag_ms],
+            "turns": len(turns),
+            "timeouts": list(self.script.timeouts),
+        }
+
+    # ------------------------------------------------------------ private
+
+    def _echoes(self) -> list[str]:
+        out: list[str] = []
+        for name, _cleared in self.playback.echoes:
+            self._seq += 1
+            out.append(wire.mark_echo(self._seq, self.stream_sid, name))
+        self.playback.echoes.clear()
+        return out
+
+    def _step(self, now: float) -> None:
+        """Advance the script as far as the state allows (several steps may pass)."""
+        s, pb = self.script, self.playback
+        while True:
+            step = s.step
+            if step is _Step.GREETING:
+                if not (pb.speaking or self._timed_out(now)):
+                    return
+                self._go(_Step.GREETING_QUIET, now + s.quiet_timeout_s)
+            elif step is _Step.GREETING_QUIET or step is _Step.REPLY_QUIET:
+                if not (self._silent_for(now) >= s.quiet_s or self._timed_out(now)):
+                    return
+                if step is _Step.GREETING_QUIET:
+                    s.end_s = now + s.duration_s
+                else:
+                    s.turn += 1
+                self._go(_Step.NEXT_TURN, 0.0)
+            elif step is _Step.NEXT_TURN:
+                if now >= s.end_s:
+                    s.step = _Step.DONE
+                    self.end("caller")
+                    return
+                self._say(s.question)
+                self._go(_Step.ASKING, 0.0)
+            elif step is _Step.ASKING or step is _Step.BARGING:
+                if self._utterance is not None:
+                    return
+                if step is _Step.BARGING:
+                    self._go(_Step.REPLY_QUIET, now + s.quiet_timeout_s)
+                elif s.turn % 2 == 0:
+                    self._go(_Step.REPLY, now + s.speech_timeout_s)
+                else:
+                    self._go(_Step.BARGE_WAIT, now + s.speech_timeout_s)
+            elif step is _Step.REPLY:
+                if not (pb.speaking or self._timed_out(now)):
+                    return
+                self._go(_Step.REPLY_QUIET, now + s.quiet_timeout_s)
+            elif step is _Step.BARGE_WAIT:
+                if pb.reply_played_ms >= s.barge_after_ms:
+                    self._say(s.interruption)
+                    self._go(_Step.BARGING, 0.0)
+                elif self._timed_out(now):
+                    self._go(_Step.REPLY_QUIET, now + s.quiet_timeout_s)
+                else:
+                    return
+            else:
+                return
+
+    def _go(self, step: _Step, deadline_s: float) -> None:
+        self.script.step, self.script.deadline_s = step, deadline_s
+
+    def _timed_out(self, now: float) -> bool:
+        if now < self.script.deadline_s:
+            return False
+        self.script.timeouts.append(self.script.step.value)
+        return True
+
+    def _silent_for(self, now: float) -> float:
+        last = self.playback.last_audible_end_s
+        return max(0.0, now - (self.t0_s if last is None else last))
+
+    def _say(self, utterance: Utterance) -> None:
+        self._utterance, self._index = utterance, 0
+
+    def _next_payload(self, now: float) -> str:
+        utterance = self._utterance
+        if utterance is None:
+            return SILENCE.payloads[0]
+        i = self._index
+        if i == utterance.onset_index:
+            self.tracker.speech_onset(
+                now, label=utterance.label, bot_speaking=self.playback.speaking
+            )
+        if i == utterance.end_index:
+            self.tracker.speech_end(now)
+        self._index = i + 1
+        if self._index >= len(utterance.payloads):
+            self._utterance = None
+        return utterance.payloads[i]

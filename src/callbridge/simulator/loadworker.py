@@ -1,0 +1,298 @@
+"""One load-generator process: many ``LeanCall``s on one event loop, one shared clock.
+
+Why one scheduler and not a task per call: 200 callers each sleeping 20 ms cost 10 000
+timer wake-ups a second. Here each call's media clock starts on a whole millisecond,
+a heap orders the calls by their next frame, and one wake-up sends every frame due, so
+at most ~1000 wake-ups a second serve any number of calls. A frame is never sent early;
+how late it went out is each call's ``send_lag_ms``, the load generator's own health.
+
+The parent learns when the steady state begins and ends through ``events_fd``: one
+byte per call, ``E`` once its stream is up, ``F`` if it never came up, ``X`` when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import heapq
+import json
+import math
+import os
+import sys
+from typing import Any
+
+import httpx
+
+from callbridge.errors import CallbridgeError
+from callbridge.simulator import voice
+from callbridge.simulator.dialer import CallOptions, dial, sign
+from callbridge.simulator.lean import LeanCall, Script
+from callbridge.simulator.leanws import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    Handshake,
+    close_frame,
+    encode_frame,
+)
+from callbridge.simulator.wire import new_sid
+
+__all__ = ["LeanConnection", "Scheduler", "run_worker"]
+
+OPEN_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 2.0
+
+
+class LeanConnection(asyncio.Protocol):
+    """Moves bytes between one socket and one ``LeanCall``; no logic of its own."""
+
+    def __init__(self, call: LeanCall, handshake: Handshake) -> None:
+        loop = asyncio.get_running_loop()
+        self.call = call
+        self._time = loop.time
+        self._handshake: Handshake | None = handshake
+        self._parser = FrameParser()
+        self._transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self._close_sent = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport) and self._handshake is not None
+        self._transport = transport
+        transport.write(self._handshake.request())
+
+    def data_received(self, data: bytes) -> None:
+        now = self._time()
+        try:
+            if self._handshake is not None:
+                rest = self._handshake.feed(data)
+                if rest is None:
+                    return
+                self._handshake = None
+                self.opened.set_result(None)
+                data = rest
+            frames = self._parser.feed(data)
+        except CallbridgeError as exc:
+            self._fail(exc)
+            return
+        call = self.call
+        for frame in frames:
+            if frame.opcode == OP_TEXT:
+                if texts := call.on_message(now, frame.payload):
+                    self.send(texts)
+            elif frame.opcode == OP_PING:
+                self._write(encode_frame(frame.payload, OP_PONG))
+            elif frame.opcode == OP_CLOSE:
+                call.end("server")
+                self.close()
+                self.finish()
+            elif frame.opcode == OP_BINARY:
+                call.protocol_errors.append("expected a JSON text frame, got a binary frame")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.call.end("server")
+        for future in (self.opened, self.closed, self.finished):
+            if not future.done():
+                if future is self.opened:
+                    future.set_exception(ConnectionError("closed during the handshake"))
+                else:
+                    future.set_result(None)
+
+    def send(self, texts: list[str]) -> None:
+        if len(texts) == 1:
+            self._write(encode_frame(texts[0].encode()))
+        else:
+            self._write(b"".join(encode_frame(t.encode()) for t in texts))
+
+    def close(self) -> None:
+        """Send our close frame (once); the server's answer ends the socket."""
+        if not self._close_sent:
+            self._close_sent = True
+            self._write(close_frame())
+
+    def finish(self) -> None:
+        """The call is over (the script ended, or the server left): wake its owner."""
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _fail(self, exc: CallbridgeError) -> None:
+        self.call.protocol_errors.append(str(exc))
+        if not self.opened.done():
+            self.opened.set_exception(exc)
+        self.call.end("server")
+        self.abort()
+
+
+class Scheduler:
+    """Calls ordered by their next frame; one wake-up serves every frame due."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._heap: list[tuple[float, int, LeanConnection]] = []
+        self._order = 0
+        self._wake: asyncio.Future[None] | None = None
+        self._target = math.inf
+
+    def add(self, conn: LeanConnection) -> None:
+        """Start ``conn``'s media clock on the next whole millisecond (of loop time)."""
+        due = math.ceil(self._loop.time() * 1000.0) / 1000.0
+        conn.send(conn.call.opening(due))
+        self._push(conn)
+        if due < self._target and self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def run(self) -> None:
+        heap, loop = self._heap, self._loop
+        while True:
+            self._target = heap[0][0] if heap else math.inf
+            now = loop.time()
+            if self._target > now:
+                self._wake = loop.create_future()
+                handle = None if not heap else loop.call_at(self._target, _wake, self._wake)
+                await self._wake
+                if handle is not None:
+                    handle.cancel()
+                continue
+            while heap and heap[0][0] <= now:
+                _, _, conn = heapq.heappop(heap)
+                call = conn.call
+                if call.ended_by is not None:  # the server left while it waited
+                    continue
+                if texts := call.tick(now):
+                    conn.send(texts)
+                if call.done:
+                    conn.finish()
+                else:
+                    self._push(conn)
+
+    def _push(self, conn: LeanConnection) -> None:
+        self._order += 1
+        heapq.heappush(self._heap, (conn.call.next_due_s, self._order, conn))
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _one_call(
+    http: httpx.AsyncClient,
+    scheduler: Scheduler,
+    url: str,
+    token: str,
+    delay_s: float,
+    script: Script,
+    events_fd: int,
+) -> dict[str, Any]:
+    await asyncio.sleep(delay_s)
+    options = CallOptions(url, token)
+    loop = asyncio.get_running_loop()
+    established = False
+    try:
+        plan = await dial(options, http)
+        stream_url = plan.stream_url
+        if stream_url is None:
+            raise CallbridgeError("the TwiML names no <Stream>")
+        headers = {"X-Twilio-Signature": sign(token, stream_url), "User-Agent": "Twilio.TmeWs/1.0"}
+        handshake = Handshake(options.connect_url(stream_url), headers)
+        call = LeanCall(
+            script,
+            stream_sid=new_sid("MZ"),
+            account_sid=options.account_sid,
+            call_sid=options.call_sid,
+            parameters=plan.parameters,
+        )
+        conn = LeanConnection(call, handshake)
+        await loop.create_connection(lambda: conn, handshake.host, handshake.port)
+        async with asyncio.timeout(OPEN_TIMEOUT_S):
+            await conn.opened
+        scheduler.add(conn)
+        established = True
+        os.write(events_fd, b"E")
+        await conn.finished
+        os.write(events_fd, b"X")
+        if call.ended_by == "caller":
+            conn.send([call.closing()])
+            conn.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await conn.closed
+        conn.abort()
+    except (CallbridgeError, OSError, TimeoutError, httpx.HTTPError) as exc:
+        if not established:
+            os.write(events_fd, b"F")
+        return {"ok": False, "why": f"{type(exc).__name__}: {exc}"}
+    return call.result()
+
+
+async def run_worker(
+    url: str,
+    token: str,
+    calls: int,
+    duration_s: float,
+    spread_s: float,
+    offset: int,
+    total: int,
+    events_fd: int,
+    question: str,
+    interruption: str,
+) -> list[dict[str, Any]]:
+    """Call ``offset + i`` of ``total`` starts at ``spread_s * (offset + i) / total``."""
+    voices = (voice.from_text(question), voice.from_text(interruption))
+    gc.collect()
+    gc.freeze()  # the voices and modules never die: keep the collector off them
+    scheduler = Scheduler()
+    ticker = asyncio.create_task(scheduler.run())
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        tasks = [
+            _one_call(
+                http,
+                scheduler,
+                url,
+                token,
+                spread_s * (offset + i) / total,
+                Script(voices[0], voices[1], duration_s),
+                events_fd,
+            )
+            for i in range(calls)
+        ]
+        results = await asyncio.gather(*tasks)
+    ticker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await ticker
+    return results
+
+
+def worker_main(argv: list[str]) -> int:
+    """``url token calls duration spread offset total events_fd question interruption``."""
+    url, token, calls, duration, spread, offset, total, fd, question, interruption = argv
+    results = asyncio.run(
+        run_worker(
+            url,
+            token,
+            int(calls),
+            float(duration),
+            float(spread),
+            int(offset),
+            int(total),
+            int(fd),
+            question,
+            interruption,
+        )
+    )
+    json.dump(results, sys.stdout)
+    return 0
