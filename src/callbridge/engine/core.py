@@ -41,6 +41,7 @@ from callbridge.engine.playout import Playout
 from callbridge.engine.replies import Replies
 from callbridge.engine.speech import SpeechTracker
 from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp, MarkPlayed
+from callbridge.engine.words import CallerWords
 from callbridge.providers.base import (
     Message,
     SttSpeechStarted,
@@ -94,12 +95,8 @@ class CallEngine:
         self._started_at = 0.0
         self._idle_at: float | None = None
         self._reprompts = 0
-        self._user_parts: list[str] = []
         self._user_started_at = 0.0
-        self._interim = ""  # latest non-final text of the span being spoken
-        self._last_final = ""
-        self._final_run = 0  # the speech run the last final transcript belonged to
-        self._words_in_run: int | None = None  # words STT heard in the current speech run
+        self._words = CallerWords()
         self._judged_run = 0  # speech run already judged for barge-in (stale or taken)
         self._endpoint_at: float | None = None
         self._await_final_until: float | None = None
@@ -189,8 +186,8 @@ class CallEngine:
 
     def _after_frame(self, now: float) -> None:
         run, phase = self.speech.run_ms, self.phase
-        if run == 0 and self._words_in_run is not None:
-            self._words_in_run = None
+        if run == 0:
+            self._words.in_run = None
         if phase is Phase.LISTENING and run >= self.turns.start_ms:
             self._begin_user_turn(now)
         elif phase is Phase.USER_SPEAKING:
@@ -198,8 +195,7 @@ class CallEngine:
                 self._endpoint_at = None  # the caller resumed: wait for a new endpoint
                 self._await_final_until = None
             elif run == 0 and (
-                self.speech.silence_ms >= self.turns.endpointing_ms
-                and self._endpoint_at is None
+                self.speech.silence_ms >= self.turns.endpointing_ms and self._endpoint_at is None
             ):
                 self._endpoint(now)
         elif phase is Phase.THINKING and run >= self.turns.start_ms:
@@ -222,23 +218,14 @@ class CallEngine:
             self._finish_user_turn(now)
             return
         self._out.append(FinalizeStt())
-        if self._interim or not self._user_parts:
+        if self._words.owed():
             self._await_final_until = now + self.turns.stt_timeout_ms / 1000
         else:
             self._finish_user_turn(now)
 
     def _on_transcript(self, update: TranscriptUpdate, now: float) -> None:
-        text = update.text.strip()
-        if self.speech.run_ms > 0:
-            self._words_in_run = len(text.split())
-        if not update.is_final:
-            self._interim = text
+        if not self._words.hear(update, self.speech.run_id, self.speech.run_ms > 0):
             return
-        self._interim = ""
-        if not text or (text == self._last_final and self.speech.run_id == self._final_run):
-            return  # an empty span, or the same words reported twice: one reply only
-        self._last_final, self._final_run = text, self.speech.run_id
-        self._user_parts.append(text)
         if self.phase is Phase.USER_SPEAKING and self._await_final_until is not None:
             self._finish_user_turn(now)
         elif self.phase is Phase.THINKING and self._replies.current is not None:
@@ -257,13 +244,11 @@ class CallEngine:
 
     def _finish_user_turn(self, now: float, dtmf: str | None = None) -> None:
         self._idle_at = None
-        text = " ".join(self._user_parts).strip()
+        text = self._words.take()
         content = text if dtmf is None else (f"{text} (pressed {dtmf})".strip())
         self.conversation.add_user(Message("user", content, dtmf=dtmf))
         started = self._user_started_at or now
         self._record(TurnRecord(role="user", text=content, started_at=started, ended_at=now))
-        self._user_parts = []
-        self._interim = ""
         self._await_final_until = None
         endpoint_at = self._endpoint_at if self._endpoint_at is not None else now
         self._endpoint_at = None
@@ -280,7 +265,7 @@ class CallEngine:
         if answering:
             withdrawn = self.conversation.take_last_user()
             if withdrawn is not None and withdrawn.dtmf is None and withdrawn.content:
-                self._user_parts.insert(0, withdrawn.content)
+                self._words.prepend(withdrawn.content)
         self._begin_user_turn(now)
 
     # ------------------------------------------------------------ barge-in
@@ -288,7 +273,7 @@ class CallEngine:
     def _consider_barge_in(self, now: float) -> None:
         if self._judged_run == self.speech.run_id:
             return
-        words = self._words_in_run
+        words = self._words.in_run
         if self._stt and words is not None and words < self.turns.interrupt_min_words:
             return  # STT heard this speech and it has no words yet: wait for them
         self._judged_run = self.speech.run_id
@@ -310,16 +295,9 @@ class CallEngine:
         self.conversation.add_assistant(heard)
         self.barge_ins += 1
         self._record(
-            TurnRecord(
-                role="assistant",
-                text=spoken,
-                heard_text=heard,
-                interrupted=True,
-                started_at=reply.started_at if reply else now,
-                ended_at=now,
-                kind=reply.kind.value if reply else "",
-                latency_ms=dict(reply.latency_ms) if reply else {},
-            )
+            reply.record(spoken, heard, now, interrupted=True)
+            if reply
+            else TurnRecord("assistant", spoken, heard, interrupted=True, ended_at=now)
         )
         onset = self.speech.onset_at
         self._event(
@@ -381,17 +359,7 @@ class CallEngine:
             return  # sent, but the line has not played it all yet
         spoken = self.playout.spoken_text()
         self.conversation.add_assistant(spoken)
-        self._record(
-            TurnRecord(
-                role="assistant",
-                text=spoken,
-                heard_text=spoken,
-                started_at=reply.started_at,
-                ended_at=now,
-                kind=reply.kind.value,
-                latency_ms=dict(reply.latency_ms),
-            )
-        )
+        self._record(reply.record(spoken, spoken, now))
         self.playout.finish_utterance()
         self._replies.current = None
         if reply.kind in (ReplyKind.GOODBYE, ReplyKind.APOLOGY):
@@ -455,17 +423,7 @@ class CallEngine:
         reply = self._replies.current
         if reply is not None and self.phase in (*_SPEAKING, Phase.ENDING):
             heard = self.playout.heard_text(now)
-            self._record(
-                TurnRecord(
-                    role="assistant",
-                    text=self.playout.spoken_text(),
-                    heard_text=heard,
-                    interrupted=True,
-                    started_at=reply.started_at,
-                    ended_at=now,
-                    kind=reply.kind.value,
-                )
-            )
+            self._record(reply.record(self.playout.spoken_text(), heard, now, interrupted=True))
         self._replies.cancel()
         self._event("caller_hung_up", reason=reason)
         self.phase = Phase.ENDED

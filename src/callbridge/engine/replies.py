@@ -8,7 +8,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from callbridge.engine.events import CancelReply, Command, ReplyKind, StartReply
+from callbridge.engine.events import CancelReply, Command, ReplyKind, StartReply, TurnRecord
 from callbridge.engine.playout import Playout
 from callbridge.providers.base import Message
 
@@ -30,6 +30,19 @@ class Reply:
     hangup_after: bool = False
     transfer_to: str | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def record(self, text: str, heard: str, now: float, *, interrupted: bool = False) -> TurnRecord:
+        """This reply as a finished assistant turn: what it said and what was heard."""
+        return TurnRecord(
+            role="assistant",
+            text=text,
+            heard_text=heard,
+            interrupted=interrupted,
+            started_at=self.started_at,
+            ended_at=now,
+            kind=self.kind.value,
+            latency_ms=dict(self.latency_ms),
+        )
 
 
 class Replies:

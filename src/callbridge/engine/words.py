@@ -1,0 +1,49 @@
+"""What the transcriber has heard of the turn the caller is speaking.
+
+Final spans accumulate into the turn's text; the latest interim is kept only to know
+that STT still owes a final. The same final reported twice within one speech run (a
+transcriber flushing on ``Finalize``, say) counts once, so it yields one reply.
+"""
+
+from __future__ import annotations
+
+from callbridge.providers.base import TranscriptUpdate
+
+__all__ = ["CallerWords"]
+
+
+class CallerWords:
+    def __init__(self) -> None:
+        self.in_run: int | None = None  # words heard in the current speech run (None: none yet)
+        self._parts: list[str] = []
+        self._interim = ""
+        self._last_final = ""
+        self._final_run = 0  # the speech run the last final belonged to
+
+    def hear(self, update: TranscriptUpdate, run_id: int, speaking: bool) -> bool:
+        """Take one update; True when it added words to the turn."""
+        text = update.text.strip()
+        if speaking:
+            self.in_run = len(text.split())
+        if not update.is_final:
+            self._interim = text
+            return False
+        self._interim = ""
+        if not text or (text == self._last_final and run_id == self._final_run):
+            return False
+        self._last_final, self._final_run = text, run_id
+        self._parts.append(text)
+        return True
+
+    def owed(self) -> bool:
+        """STT has heard speech it has not finalised, or nothing at all yet."""
+        return bool(self._interim) or not self._parts
+
+    def prepend(self, text: str) -> None:
+        self._parts.insert(0, text)
+
+    def take(self) -> str:
+        """The turn's text; the next turn starts empty."""
+        text = " ".join(self._parts).strip()
+        self._parts, self._interim = [], ""
+        return text
