@@ -32,6 +32,9 @@ class TurnTaking(_Camel):
 
     start_ms: int = Field(200, ge=20, le=5000)
     endpointing_ms: int = Field(500, ge=100, le=10000)
+    # Start the reply after this much silence, unheard until the endpoint confirms the
+    # turn (then it plays at once) and dropped if the caller goes on; 0 turns it off.
+    speculate_ms: int = Field(200, ge=0, le=10000)
     stt_timeout_ms: int = Field(1000, ge=0, le=10000)
     interrupt_min_ms: int = Field(200, ge=20, le=5000)
     interrupt_min_words: int = Field(1, ge=0, le=20)

@@ -12,7 +12,9 @@ from callbridge.engine.events import (
     Phase,
     RecordTurn,
     ReplyKind,
+    SendAudio,
     SendClear,
+    StartReply,
     Transfer,
 )
 from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp
@@ -35,9 +37,8 @@ def test_endpointing_waits_the_configured_silence() -> None:
         h = Harness(endpointing_ms=endpointing)
         h.speak(600)
         assert h.engine.phase is Phase.USER_SPEAKING
-        waited = h.wait_until(lambda h=h: bool(h.starts(ReplyKind.ANSWER)))
+        waited = h.wait_until(lambda h=h: h.engine.phase is Phase.THINKING)
         assert endpointing <= waited <= endpointing + 20
-        assert h.engine.phase is Phase.THINKING
 
 
 def test_a_pause_shorter_than_endpointing_does_not_end_the_turn() -> None:
@@ -45,9 +46,10 @@ def test_a_pause_shorter_than_endpointing_does_not_end_the_turn() -> None:
     h.speak(400)
     h.silence(400)  # a mid-sentence pause
     h.speak(400)
-    assert not h.starts(ReplyKind.ANSWER)
+    assert h.engine.phase is Phase.USER_SPEAKING
     h.silence(520)
-    assert len(h.starts(ReplyKind.ANSWER)) == 1
+    assert h.engine.phase is Phase.THINKING
+    assert len(_live_answers(h)) == 1  # an answer prepared during the pause was dropped
 
 
 def test_speech_shorter_than_start_ms_is_not_a_turn() -> None:
@@ -56,6 +58,11 @@ def test_speech_shorter_than_start_ms_is_not_a_turn() -> None:
     h.silence(1000)
     assert h.engine.phase is Phase.LISTENING
     assert not h.starts()
+
+
+def _live_answers(h: Harness) -> list[StartReply]:
+    cancelled = {c.reply_id for c in h.commands if isinstance(c, CancelReply)}
+    return [a for a in h.starts(ReplyKind.ANSWER) if a.reply_id not in cancelled]
 
 
 LONG_ANSWER = " ".join(["This is a long answer with many words in it for you."] * 3)
@@ -342,3 +349,44 @@ def test_a_keypress_answer_longer_than_the_idle_timeout_does_not_stall_the_timer
     h.wait_until(lambda: h.engine.phase is Phase.LISTENING)
     waited = h.wait_until(lambda: bool(h.starts(ReplyKind.REPROMPT)))
     assert 1980 <= waited <= 2100
+
+
+def test_the_answer_is_prepared_in_the_silence_and_plays_at_the_endpoint() -> None:
+    h = Harness(speculate_ms=200, endpointing_ms=500)
+    h.speak(400)
+    h.silence(200)
+    assert len(h.starts(ReplyKind.ANSWER)) == 1  # started early...
+    assert h.engine.phase is Phase.USER_SPEAKING
+    h.answer_latest("Sure, here it is.")
+    h.silence(280)
+    assert h.count(SendAudio) == 0  # ...but unheard until the endpoint
+    h.silence(20)
+    assert h.engine.phase is Phase.BOT_SPEAKING
+    assert h.count(SendAudio) == 10  # the whole lead goes out at the endpoint itself
+    h.wait_until(lambda: h.engine.phase is Phase.LISTENING)
+    turn = [c.turn for c in h.commands if isinstance(c, RecordTurn)][-1]
+    assert turn.latency_ms["first_frame"] == 0.0 and turn.latency_ms["speculated_ms"] >= 280
+
+
+def test_a_held_answer_is_dropped_unheard_when_the_caller_goes_on() -> None:
+    h = Harness(stt=True)
+    h.speak(400)
+    h.feed(TranscriptUpdate("I want to", is_final=True))
+    h.silence(300)
+    early = h.starts(ReplyKind.ANSWER)[-1]
+    assert early.messages[-1].content == "I want to"
+    h.answer_latest("Sure.")
+    h.speak(300)
+    assert any(isinstance(c, CancelReply) and c.reply_id == early.reply_id for c in h.commands)
+    h.feed(TranscriptUpdate("pay my bill", is_final=True))
+    h.silence(520)
+    (answer,) = _live_answers(h)
+    assert [m.content for m in answer.messages if m.role == "user"] == ["I want to pay my bill"]
+    assert h.count(SendAudio) == 0 and h.count(SendClear) == 0
+
+
+def test_speculation_off_starts_the_answer_at_the_endpoint() -> None:
+    h = Harness(speculate_ms=0)
+    h.speak(400)
+    waited = h.wait_until(lambda: bool(h.starts(ReplyKind.ANSWER)))
+    assert 500 <= waited <= 520

@@ -38,7 +38,7 @@ from callbridge.engine.events import (
     TurnRecord,
 )
 from callbridge.engine.playout import Playout
-from callbridge.engine.replies import Replies
+from callbridge.engine.replies import Replies, Reply
 from callbridge.engine.speech import SpeechTracker
 from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp, MarkPlayed
 from callbridge.engine.words import CallerWords
@@ -134,7 +134,7 @@ class CallEngine:
         ):
             if candidate is not None:
                 deadlines.append(candidate)
-        playout = self.playout.next_deadline()
+        playout = self.playout.next_deadline() if self._held() is None else None
         if playout is not None:
             deadlines.append(playout)
         return min(deadlines) if deadlines else None
@@ -194,10 +194,13 @@ class CallEngine:
             if run > 0 and self._endpoint_at is not None:
                 self._endpoint_at = None  # the caller resumed: wait for a new endpoint
                 self._await_final_until = None
-            elif run == 0 and (
-                self.speech.silence_ms >= self.turns.endpointing_ms and self._endpoint_at is None
-            ):
-                self._endpoint(now)
+            if run >= self.turns.start_ms and self._held() is not None:
+                self._drop_speculation()  # the caller went on: the early reply is unheard
+            elif run == 0 and self._endpoint_at is None:
+                if self.speech.silence_ms >= self.turns.endpointing_ms:
+                    self._endpoint(now)
+                else:
+                    self._maybe_speculate(now)
         elif phase is Phase.THINKING and run >= self.turns.start_ms:
             self._caller_went_on(now)
         elif phase in _SPEAKING and run >= self.turns.interrupt_min_ms:
@@ -226,8 +229,12 @@ class CallEngine:
     def _on_transcript(self, update: TranscriptUpdate, now: float) -> None:
         if not self._words.hear(update, self.speech.run_id, self.speech.run_ms > 0):
             return
+        if self.phase is Phase.USER_SPEAKING and self._held() is not None:
+            self._drop_speculation()  # more words: answer them all
         if self.phase is Phase.USER_SPEAKING and self._await_final_until is not None:
             self._finish_user_turn(now)
+        elif self.phase is Phase.USER_SPEAKING:
+            self._maybe_speculate(now)
         elif self.phase is Phase.THINKING and self._replies.current is not None:
             # Words that arrived after we answered: answer the whole thing instead.
             self._caller_went_on(now)
@@ -240,10 +247,16 @@ class CallEngine:
             self._barge_in(now, reason="dtmf")
         elif self.phase is Phase.THINKING:
             self._replies.cancel()
+        elif self._held() is not None:
+            self._drop_speculation()
         self._finish_user_turn(now, dtmf=digit)
 
     def _finish_user_turn(self, now: float, dtmf: str | None = None) -> None:
         self._idle_at = None
+        held = self._held()
+        if held is not None and dtmf is None:
+            self._commit_speculation(held, now)
+            return
         text = self._words.take()
         content = text if dtmf is None else (f"{text} (pressed {dtmf})".strip())
         self.conversation.add_user(Message("user", content, dtmf=dtmf))
@@ -267,6 +280,48 @@ class CallEngine:
             if withdrawn is not None and withdrawn.dtmf is None and withdrawn.content:
                 self._words.prepend(withdrawn.content)
         self._begin_user_turn(now)
+
+    # ------------------------------------------------------------ speculative replies
+
+    def _held(self) -> Reply | None:
+        reply = self._replies.current
+        return reply if reply is not None and reply.held else None
+
+    def _maybe_speculate(self, now: float) -> None:
+        """Quiet long enough, words in hand: start the answer now, play it at the endpoint."""
+        if (
+            self.turns.speculate_ms == 0
+            or self.speech.silence_ms < self.turns.speculate_ms
+            or self._replies.current is not None
+            or (self._stt and self._words.owed())
+        ):
+            return
+        text = self._words.take()
+        self.conversation.add_user(Message("user", text))
+        reply = self._replies.start(now, ReplyKind.ANSWER, messages=self.conversation.messages())
+        reply.held = True
+
+    def _drop_speculation(self) -> None:
+        self._replies.cancel()
+        self.playout.clear(self.playout.play_end)  # nothing of it was sent
+        withdrawn = self.conversation.take_last_user()
+        if withdrawn is not None and withdrawn.content:
+            self._words.prepend(withdrawn.content)
+
+    def _commit_speculation(self, reply: Reply, now: float) -> None:
+        """The endpoint confirms the turn the held reply answers: let it play."""
+        user = self.conversation.messages()[-1]
+        started = self._user_started_at or now
+        self._record(TurnRecord(role="user", text=user.content, started_at=started, ended_at=now))
+        self._await_final_until = None
+        self._endpoint_at = None
+        reply.held = False
+        reply.latency_ms["speculated_ms"] = (now - reply.started_at) * 1000
+        reply.latency_ms["stt"] = 0.0
+        reply.started_at = now
+        if reply.first_audio_at is not None:
+            reply.latency_ms["first_audio"] = max(0.0, reply.first_audio_at - now) * 1000
+        self.phase = Phase.BOT_SPEAKING if reply.first_audio_at is not None else Phase.THINKING
 
     # ------------------------------------------------------------ barge-in
 
@@ -342,7 +397,7 @@ class CallEngine:
     def _pump(self, now: float) -> None:
         if self.phase is Phase.ENDED:
             return
-        sent = self.playout.pull(now)
+        sent = self.playout.pull(now) if self._held() is None else []
         if sent:
             self._out.extend(sent)
             self._replies.note_sent(now)
@@ -351,7 +406,7 @@ class CallEngine:
 
     def _check_reply_complete(self, now: float) -> None:
         reply = self._replies.current
-        if reply is None or not reply.done or not self.playout.all_sent():
+        if reply is None or reply.held or not reply.done or not self.playout.all_sent():
             return
         if reply.all_sent_at is None:
             reply.all_sent_at = now

@@ -29,6 +29,7 @@ class Reply:
     all_sent_at: float | None = None
     hangup_after: bool = False
     transfer_to: str | None = None
+    held: bool = False  # speculative: started before the endpoint, not to be played yet
     latency_ms: dict[str, float] = field(default_factory=dict)
 
     def record(self, text: str, heard: str, now: float, *, interrupted: bool = False) -> TurnRecord:

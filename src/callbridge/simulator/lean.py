@@ -53,7 +53,7 @@ class ServerReader:
         self._media_len = len(self._media)
         self._clear = b'{"event":"clear","streamSid":"' + sid + b'"}'
 
-    def read(self, text: bytes) -> bytes | wire.ServerMessage:
+    def read(self, text: bytes) -> bytes | wire.ServerMark | wire.ServerClear | wire.ServerOther:
         """Raises ``TwilioProtocolError`` exactly where ``wire.parse_server`` would."""
         if text.startswith(self._media) and text.endswith(b'"}}'):
             try:  # strict base64 has no '"' or '\\': the object is exactly what it seems
@@ -66,7 +66,8 @@ class ServerReader:
             decoded = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise TwilioProtocolError("expected UTF-8 text in a text frame") from exc
-        return wire.parse_server(decoded, self.stream_sid)
+        message = wire.parse_server(decoded, self.stream_sid)
+        return message.ulaw if isinstance(message, wire.ServerMedia) else message
 
 
 class LeanPlayback:
@@ -343,6 +344,8 @@ class LeanCall:
             "underruns": self.playback.underruns,
             "send_lag_ms": [round(v, 1) for v in self.send_lag_ms],
             "turns": len(turns),
+            "frames": [self.frames_sent, self.frames_received],
+            "marks_received": self.marks_received,
             "timeouts": list(self.script.timeouts),
         }
 
