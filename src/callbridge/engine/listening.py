@@ -1,0 +1,211 @@
+"""The caller's side of a call: audio frames become speech runs, runs become turns.
+
+A turn starts after ``startMs`` of speech and ends after ``endpointingMs`` of silence
+and the transcriber's final words (or its timeout). After ``speculateMs`` of silence the
+answer is started early and held: the endpoint releases it at once, and if the caller
+goes on it is dropped unheard. Speech while the bot talks is judged for barge-in by
+``CallEngine``.
+
+``Listening`` is a part of ``CallEngine`` (a mixin): it shares the engine's state, which
+is declared here for the type checker, and calls back into the engine's barge-in.
+"""
+
+from __future__ import annotations
+
+from callbridge.assistant import TurnTaking
+from callbridge.audio import ulaw as ulaw_codec
+from callbridge.audio.frames import ULAW_FRAME_BYTES
+from callbridge.audio.levels import ulaw_rms_dbfs
+from callbridge.engine.conversation import Conversation
+from callbridge.engine.events import Command, FinalizeStt, Phase, ReplyKind, TurnRecord
+from callbridge.engine.playout import Playout
+from callbridge.engine.replies import Replies, Reply
+from callbridge.engine.speech import SpeechTracker
+from callbridge.engine.words import CallerWords
+from callbridge.providers.base import Message, TranscriptUpdate, VadStream
+
+__all__ = ["Listening"]
+
+_SPEAKING = (Phase.GREETING, Phase.BOT_SPEAKING)
+
+
+class Listening:
+    phase: Phase
+    turns: TurnTaking
+    speech: SpeechTracker
+    conversation: Conversation
+    playout: Playout
+    _vad: VadStream
+    _threshold: float
+    _stt: bool
+    _out: list[Command]
+    _replies: Replies
+    _idle_at: float | None
+    _reprompts: int
+    _user_started_at: float
+    _words: CallerWords
+    _endpoint_at: float | None
+    _await_final_until: float | None
+    _pending_ulaw: bytes
+
+    def _consider_barge_in(self, now: float) -> None:
+        raise NotImplementedError  # CallEngine's
+
+    def _barge_in(self, now: float, *, reason: str) -> None:
+        raise NotImplementedError  # CallEngine's
+
+    def _record(self, turn: TurnRecord) -> None:
+        raise NotImplementedError  # CallEngine's
+
+    # ------------------------------------------------------------ caller audio and turns
+
+    def _on_audio(self, data: bytes, stamp: int | None, now: float) -> None:
+        data = self._pending_ulaw + data
+        whole = len(data) - len(data) % ULAW_FRAME_BYTES
+        self._pending_ulaw = data[whole:]
+        for offset in range(0, whole, ULAW_FRAME_BYTES):
+            frame = data[offset : offset + ULAW_FRAME_BYTES]
+            probability = self._vad.speech_probability(ulaw_codec.decode(frame))
+            frame_stamp = None if stamp is None else stamp + offset // 8
+            level = ulaw_rms_dbfs(frame)
+            self.speech.update(probability >= self._threshold, level, 20, now, frame_stamp)
+            self._after_frame(now)
+
+    def _after_frame(self, now: float) -> None:
+        run, phase = self.speech.run_ms, self.phase
+        if run == 0:
+            self._words.in_run = None
+        if phase is Phase.LISTENING and run >= self.turns.start_ms:
+            self._begin_user_turn(now)
+        elif phase is Phase.USER_SPEAKING:
+            if run > 0 and self._endpoint_at is not None:
+                self._endpoint_at = None  # the caller resumed: wait for a new endpoint
+                self._await_final_until = None
+            if run >= self.turns.start_ms and self._held() is not None:
+                self._drop_speculation()  # the caller went on: the early reply is unheard
+            elif run == 0 and self._endpoint_at is None:
+                if self.speech.silence_ms >= self.turns.endpointing_ms:
+                    self._endpoint(now)
+                else:
+                    self._maybe_speculate(now)
+        elif phase is Phase.THINKING and run >= self.turns.start_ms:
+            self._caller_went_on(now)
+        elif phase in _SPEAKING and run >= self.turns.interrupt_min_ms:
+            self._consider_barge_in(now)
+
+    def _begin_user_turn(self, now: float) -> None:
+        self.phase = Phase.USER_SPEAKING
+        self._user_started_at = self.speech.onset_at or now
+        self._idle_at = None
+        self._reprompts = 0
+        self._endpoint_at = None
+        self._await_final_until = None
+
+    def _endpoint(self, now: float) -> None:
+        """Enough silence: the caller is done, unless STT still owes us their words."""
+        self._endpoint_at = now
+        if not self._stt:
+            self._finish_user_turn(now)
+            return
+        self._out.append(FinalizeStt())
+        if self._words.owed():
+            self._await_final_until = now + self.turns.stt_timeout_ms / 1000
+        else:
+            self._finish_user_turn(now)
+
+    def _on_transcript(self, update: TranscriptUpdate, now: float) -> None:
+        if not self._words.hear(update, self.speech.run_id, self.speech.run_ms > 0):
+            return
+        if self.phase is Phase.USER_SPEAKING and self._held() is not None:
+            self._drop_speculation()  # more words: answer them all
+        if self.phase is Phase.USER_SPEAKING and self._await_final_until is not None:
+            self._finish_user_turn(now)
+        elif self.phase is Phase.USER_SPEAKING:
+            self._maybe_speculate(now)
+        elif self.phase is Phase.THINKING and self._replies.current is not None:
+            # Words that arrived after we answered: answer the whole thing instead.
+            self._caller_went_on(now)
+            self._finish_user_turn(now)
+
+    def _on_dtmf(self, digit: str, now: float) -> None:
+        if self.phase is Phase.ENDING:
+            return
+        if self.phase in _SPEAKING:
+            self._barge_in(now, reason="dtmf")
+        elif self.phase is Phase.THINKING:
+            self._replies.cancel()
+        elif self._held() is not None:
+            self._drop_speculation()
+        self._finish_user_turn(now, dtmf=digit)
+
+    def _finish_user_turn(self, now: float, dtmf: str | None = None) -> None:
+        self._idle_at = None
+        held = self._held()
+        if held is not None and dtmf is None:
+            self._commit_speculation(held, now)
+            return
+        text = self._words.take()
+        content = text if dtmf is None else (f"{text} (pressed {dtmf})".strip())
+        self.conversation.add_user(Message("user", content, dtmf=dtmf))
+        started = self._user_started_at or now
+        self._record(TurnRecord(role="user", text=content, started_at=started, ended_at=now))
+        self._await_final_until = None
+        endpoint_at = self._endpoint_at if self._endpoint_at is not None else now
+        self._endpoint_at = None
+        reply = self._replies.start(now, ReplyKind.ANSWER, messages=self.conversation.messages())
+        reply.latency_ms["stt"] = (now - endpoint_at) * 1000
+        reply.started_at = endpoint_at
+        self.phase = Phase.THINKING
+
+    def _caller_went_on(self, now: float) -> None:
+        """The caller kept talking before hearing our answer: drop it, unheard."""
+        reply = self._replies.current
+        answering = reply is not None and reply.kind is ReplyKind.ANSWER
+        self._replies.cancel()
+        if answering:
+            withdrawn = self.conversation.take_last_user()
+            if withdrawn is not None and withdrawn.dtmf is None and withdrawn.content:
+                self._words.prepend(withdrawn.content)
+        self._begin_user_turn(now)
+
+    # ------------------------------------------------------------ speculative replies
+
+    def _held(self) -> Reply | None:
+        reply = self._replies.current
+        return reply if reply is not None and reply.held else None
+
+    def _maybe_speculate(self, now: float) -> None:
+        """Quiet long enough, words in hand: start the answer now, play it at the endpoint."""
+        if (
+            self.turns.speculate_ms == 0
+            or self.speech.silence_ms < self.turns.speculate_ms
+            or self._replies.current is not None
+            or (self._stt and self._words.owed())
+        ):
+            return
+        text = self._words.take()
+        self.conversation.add_user(Message("user", text))
+        reply = self._replies.start(now, ReplyKind.ANSWER, messages=self.conversation.messages())
+        reply.held = True
+
+    def _drop_speculation(self) -> None:
+        self._replies.cancel()
+        self.playout.clear(self.playout.play_end)  # nothing of it was sent
+        withdrawn = self.conversation.take_last_user()
+        if withdrawn is not None and withdrawn.content:
+            self._words.prepend(withdrawn.content)
+
+    def _commit_speculation(self, reply: Reply, now: float) -> None:
+        """The endpoint confirms the turn the held reply answers: let it play."""
+        user = self.conversation.messages()[-1]
+        started = self._user_started_at or now
+        self._record(TurnRecord(role="user", text=user.content, started_at=started, ended_at=now))
+        self._await_final_until = None
+        self._endpoint_at = None
+        reply.held = False
+        reply.latency_ms["speculated_ms"] = (now - reply.started_at) * 1000
+        reply.latency_ms["stt"] = 0.0
+        reply.started_at = now
+        if reply.first_audio_at is not None:
+            reply.latency_ms["first_audio"] = max(0.0, reply.first_audio_at - now) * 1000
+        self.phase = Phase.BOT_SPEAKING if reply.first_audio_at is not None else Phase.THINKING
