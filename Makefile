@@ -24,8 +24,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# The quick benchmarks; the load benchmark (minutes) is `$(BIN)/python bench/load.py`.
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/bargein.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

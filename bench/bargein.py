@@ -53,7 +53,7 @@ async def _main(calls: int, concurrency: int) -> None:
         server = uvicorn.Server(uvicorn_config(create_app(settings, runner), "127.0.0.1", 0))
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         serving = asyncio.create_task(server.serve())
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 - uvicorn has no started event
             await asyncio.sleep(0.01)
         url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         scenarios = []
