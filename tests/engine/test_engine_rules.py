@@ -390,3 +390,15 @@ def test_speculation_off_starts_the_answer_at_the_endpoint() -> None:
     h.speak(400)
     waited = h.wait_until(lambda: bool(h.starts(ReplyKind.ANSWER)))
     assert 500 <= waited <= 520
+
+
+def test_with_a_transcriber_the_held_answer_plays_at_the_endpoint_not_after_a_timeout() -> None:
+    h = Harness(stt=True, speculate_ms=200, endpointing_ms=500, stt_timeout_ms=1000)
+    h.speak(400)
+    h.silence(100)
+    h.feed(TranscriptUpdate("check my bill", is_final=True, speech_final=True))
+    h.silence(120)
+    assert h.starts(ReplyKind.ANSWER)  # held
+    h.answer_latest("Sure.")
+    waited = h.wait_until(lambda: h.engine.phase is Phase.BOT_SPEAKING)
+    assert 260 <= waited <= 300  # at 500 ms of silence, not after the STT timeout

@@ -108,7 +108,9 @@ class Listening:
             self._finish_user_turn(now)
             return
         self._out.append(FinalizeStt())
-        if self._words.owed():
+        # A held answer already has the turn's words; only newer, unfinished ones count.
+        owed = self._words.unfinished() if self._held() is not None else self._words.owed()
+        if owed:
             self._await_final_until = now + self.turns.stt_timeout_ms / 1000
         else:
             self._finish_user_turn(now)

@@ -39,6 +39,10 @@ class CallerWords:
         """STT has heard speech it has not finalised, or nothing at all yet."""
         return bool(self._interim) or not self._parts
 
+    def unfinished(self) -> bool:
+        """STT is hearing words it has not finalised yet."""
+        return bool(self._interim)
+
     def prepend(self, text: str) -> None:
         self._parts.insert(0, text)
 
