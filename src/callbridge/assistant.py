@@ -35,6 +35,11 @@ class TurnTaking(_Camel):
     # Start the reply after this much silence, unheard until the endpoint confirms the
     # turn (then it plays at once) and dropped if the caller goes on; 0 turns it off.
     speculate_ms: int = Field(200, ge=0, le=10000)
+    # With a transcriber: when the caller's words read as a finished sentence
+    # (engine/turn_end.py), this much silence ends the turn; "off" always waits
+    # endpointingMs.
+    end_of_turn: Literal["lexical", "off"] = "lexical"
+    quick_endpointing_ms: int = Field(250, ge=100, le=10000)
     stt_timeout_ms: int = Field(1000, ge=0, le=10000)
     interrupt_min_ms: int = Field(200, ge=20, le=5000)
     interrupt_min_words: int = Field(1, ge=0, le=20)

@@ -393,7 +393,9 @@ def test_speculation_off_starts_the_answer_at_the_endpoint() -> None:
 
 
 def test_with_a_transcriber_the_held_answer_plays_at_the_endpoint_not_after_a_timeout() -> None:
-    h = Harness(stt=True, speculate_ms=200, endpointing_ms=500, stt_timeout_ms=1000)
+    h = Harness(
+        stt=True, speculate_ms=200, endpointing_ms=500, stt_timeout_ms=1000, end_of_turn="off"
+    )
     h.speak(400)
     h.silence(100)
     h.feed(TranscriptUpdate("check my bill", is_final=True, speech_final=True))
@@ -402,3 +404,24 @@ def test_with_a_transcriber_the_held_answer_plays_at_the_endpoint_not_after_a_ti
     h.answer_latest("Sure.")
     waited = h.wait_until(lambda: h.engine.phase is Phase.BOT_SPEAKING)
     assert 260 <= waited <= 300  # at 500 ms of silence, not after the STT timeout
+
+
+def _endpoint_after(words: str, **turns: object) -> int:
+    h = Harness(stt=True, **turns)
+    h.speak(400)
+    h.feed(TranscriptUpdate(words, is_final=True))
+    return h.wait_until(lambda: h.engine.phase is Phase.THINKING)
+
+
+def test_finished_words_end_the_turn_after_the_quick_silence() -> None:
+    assert 240 <= _endpoint_after("I would like to check my bill.") <= 260
+    assert 240 <= _endpoint_after("what is my balance") <= 260
+
+
+def test_a_caller_pausing_mid_sentence_gets_the_full_silence() -> None:
+    assert 500 <= _endpoint_after("I would like to") <= 520
+    assert 500 <= _endpoint_after("my account number is, um") <= 520
+
+
+def test_end_of_turn_off_always_waits_the_full_silence() -> None:
+    assert 500 <= _endpoint_after("check my bill.", end_of_turn="off") <= 520

@@ -21,6 +21,7 @@ from callbridge.engine.events import Command, FinalizeStt, Phase, ReplyKind, Tur
 from callbridge.engine.playout import Playout
 from callbridge.engine.replies import Replies, Reply
 from callbridge.engine.speech import SpeechTracker
+from callbridge.engine.turn_end import looks_finished
 from callbridge.engine.words import CallerWords
 from callbridge.providers.base import Message, TranscriptUpdate, VadStream
 
@@ -84,7 +85,7 @@ class Listening:
             if run >= self.turns.start_ms and self._held() is not None:
                 self._drop_speculation()  # the caller went on: the early reply is unheard
             elif run == 0 and self._endpoint_at is None:
-                if self.speech.silence_ms >= self.turns.endpointing_ms:
+                if self.speech.silence_ms >= self._endpoint_silence_ms():
                     self._endpoint(now)
                 else:
                     self._maybe_speculate(now)
@@ -100,6 +101,17 @@ class Listening:
         self._reprompts = 0
         self._endpoint_at = None
         self._await_final_until = None
+
+    def _endpoint_silence_ms(self) -> int:
+        """The silence that ends this turn: shorter when its words sound finished."""
+        turns = self.turns
+        if not self._stt or turns.end_of_turn == "off" or self._words.unfinished():
+            return turns.endpointing_ms
+        held = self._held()
+        text = self.conversation.messages()[-1].content if held else self._words.text()
+        if looks_finished(text):
+            return min(turns.quick_endpointing_ms, turns.endpointing_ms)
+        return turns.endpointing_ms
 
     def _endpoint(self, now: float) -> None:
         """Enough silence: the caller is done, unless STT still owes us their words."""

@@ -46,6 +46,9 @@ class CallerWords:
     def prepend(self, text: str) -> None:
         self._parts.insert(0, text)
 
+    def text(self) -> str:
+        return " ".join(self._parts).strip()
+
     def take(self) -> str:
         """The turn's text; the next turn starts empty."""
         text = " ".join(self._parts).strip()
