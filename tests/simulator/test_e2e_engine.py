@@ -85,12 +85,20 @@ async def test_dtmf_branch_answers_the_key(line: Line) -> None:
 
 
 async def test_barge_in_clears_the_greeting(line: Line) -> None:
-    report = await line.run(load_scenario(SCENARIOS / "barge-in.yaml"))
+    calls: list[LiveCall] = []
+    scenario = load_scenario(SCENARIOS / "barge-in.yaml")
+    voices = prepare_voices(scenario, SCENARIOS)
+    report = await run_scenario(scenario, line.options(), voices, on_call=calls.append)
     assert report.ok, report.failures
     (turn,) = report.turns
-    assert turn.barge_in and turn.bargein_ms is not None and turn.bargein_ms <= 600
+    assert turn.barge_in and turn.bargein_ms is not None and turn.bargein_ms <= 260
+    assert turn.end_s is not None and turn.onset_s + turn.bargein_ms / 1000 < turn.end_s
     assert report.clears >= 1 and report.cleared_ms > 0  # buffered greeting was dropped
-    assert turn.stale_ms <= 600
+    assert turn.stale_ms <= 260
+    # After the clear, no bot audio until the caller has finished: nothing stale leaks.
+    cleared_at = turn.onset_s + turn.bargein_ms / 1000
+    (call,) = calls
+    assert all(t > turn.end_s for t in call.bot_speech_starts if t > cleared_at)
 
 
 async def test_idle_caller_is_reprompted_then_hung_up_on(line: Line) -> None:
