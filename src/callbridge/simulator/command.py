@@ -21,6 +21,7 @@ from callbridge.settings import Settings
 from callbridge.simulator.caller import LiveCall
 from callbridge.simulator.dialer import CallOptions
 from callbridge.simulator.display import live_view
+from callbridge.simulator.records import api_bot_turns
 from callbridge.simulator.report import CallReport, render
 from callbridge.simulator.runner import prepare_voices, run_scenario
 from callbridge.simulator.scenario import Scenario, load_scenario, parse_scenario
@@ -88,6 +89,11 @@ def _call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="from_number", help="caller number")
     parser.add_argument("--to", dest="to_number", help="called number")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--api-token",
+        help="bearer token of the call-records API, for expect_bot_says "
+        "(default: $CALLBRIDGE_API_TOKEN)",
+    )
 
 
 def _options(args: argparse.Namespace, scenario: Scenario) -> CallOptions:
@@ -150,14 +156,22 @@ async def _run_one(
 ) -> CallReport:
     voices = await asyncio.to_thread(prepare_voices, scenario, base)
     options = _options(args, scenario)
+    none: dict[str, Any] = {}
+    token = args.api_token or Settings(**none).api_token
+    said = None
+    if token:
+        secret = token if isinstance(token, str) else token.get_secret_value()
+        said = api_bot_turns(options.base_url, secret)
     if args.json or not sys.stdout.isatty():
-        return await run_scenario(scenario, options, voices, record_path=record)
+        return await run_scenario(scenario, options, voices, record_path=record, bot_turns=said)
     async with live_view(Console(), scenario.name) as slot:
 
         def follow(call: LiveCall) -> None:
             slot.append(call)
 
-        return await run_scenario(scenario, options, voices, record_path=record, on_call=follow)
+        return await run_scenario(
+            scenario, options, voices, record_path=record, on_call=follow, bot_turns=said
+        )
 
 
 def _print(reports: Sequence[CallReport], as_json: bool, *, single: bool) -> None:
