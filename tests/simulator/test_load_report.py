@@ -1,0 +1,79 @@
+"""The benchmark parent: the steady window, the per-N row, the client-bound verdict."""
+
+from __future__ import annotations
+
+import os
+
+from callbridge.simulator.load import (
+    CLIENT_LAG_LIMIT_MS,
+    RunResult,
+    Sample,
+    SteadyWindow,
+    cpu_pct,
+    max_calls_ok,
+    proc_sample,
+    table,
+)
+
+
+def test_window_opens_when_the_last_call_is_up_and_closes_at_the_first_end() -> None:
+    w = SteadyWindow(3)
+    assert w.feed(b"EE") == (False, False)
+    assert w.feed(b"X") == (False, False)  # an end before the steady state is no end of it
+    assert w.feed(b"E") == (True, False)
+    assert w.feed(b"X") == (False, True)
+    assert w.feed(b"XX") == (False, False)  # only the first end counts
+
+
+def test_window_counts_calls_that_never_came_up_and_handles_one_read_of_all() -> None:
+    w = SteadyWindow(3)
+    assert w.feed(b"EFEX") == (True, True)
+    assert SteadyWindow(2).feed(b"FF") == (False, False)  # nothing up: no steady state
+
+
+def test_cpu_pct_is_cpu_seconds_over_wall_seconds() -> None:
+    assert cpu_pct(Sample(10.0, 5.0, 0), Sample(14.0, 7.0, 0)) == 50.0
+    assert cpu_pct(Sample(10.0, 5.0, 0), Sample(10.0, 7.0, 0)) is None
+
+
+def test_proc_sample_reads_this_process_and_skips_gone_ones() -> None:
+    s = proc_sample([os.getpid(), 2**22 + 1])
+    assert s.cpu_s > 0 and s.rss_kib > 1000
+
+
+def level(calls: int, lag: float, jitter: float, **extra: object) -> RunResult:
+    result = RunResult(calls, cpu_pct=40.0, client_cpu_pct=30.0, rss_mib=110.0, rss_idle_mib=100.0)
+    result.results = [
+        {
+            "ok": True,
+            "why": "",
+            "send_lag_ms": [0.5] * 98 + [lag] * 2,
+            "jitter_ms": [1.0, jitter],
+            "latency_ms": [300.0],
+            "bargein_ms": [150.0],
+            "underruns": 0,
+            **extra,
+        }
+        for _ in range(calls)
+    ]
+    return result
+
+
+def test_row_marks_a_client_bound_level_and_the_verdict_skips_it() -> None:
+    fine = level(10, lag=1.0, jitter=2.0).row()
+    assert not fine["client_bound"] and fine["client_lag_p99_ms"] == 1.0
+    assert fine["server_cpu_pct"] == 40.0 and fine["cpu_per_call_pct"] == 4.0
+    assert fine["rss_per_call_kib"] == 1024.0
+    bound = level(50, lag=CLIENT_LAG_LIMIT_MS + 1, jitter=2.0).row()
+    assert bound["client_bound"]
+    underrun = level(20, lag=1.0, jitter=2.0, underruns=1).row()
+    jittery = level(30, lag=1.0, jitter=20.0).row()
+    assert max_calls_ok([fine, bound, underrun, jittery]) == 10
+    text = table([fine, bound])
+    assert "| 10 | 40.0 | 4.0 |" in text and text.splitlines()[-1].endswith("| CLIENT |")
+
+
+def test_a_level_without_results_is_client_bound_not_a_pass() -> None:
+    row = RunResult(5).row()
+    assert row["client_bound"] and row["server_cpu_pct"] is None
+    assert max_calls_ok([row]) is None
