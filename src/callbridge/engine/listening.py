@@ -15,7 +15,7 @@ from __future__ import annotations
 from callbridge.assistant import TurnTaking
 from callbridge.audio import ulaw as ulaw_codec
 from callbridge.audio.frames import ULAW_FRAME_BYTES
-from callbridge.audio.levels import ulaw_rms_dbfs
+from callbridge.audio.levels import rms_dbfs
 from callbridge.engine.conversation import Conversation
 from callbridge.engine.events import Command, FinalizeStt, Phase, ReplyKind, TurnRecord
 from callbridge.engine.playout import Playout
@@ -66,9 +66,10 @@ class Listening:
         self._pending_ulaw = data[whole:]
         for offset in range(0, whole, ULAW_FRAME_BYTES):
             frame = data[offset : offset + ULAW_FRAME_BYTES]
-            probability = self._vad.speech_probability(ulaw_codec.decode(frame))
+            pcm = ulaw_codec.decode(frame)
+            probability = self._vad.speech_probability(pcm)
             frame_stamp = None if stamp is None else stamp + offset // 8
-            level = ulaw_rms_dbfs(frame)
+            level = rms_dbfs(pcm)
             self.speech.update(probability >= self._threshold, level, 20, now, frame_stamp)
             self._after_frame(now)
 

@@ -125,7 +125,7 @@ class FakeSttStream:
     def push_audio(self, ulaw_frame: bytes) -> None:
         if self._closed:
             return
-        voiced = levels.rms_dbfs(ulaw.decode(ulaw_frame)) >= self._threshold
+        voiced = levels.ulaw_rms_dbfs(ulaw_frame) >= self._threshold
         if voiced:
             if not self._in_utterance:
                 self._in_utterance = True
