@@ -177,3 +177,41 @@ def test_fields_run_to_the_next_key() -> None:
         "error": "HTTP 500: boom",
     }
     assert parse_fields("") == {}
+
+
+async def test_a_provider_retry_in_a_call_is_recorded_with_its_fields(database: Database) -> None:
+    from callbridge.errors import ProviderError
+    from callbridge.providers.retry import retry_call
+
+    writer = StoreWriter(database)
+    writer.start()
+    log = CallLog(writer)
+    log.bridge.install()
+    sid = "CA" + "7" * 32
+    attempts: list[int] = []
+
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ProviderError("deepgram", "HTTP 503", retryable=True)
+        return "ok"
+
+    async def runner(info: CallInfo, transport: object, line: asyncio.Queue[LineEvent]) -> None:
+        bind_call(info.call_sid, info.stream_sid)
+
+        async def no_wait(_: float) -> None:
+            return None
+
+        assert await retry_call(flaky, sleep=no_wait) == "ok"
+
+    try:
+        await log.wrap(runner)(CallInfo(sid, "MZ" + "7" * 32), object(), asyncio.Queue())  # type: ignore[arg-type]
+        await writer.flush()
+    finally:
+        log.bridge.uninstall()
+        await writer.close()
+    detail = await get_call(database, sid)
+    assert detail is not None
+    (retry,) = [e for e in detail.events if e.kind == "provider_retry"]
+    assert retry.data == {"provider": "deepgram", "retry": 1, "delay_s": 1.0,
+                          "error": "deepgram: HTTP 503"}

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from callbridge.errors import ProviderError
+from callbridge.telemetry.logging import log_event
 
 __all__ = ["DEFAULT_DELAYS_S", "OnRetry", "Sleep", "retry_call", "retry_stream"]
 
@@ -88,8 +89,14 @@ async def retry_stream(
 
 
 def _announce(exc: ProviderError, retry: int, delay: float, on_retry: OnRetry | None) -> None:
-    log.warning(
-        "provider.retry provider=%s retry=%d delay_s=%.1f error=%s", exc.provider, retry, delay, exc
+    log_event(
+        log,
+        logging.WARNING,
+        "provider.retry",
+        provider=exc.provider,
+        retry=retry,
+        delay_s=delay,
+        error=str(exc),
     )
     if on_retry is not None:
         on_retry(exc, retry, delay)

@@ -32,7 +32,6 @@ EVENTS: Mapping[str, str] = {
     "stream.ended": "stream_ended",
     "transport.hangup_rest_failed": "twilio_rest_error",
     "rest.hangup_already_over": "hangup_already_over",
-    "recording.open_failed": "recording_error",
 }
 """Log event name → the event kind stored with the call."""
 
