@@ -52,6 +52,7 @@ __all__ = ["CallSession", "Voice"]
 
 log = logging.getLogger(__name__)
 
+_TICK = Tick()
 _CANCEL_WAIT_S = 2.0  # a provider that ignores cancellation this long is abandoned
 
 
@@ -156,32 +157,35 @@ class CallSession:
             self._group = None
 
     async def _loop(self) -> None:
+        """Wait on the inbox only. The engine's next deadline is a timer that posts a
+        ``Tick`` into the same inbox, moved only when the deadline moves: cheaper per
+        frame than a timeout around every wait, and a stale tick is harmless."""
         engine, inbox, clock = self.engine, self._inbox, self._clock
-        await self._execute(engine.take_commands())
-        while engine.phase is not Phase.ENDED:
-            if inbox.empty():
-                deadline = engine.next_deadline()
-                event: EngineEvent
-                try:
-                    if deadline is None:
-                        event = await inbox.get()
-                    else:
-                        delay = deadline - clock.now()
-                        if delay <= 0:
-                            # Due already: still let the other calls run first.
-                            await asyncio.sleep(0)
-                            event = Tick()
-                        else:
-                            async with asyncio.timeout(delay):
-                                event = await inbox.get()
-                except TimeoutError:
-                    event = Tick()
-            else:
-                event = inbox.get_nowait()
-            if type(event) is CallerAudio and self._stt is not None:
-                self._stt.push_audio(event.ulaw)
-            engine.handle(event, clock.now())
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+        timer_at: float | None = None
+        try:
             await self._execute(engine.take_commands())
+            while engine.phase is not Phase.ENDED:
+                deadline = engine.next_deadline()
+                if deadline != timer_at:
+                    if timer is not None:
+                        timer.cancel()
+                    timer_at = deadline
+                    timer = None
+                    if deadline is not None:
+                        delay = max(0.0, deadline - clock.now())
+                        timer = loop.call_later(delay, inbox.put_nowait, _TICK)
+                event = inbox.get_nowait() if not inbox.empty() else await inbox.get()
+                if event is _TICK:
+                    timer_at = None  # fired: the next deadline needs a new timer
+                elif type(event) is CallerAudio and self._stt is not None:
+                    self._stt.push_audio(event.ulaw)
+                engine.handle(event, clock.now())
+                await self._execute(engine.take_commands())
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _execute(self, commands: list[Command]) -> None:
         transport = self._transport
