@@ -19,6 +19,7 @@ class HttpFake:
     """
 
     path_prefix = ""
+    ws = "none"  # uvicorn's WebSocket implementation; "auto" for fakes with sockets
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
@@ -40,7 +41,8 @@ class HttpFake:
         sock.bind(("127.0.0.1", 0))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app(), log_level="warning", lifespan="off", ws="none",
+            self.app(), log_level="warning", lifespan="off", ws=self.ws,
+            ws_per_message_deflate=False,
             timeout_graceful_shutdown=1, access_log=False,
         )
         self._server = uvicorn.Server(config)

@@ -26,13 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import uuid
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -40,6 +37,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from callbridge.audio import levels, ulaw
+from fakes._http import HttpFake
 
 GREETING_TONE = ulaw.encode(levels.tone(440, 1000, -12))
 _MULAW = {"format": "mulaw", "container": "raw", "sampleRate": 8000}
@@ -64,7 +62,9 @@ class FakeVapiCall:
     ended_reason: str | None = None
 
 
-class FakeVapi:
+class FakeVapi(HttpFake):
+    ws = "auto"
+
     def __init__(
         self,
         *,
@@ -80,6 +80,7 @@ class FakeVapi:
         reject_socket: int | None = None,
         drop_after_frames: int | None = None,
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.greeting_ms = greeting_ms
         self.chunk_ms = chunk_ms
@@ -94,14 +95,6 @@ class FakeVapi:
         self.calls: list[FakeVapiCall] = []
         self.create_requests = 0
         self.refused: list[int] = []
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._port = 0
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "use 'async with FakeVapi(...)'"
-        return f"http://127.0.0.1:{self._port}"
 
     def end_call(self, index: int = -1) -> None:
         """Make the assistant end the call (as its endCall tool would): goodbye, ended."""
@@ -109,37 +102,13 @@ class FakeVapi:
 
     # ---------------------------------------------------------------- server life
 
-    async def __aenter__(self) -> FakeVapi:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        app = Starlette(
+    def app(self) -> Starlette:
+        return Starlette(
             routes=[
                 Route("/call", self._create, methods=["POST"]),
                 WebSocketRoute("/{call_id}/transport", self._transport),
             ]
         )
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", ws="auto", ws_per_message_deflate=False,
-            timeout_graceful_shutdown=1, access_log=False,
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        async with asyncio.timeout(10):
-            while not self._server.started:
-                if self._task.done():
-                    await self._task
-                await asyncio.sleep(0.001)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None and self._task is not None
-        self._server.should_exit = True
-        await asyncio.wait({self._task}, timeout=5)
 
     # ---------------------------------------------------------------- REST
 
