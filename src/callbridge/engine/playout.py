@@ -36,7 +36,6 @@ class _Segment:
     frames_queued: int = 0
     frames_sent: int = 0
     ended: bool = False
-    mark_sent: bool = False
     played: bool = False
     play_start: float | None = None  # clock time its first frame starts playing
 
@@ -106,7 +105,6 @@ class Playout:
             item = self._queue[0]
             if isinstance(item, _MarkItem):
                 self._queue.popleft()
-                item.segment.mark_sent = True
                 out.append(SendMark(item.segment.mark))
                 continue
             if self.play_end + _FRAME_S - now > self._lead_s + 1e-9:

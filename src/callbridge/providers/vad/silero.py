@@ -102,15 +102,24 @@ class SileroModel:
             stream._push(pcm16)
         streams = list(dict.fromkeys(stream for stream, _ in items))
         while ready := [s for s in streams if s._ready()]:
-            windows = np.empty((len(ready), _ROW_SAMPLES), dtype=np.float32)
-            for i, stream in enumerate(ready):
-                stream._take_window(windows[i])
-            states = np.stack([s._state for s in ready], axis=1)
-            probabilities, new_states = self.infer_batch(windows, states)
-            for i, stream in enumerate(ready):
-                stream._state = new_states[:, i].copy()
-                stream._probability = float(probabilities[i])
+            windows, states = self.gather(ready)
+            self.scatter(ready, *self.infer_batch(windows, states))
         return [stream._probability for stream, _ in items]
+
+    def gather(self, streams: Sequence[SileroStream]) -> tuple[Floats, Floats]:
+        """Take one ready window from each stream: the inputs of one batched run."""
+        windows = np.empty((len(streams), _ROW_SAMPLES), dtype=np.float32)
+        for i, stream in enumerate(streams):
+            stream._take_window(windows[i])
+        return windows, np.stack([s._state for s in streams], axis=1)
+
+    def scatter(
+        self, streams: Sequence[SileroStream], probabilities: Floats, states: Floats
+    ) -> None:
+        """Hand a batched run's results back to the streams it was gathered from."""
+        for i, stream in enumerate(streams):
+            stream._state = states[:, i].copy()
+            stream._probability = float(probabilities[i])
 
 
 class SileroStream:

@@ -19,10 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import numpy as np
-
 from callbridge.providers.vad.silero import (
-    _ROW_SAMPLES,
     CONTEXT_SAMPLES,
     WINDOW_SAMPLES,
     SileroModel,
@@ -66,11 +63,9 @@ class SileroBatcher:
             self._ready.clear()
             if not streams:
                 continue
-            windows = np.empty((len(streams), _ROW_SAMPLES), dtype=np.float32)
-            for i, stream in enumerate(streams):
-                stream._take_window(windows[i])
+            windows, states = self._model.gather(streams)
+            for stream in streams:
                 stream._in_flight = True
-            states = np.stack([s._state for s in streams], axis=1)
             try:
                 probabilities, new_states = await loop.run_in_executor(
                     None, self._model.infer_batch, windows, states
@@ -78,9 +73,8 @@ class SileroBatcher:
             finally:
                 for stream in streams:
                     stream._in_flight = False
-            for i, stream in enumerate(streams):
-                stream._state = new_states[:, i].copy()
-                stream._probability = float(probabilities[i])
+            self._model.scatter(streams, probabilities, new_states)
+            for stream in streams:
                 if stream._ready():  # more than one window was waiting
                     self._ready[stream] = None
             self.runs += 1
