@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from callbridge.assistant import TurnTaking
 from callbridge.engine.conversation import Conversation
 from callbridge.engine.events import (
+    SPEAKING_PHASES,
     CallEvent,
     CallEventKind,
     Command,
@@ -50,7 +51,6 @@ __all__ = ["CallEngine", "Script"]
 
 log = logging.getLogger(__name__)
 
-_SPEAKING = (Phase.GREETING, Phase.BOT_SPEAKING)
 _TTS_GRACE_S = 30.0  # longest a goodbye may take to synthesise before we hang up regardless
 
 
@@ -293,7 +293,7 @@ class CallEngine(Listening):
             return
         if self.phase is not Phase.ENDING and now >= self._started_at + self.turns.max_duration_s:
             self._event("max_duration")
-            if self.phase in _SPEAKING:
+            if self.phase in SPEAKING_PHASES:
                 self._out.append(SendClear())
                 self.playout.clear(now)
             self._replies.cancel()
@@ -321,7 +321,7 @@ class CallEngine(Listening):
 
     def _on_hung_up(self, reason: str, now: float) -> None:
         reply = self._replies.current
-        if reply is not None and self.phase in (*_SPEAKING, Phase.ENDING):
+        if reply is not None and self.phase in (*SPEAKING_PHASES, Phase.ENDING):
             heard = self.playout.heard_text(now)
             self._record(reply.record(self.playout.spoken_text(), heard, now, interrupted=True))
         self._replies.cancel()

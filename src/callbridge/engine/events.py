@@ -22,6 +22,7 @@ from callbridge.providers.base import (
 )
 
 __all__ = [
+    "SPEAKING_PHASES",
     "CallEvent",
     "CancelReply",
     "Command",
@@ -55,6 +56,10 @@ class Phase(Enum):
     BOT_SPEAKING = "bot_speaking"
     ENDING = "ending"
     ENDED = "ended"
+
+
+SPEAKING_PHASES = frozenset({Phase.GREETING, Phase.BOT_SPEAKING})
+"""The bot is talking: caller speech here is judged as a barge-in."""
 
 
 class ReplyKind(Enum):

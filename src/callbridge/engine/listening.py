@@ -17,7 +17,14 @@ from callbridge.audio import ulaw as ulaw_codec
 from callbridge.audio.frames import ULAW_FRAME_BYTES
 from callbridge.audio.levels import rms_dbfs
 from callbridge.engine.conversation import Conversation
-from callbridge.engine.events import Command, FinalizeStt, Phase, ReplyKind, TurnRecord
+from callbridge.engine.events import (
+    SPEAKING_PHASES,
+    Command,
+    FinalizeStt,
+    Phase,
+    ReplyKind,
+    TurnRecord,
+)
 from callbridge.engine.playout import Playout
 from callbridge.engine.replies import Replies, Reply
 from callbridge.engine.speech import SpeechTracker
@@ -27,7 +34,6 @@ from callbridge.providers.base import Message, TranscriptUpdate, VadStream
 
 __all__ = ["Listening"]
 
-_SPEAKING = (Phase.GREETING, Phase.BOT_SPEAKING)
 
 
 class Listening:
@@ -92,7 +98,7 @@ class Listening:
                     self._maybe_speculate(now)
         elif phase is Phase.THINKING and run >= self.turns.start_ms:
             self._caller_went_on(now)
-        elif phase in _SPEAKING and run >= self.turns.interrupt_min_ms:
+        elif phase in SPEAKING_PHASES and run >= self.turns.interrupt_min_ms:
             self._consider_barge_in(now)
 
     def _begin_user_turn(self, now: float) -> None:
@@ -145,7 +151,7 @@ class Listening:
     def _on_dtmf(self, digit: str, now: float) -> None:
         if self.phase is Phase.ENDING:
             return
-        if self.phase in _SPEAKING:
+        if self.phase in SPEAKING_PHASES:
             self._barge_in(now, reason="dtmf")
         elif self.phase is Phase.THINKING:
             self._replies.cancel()
