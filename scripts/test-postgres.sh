@@ -3,6 +3,8 @@
 #
 #   scripts/test-postgres.sh start      → prints "URL DIR" (asyncpg URL, server folder)
 #   scripts/test-postgres.sh stop DIR   → stops that server and deletes its folder
+#   scripts/test-postgres.sh halt DIR   → stops that server, keeps its data (an outage)
+#   scripts/test-postgres.sh resume DIR → starts it again on the same port and data
 #   scripts/test-postgres.sh run CMD…   → start, run CMD with CALLBRIDGE_TEST_POSTGRES_URL
 #                                          exported, stop; exits with CMD's status
 #
@@ -64,12 +66,24 @@ start() {
     --encoding=UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; rm -rf "$dir"; echo "initdb failed" >&2; exit 3; }
   port=$(free_port)
-  as_owner "$user" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -h 127.0.0.1 -k $dir/sock -F -c fsync=off" start >/dev/null \
+  echo "$bindir" >"$dir/bindir"; echo "$user" >"$dir/user"; echo "$port" >"$dir/port"
+  run_server "$dir" \
     || { cat "$dir/server.log" >&2; rm -rf "$dir"; echo "pg_ctl start failed" >&2; exit 3; }
-  echo "$bindir" >"$dir/bindir"; echo "$user" >"$dir/user"
   as_owner "$user" "$bindir/createdb" -h 127.0.0.1 -p "$port" -U callbridge callbridge_test
   echo "postgresql+asyncpg://callbridge@127.0.0.1:$port/callbridge_test $dir"
+}
+
+run_server() {  # start the server of folder $1 (its data, port and owner are in the folder)
+  local dir=$1
+  as_owner "$(cat "$dir/user")" "$(cat "$dir/bindir")/pg_ctl" -D "$dir/data" \
+    -l "$dir/server.log" -w -t 60 \
+    -o "-p $(cat "$dir/port") -h 127.0.0.1 -k $dir/sock -F -c fsync=off" start >/dev/null
+}
+
+halt() {
+  local dir=$1
+  as_owner "$(cat "$dir/user")" "$(cat "$dir/bindir")/pg_ctl" -D "$dir/data" -m fast \
+    -w stop >/dev/null
 }
 
 stop() {
@@ -83,6 +97,8 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop "${2:?usage: $0 stop DIR}" ;;
+  halt) halt "${2:?usage: $0 halt DIR}" ;;
+  resume) run_server "${2:?usage: $0 resume DIR}" || { cat "$2/server.log" >&2; exit 3; } ;;
   run)
     shift
     if out=$(start); then
@@ -94,5 +110,5 @@ case "${1:-}" in
     fi
     "$@"
     ;;
-  *) echo "usage: $0 start | stop DIR | run CMD…" >&2; exit 2 ;;
+  *) echo "usage: $0 start | stop DIR | halt DIR | resume DIR | run CMD…" >&2; exit 2 ;;
 esac

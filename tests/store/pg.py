@@ -6,6 +6,7 @@ throwaway server on 127.0.0.1. Each test gets its own database on it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import subprocess
@@ -62,3 +63,48 @@ async def fresh_database(server_url: str) -> str:
 
 def _plain(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+class OwnPostgres:
+    """A server of this test's own, which it may stop and start (an outage) at will."""
+
+    def __init__(self, url: str, folder: str) -> None:
+        self.url = url
+        self.folder = folder
+
+    async def halt(self) -> None:
+        """Stop the server (fast shutdown: sessions are cut), keeping its data and port."""
+        await self._script("halt")
+
+    async def resume(self) -> None:
+        await self._script("resume")
+
+    async def _script(self, action: str) -> None:
+        # Not subprocess.run: the server under test shares this event loop.
+        proc = await asyncio.create_subprocess_exec(
+            "bash", str(SCRIPT), action, self.folder, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"test-postgres.sh {action} failed: {err.decode()[-2000:]}")
+
+
+@contextmanager
+def own_postgres_server() -> Iterator[OwnPostgres]:
+    """A throwaway server started for the caller alone; ``NoPostgres`` when none can be."""
+    if reason := os.environ.get("CALLBRIDGE_TEST_POSTGRES_SKIP"):
+        raise NoPostgres(reason)
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "start"],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise NoPostgres(done.stderr.strip()[-2000:] or f"exit code {done.returncode}")
+    url, folder = done.stdout.split()
+    try:
+        yield OwnPostgres(url, folder)
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", folder], check=False, timeout=60)

@@ -53,9 +53,8 @@ async def test_each_op_is_committed_and_readable_from_another_connection(
 
 
 async def test_a_bad_op_does_not_take_its_batch_with_it(
-    database: Database, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("callbridge.store.writer._RETRY_PAUSE_S", 0.0)
     writer = StoreWriter(database)
     writer.start()
     try:

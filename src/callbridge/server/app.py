@@ -106,6 +106,8 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     metrics.watch_edge(app.state.edge.stats)
+    if store is not None:
+        metrics.watch_store(store.writer)
     app.include_router(webhooks.router, include_in_schema=False)
     app.include_router(media.router, include_in_schema=False)
     app.include_router(api.router)

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "EdgeCounters", "Metrics", "ProviderNames"]
+__all__ = ["CONTENT_TYPE", "EdgeCounters", "Metrics", "ProviderNames", "StoreWriterState"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -34,6 +34,19 @@ class EdgeCounters(Protocol):
     frames_rejected: Mapping[str, int]
     timestamp_gaps: int
     arrival_gaps: int
+
+
+class StoreWriterState(Protocol):
+    """What ``store.writer.StoreWriter`` tells about itself."""
+
+    @property
+    def healthy(self) -> bool: ...
+    @property
+    def backlog(self) -> int: ...
+
+    outages: int
+    restarts: int
+    failed: int
 
 
 class ProviderNames(Protocol):
@@ -98,6 +111,9 @@ class Metrics:
 
     def watch_edge(self, stats: EdgeCounters) -> None:
         self.registry.register(_EdgeCollector(stats))
+
+    def watch_store(self, writer: StoreWriterState) -> None:
+        self.registry.register(_StoreCollector(writer))
 
     def observe_turn(
         self,
@@ -170,3 +186,38 @@ class _EdgeCollector(Collector):
         for kind, count in sorted(s.frames_rejected.items()):
             rejected.add_metric([f"frame_{kind}"], count)
         yield rejected
+
+
+class _StoreCollector(Collector):
+    """The call record's writer, read at scrape time (alert on healthy == 0)."""
+
+    def __init__(self, writer: StoreWriterState) -> None:
+        self._writer = writer
+
+    def collect(self) -> Iterable[Metric]:
+        w = self._writer
+        yield GaugeMetricFamily(
+            "callbridge_store_healthy",
+            "1 while the store writer runs and its last write succeeded, else 0",
+            1 if w.healthy else 0,
+        )
+        yield GaugeMetricFamily(
+            "callbridge_store_backlog_ops",
+            "Call-record writes waiting for the database (held batch + queue)",
+            w.backlog,
+        )
+        yield CounterMetricFamily(
+            "callbridge_store_outages",
+            "Times the database stopped answering (the writer held its ops and retried)",
+            w.outages,
+        )
+        yield CounterMetricFamily(
+            "callbridge_store_writer_restarts",
+            "Times the store writer loop crashed and was restarted",
+            w.restarts,
+        )
+        yield CounterMetricFamily(
+            "callbridge_store_failed_ops",
+            "Call-record writes the database refused as bad (lost)",
+            w.failed,
+        )
