@@ -137,10 +137,12 @@ async def test_the_backlog_is_bounded_and_what_overflows_is_dropped_and_counted(
     outage = Outage(sqlite_db)
     time = Time()
     gate = asyncio.Event()
+    waiting = asyncio.Event()
     dropped: list[str] = []
 
     async def sleep(seconds: float) -> None:
         await time.sleep(seconds)
+        waiting.set()
         await gate.wait()  # the database stays away until the test says so
 
     writer = StoreWriter(sqlite_db, max_queued=3, on_drop=dropped.append, sleep=sleep)
@@ -150,8 +152,7 @@ async def test_the_backlog_is_bounded_and_what_overflows_is_dropped_and_counted(
     try:
         outage.down = True
         assert writer.submit(turn(1))
-        while not time.pauses:  # the writer holds turn 1 and waits out the outage
-            await asyncio.sleep(0)
+        await asyncio.wait_for(waiting.wait(), 10)  # it holds turn 1, waits out the outage
         assert not writer.healthy
         with caplog.at_level(logging.WARNING, logger="callbridge.store.writer"):
             results = [writer.submit(turn(seq)) for seq in range(2, 7)]

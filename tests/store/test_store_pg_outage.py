@@ -55,6 +55,14 @@ def own_postgres() -> AsyncIterator[OwnPostgres]:
         pytest.skip(f"PostgreSQL unavailable: {exc}")
 
 
+async def until(condition: Callable[[], bool], *, timeout_s: float) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not so after {timeout_s:g} s")
+
+
 class Caller:
     """One patient caller: silence in real time, every mark echoed at once."""
 
@@ -83,9 +91,7 @@ class Caller:
         await self.wait_turns(turns)
 
     async def wait_turns(self, turns: int) -> None:
-        async with asyncio.timeout(20):
-            while self.submitted(self.sid) < turns:
-                await asyncio.sleep(0.02)
+        await until(lambda: self.submitted(self.sid) >= turns, timeout_s=20)
 
     async def hang_up(self) -> None:
         assert self.ws is not None
@@ -150,9 +156,7 @@ async def test_postgres_stopped_and_restarted_under_live_calls_loses_no_finished
             during = [len(turns_sent[c.sid]) for c in callers]
             await asyncio.gather(*(c.press_and_wait("1", 5) for c in callers))
             await asyncio.gather(*(c.press_and_wait("1", 7) for c in callers))
-            async with asyncio.timeout(10):
-                while writer.healthy:
-                    await asyncio.sleep(0.05)
+            await until(lambda: not writer.healthy, timeout_s=10)
             async with httpx.AsyncClient(base_url=base, trust_env=False) as client:
                 scrape = (await client.get("/metrics")).text
             assert "callbridge_store_healthy 0.0" in scrape
@@ -165,9 +169,8 @@ async def test_postgres_stopped_and_restarted_under_live_calls_loses_no_finished
         finally:
             for caller in callers:
                 await caller.hang_up()
-        async with asyncio.timeout(30):  # the writer's backoff is at most 8 s
-            while not writer.healthy or writer.backlog:
-                await asyncio.sleep(0.05)
+        # The writer's backoff is at most 8 s.
+        await until(lambda: writer.healthy and not writer.backlog, timeout_s=30)
         assert (writer.dropped, writer.failed, writer.outages) == (0, 0, 1)
 
     reader = Database(url)
