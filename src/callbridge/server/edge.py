@@ -6,8 +6,11 @@ servers, two instances in one process) never share state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
@@ -16,9 +19,9 @@ from callbridge.engine.transport import CallRunner
 from callbridge.settings import Settings
 from callbridge.twilio.rest import TwilioRest
 from callbridge.twilio.security import WebhookValidator, public_request_url
-from callbridge.twilio.tokens import StreamTokens
+from callbridge.twilio.tokens import SpentTokens, StreamTokens
 
-__all__ = ["INSECURE_WARNING", "Edge", "EdgeStats"]
+__all__ = ["INSECURE_WARNING", "MAX_UNSTARTED_STREAMS", "Edge", "EdgeStats"]
 
 INSECURE_WARNING = (
     "SIGNATURE CHECKS ARE OFF (CALLBRIDGE_INSECURE_SKIP_SIGNATURE=1): anyone can reach "
@@ -26,6 +29,11 @@ INSECURE_WARNING = (
 )
 
 log = logging.getLogger("callbridge.security")
+
+MAX_UNSTARTED_STREAMS = 64
+"""Sockets accepted but not yet authenticated by a ``start``. Twilio sends ``start`` within
+milliseconds, so only a peer that is not Twilio holds one open; past the cap new sockets
+are refused at the handshake."""
 
 
 @dataclass
@@ -50,6 +58,14 @@ class Edge:
     runner: CallRunner
     rest: TwilioRest | None
     stats: EdgeStats = field(default_factory=EdgeStats)
+    spent_tokens: SpentTokens = field(default_factory=SpentTokens)
+    live_calls: set[str] = field(default_factory=set)
+    """CallSids with a live media stream in this process: one stream per call."""
+    unstarted: int = 0
+    max_unstarted: int = MAX_UNSTARTED_STREAMS
+    clock: Callable[[], float] = time.monotonic
+    """Monotonic seconds for the per-socket budgets (a manual clock in tests)."""
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def warn_insecure(self, path: str) -> None:
         """Loud on every request by design: this must never go unnoticed in a log."""

@@ -1,11 +1,19 @@
 """``WS /media``: the thin adapter between Twilio's Media Streams socket and a CallRunner.
 
-How it works: accept; read ``connected``; require ``start`` with a valid stream token for
-its callSid and μ-law 8 kHz mono, else close 1008 before any runner exists. Then two
-tasks: a reader that turns frames into line events on the call's queue, and the runner
-(the engine, or the loopback echo) that talks back through a ``TwilioTransport``. A bad
-frame is counted and logged and never ends the call; which frames count is the codec's
-business, what the runner does is the runner's.
+How it works: accept (unless too many sockets already wait for their ``start``); read
+``connected``; require ``start`` with a valid stream token for its callSid and μ-law 8 kHz
+mono, else close 1008 before any runner exists. The token must be unused and the call
+must have no other live stream (1008 again: a replayed token would otherwise overwrite
+the first stream's record and recording); at ``max_calls`` the caller hears the polite
+refusal through REST and the socket closes 1013. Then two tasks: a reader that turns
+frames into line events on the call's queue, within the socket's budgets
+(``twilio/budget.py``), and the runner (the engine, or the loopback echo) that talks back
+through a ``TwilioTransport``. A bad frame is counted and logged and never ends the call;
+which frames count is the codec's business, what the runner does is the runner's.
+
+The one-stream-per-call set and the used tokens live in this process (``Edge``). With
+several instances they belong in the shared store, or a replayed token could open a
+second stream on another instance.
 """
 
 from __future__ import annotations
@@ -25,11 +33,13 @@ from callbridge.engine.transport import (
     LineEvent,
     MarkPlayed,
 )
+from callbridge.errors import CallbridgeError
 from callbridge.server.edge import Edge
 from callbridge.telemetry.logging import bind_call, log_event
-from callbridge.twilio import codec
+from callbridge.twilio import codec, twiml
+from callbridge.twilio.budget import DTMF_BURST, DTMF_PER_S, AudioPacer, TokenBucket
 from callbridge.twilio.gaps import GapDetector
-from callbridge.twilio.tokens import StreamTokenError
+from callbridge.twilio.tokens import StreamTokenError, TokenClaims
 from callbridge.twilio.transport import LineClosed, TwilioTransport
 
 __all__ = ["HANGUP_GRACE_S", "MAX_QUEUED_EVENTS", "START_TIMEOUT_S", "router"]
@@ -44,6 +54,7 @@ MAX_QUEUED_EVENTS = 1000
 """20 s of audio. A runner this far behind is stuck; newer audio is dropped and counted."""
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
+TRY_AGAIN_LATER = 1013
 _LOG_FIRST = 5
 
 router = APIRouter()
@@ -52,6 +63,17 @@ router = APIRouter()
 @router.websocket("/media")
 async def media_stream(websocket: WebSocket) -> None:
     edge: Edge = websocket.app.state.edge
+    if edge.unstarted >= edge.max_unstarted:
+        edge.stats.streams_rejected += 1
+        log_event(
+            log,
+            logging.WARNING,
+            "stream.rejected",
+            reason="too many sockets without 'start'",
+            unstarted=edge.unstarted,
+        )
+        await websocket.close(code=TRY_AGAIN_LATER)  # before accept: HTTP 403
+        return
     if edge.validator is None:
         edge.warn_insecure("/media")
     else:
@@ -65,8 +87,15 @@ async def media_stream(websocket: WebSocket) -> None:
                 log_event(log, logging.WARNING, "stream.rejected", reason=verdict.reason)
                 await websocket.close(code=POLICY_VIOLATION)  # before accept: HTTP 403
                 return
-    await websocket.accept()
-    await _Stream(edge, websocket).run()
+    stream = _Stream(edge, websocket)
+    edge.unstarted += 1
+    try:
+        await websocket.accept()
+        start = await stream.authenticate()
+    finally:
+        edge.unstarted -= 1
+    if start is not None:
+        await stream.run(start)
 
 
 class _Disconnected(Exception):
@@ -80,22 +109,31 @@ class _Stream:
         self.edge = edge
         self.ws = websocket
         self.rejected: Counter[str] = Counter()
-        self.gaps = GapDetector()
+        self.gaps = GapDetector(now=edge.clock)
         self.dropped_backlog = 0
+        self.paced_s = 0.0
         self.runner_failed = False
 
-    async def run(self) -> None:
+    async def authenticate(self) -> codec.Start | None:
+        """The admitted ``start``; None when the socket was refused or ended first."""
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 start = await self._await_start()
         except TimeoutError:
             await self._reject(f"expected 'start' within {START_TIMEOUT_S:g} s, got nothing")
-            return
+            return None
         except _Disconnected:
-            return
+            return None
         if start is None:
-            return
+            return None
         bind_call(start.call_sid, start.stream_sid)
+        limit = self.edge.settings.max_calls
+        if limit and self.edge.stats.active_calls >= limit:
+            await self._overflow(start.call_sid)
+            return None
+        return start
+
+    async def run(self, start: codec.Start) -> None:
         stats = self.edge.stats
         stats.active_calls += 1
         stats.calls_total += 1
@@ -103,6 +141,7 @@ class _Stream:
         try:
             await self._serve(start)
         finally:
+            self.edge.live_calls.discard(start.call_sid)
             stats.active_calls -= 1
             stats.timestamp_gaps += self.gaps.timestamp_gaps
             stats.arrival_gaps += self.gaps.arrival_gaps
@@ -113,6 +152,7 @@ class _Stream:
                 **self.gaps.summary(),
                 rejected=dict(self.rejected),
                 dropped_backlog=self.dropped_backlog,
+                paced_s=round(self.paced_s, 2),
             )
 
     async def _await_start(self) -> codec.Start | None:
@@ -120,7 +160,8 @@ class _Stream:
         while True:
             match self._decode(await self._receive()):
                 case codec.Start() as start:
-                    problem = self._check_start(start)
+                    checked = self._check_start(start)
+                    problem = checked if isinstance(checked, str) else self._admit(start, checked)
                     if problem is None:
                         return start
                     await self._reject(problem)
@@ -136,12 +177,13 @@ class _Stream:
                 case _:
                     pass  # connected, or a frame already counted
 
-    def _check_start(self, start: codec.Start) -> str | None:
+    def _check_start(self, start: codec.Start) -> TokenClaims | str:
+        """The token's claims if ``start`` is well-formed and signed, else the problem."""
         token = start.custom_parameters.get("token")
         if not token:
             return "start carries no stream token"
         try:
-            self.edge.tokens.verify(token, start.call_sid)
+            claims = self.edge.tokens.verify(token, start.call_sid)
         except StreamTokenError as exc:
             return str(exc)
         fmt = start.media_format
@@ -150,7 +192,32 @@ class _Stream:
                 "expected mediaFormat audio/x-mulaw 8000 Hz mono, got "
                 f"{fmt.encoding} {fmt.sample_rate_hz} Hz {fmt.channels} ch"
             )
-        return None
+        return claims
+
+    def _admit(self, start: codec.Start, claims: TokenClaims) -> str | None:
+        """One live stream per call, one stream per token; None when admitted."""
+        if start.call_sid in self.edge.live_calls:
+            return "a stream for this call is already live"
+        problem = self.edge.spent_tokens.spend(claims)
+        if problem is None:
+            self.edge.live_calls.add(start.call_sid)  # no await since the check: no race
+        return problem
+
+    async def _overflow(self, call_sid: str) -> None:
+        """At capacity: the caller hears the polite refusal (REST), then the socket closes.
+
+        ``/voice`` refuses at capacity too, but many calls answered at once all pass it
+        before any of their streams has started; this is the check that holds.
+        """
+        self.edge.live_calls.discard(call_sid)
+        self.edge.stats.overflow_total += 1
+        log_event(log, logging.WARNING, "stream.overflow", active=self.edge.stats.active_calls)
+        if self.edge.rest is not None:
+            try:
+                await self.edge.rest.transfer_call(call_sid, twiml.refuse())
+            except CallbridgeError:
+                log.exception("stream.overflow_refusal_failed")
+        await self._close(TRY_AGAIN_LATER, "at capacity")
 
     async def _serve(self, start: codec.Start) -> None:
         params = {k: v for k, v in start.custom_parameters.items() if k != "token"}
@@ -170,7 +237,7 @@ class _Stream:
             rest=self.edge.rest,
         )
         runner = asyncio.create_task(self._run_runner(info, transport, queue))
-        reader = asyncio.create_task(self._read(queue))
+        reader = asyncio.create_task(self._read(queue, transport))
         try:
             await asyncio.wait({runner, reader}, return_when=asyncio.FIRST_COMPLETED)
             if not runner.done():
@@ -199,7 +266,11 @@ class _Stream:
             self.runner_failed = True
             log.exception("stream.runner_failed")
 
-    async def _read(self, queue: asyncio.Queue[LineEvent]) -> None:
+    async def _read(self, queue: asyncio.Queue[LineEvent], transport: TwilioTransport) -> None:
+        clock = self.edge.clock
+        dtmf = TokenBucket(DTMF_PER_S, DTMF_BURST)
+        pacer = AudioPacer()
+        pacer.begin(clock())
         while True:
             try:
                 text = await self._receive()
@@ -208,9 +279,17 @@ class _Stream:
                 return
             match self._decode(text):
                 case codec.Media(ulaw=ulaw, timestamp_ms=ts):
+                    wait_s = pacer.wait_s(len(ulaw), clock())
+                    if wait_s > 0:
+                        await self._pace(wait_s)
                     for gap in self.gaps.observe(ts):
                         log_event(
-                            log, logging.INFO, "media.gap", kind=gap.kind, gap_ms=round(gap.gap_ms)
+                            log,
+                            logging.INFO,
+                            "media.gap",
+                            kind=gap.kind,
+                            gap_ms=round(gap.gap_ms),
+                            coalesced=gap.coalesced,
                         )
                     if queue.qsize() >= MAX_QUEUED_EVENTS:
                         self.dropped_backlog += 1
@@ -219,9 +298,15 @@ class _Stream:
                         continue
                     queue.put_nowait(CallerAudio(ulaw, ts))
                 case codec.Dtmf(digit=digit):
-                    queue.put_nowait(CallerDtmf(digit))
+                    if dtmf.take(clock()):
+                        queue.put_nowait(CallerDtmf(digit))
+                    else:
+                        self._count("dtmf_rate", f"over {DTMF_PER_S:g} key presses a second")
                 case codec.Mark(name=name):
-                    queue.put_nowait(MarkPlayed(name))
+                    if transport.marks.echoed(name):
+                        queue.put_nowait(MarkPlayed(name))
+                    else:
+                        self._count("mark_unsent", "an echo of no mark we sent (or a second one)")
                 case codec.Stop():
                     queue.put_nowait(CallerHungUp("stop"))
                     return
@@ -229,6 +314,13 @@ class _Stream:
                     self._count("order", "a second 'start'; ignored")
                 case _:
                     pass
+
+    async def _pace(self, wait_s: float) -> None:
+        """The caller's audio is ahead of real time: hold the reader (TCP pushes back)."""
+        if self.paced_s == 0.0:
+            log_event(log, logging.WARNING, "stream.paced", ahead_s=round(wait_s, 2))
+        self.paced_s += wait_s
+        await self.edge.sleep(wait_s)
 
     async def _receive(self) -> str | None:
         """The next text frame; None for a binary one (counted). Raises _Disconnected."""

@@ -5,6 +5,11 @@ audio was missing at the source (Twilio's side); arrival times more than 100 ms 
 with contiguous timestamps means the network or our event loop held frames back (they
 then arrive in a burst). Both are counted per call and reported to the caller of
 ``observe`` for logging.
+
+Reports are coalesced: at most one per kind per ``report_every_s`` (each becomes a log
+line and a stored call event). The gaps in between are still counted, and the next
+report says how many it stands for, so a peer whose every frame jumps the timestamp
+cannot turn 50 frames a second into 50 events a second.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DEFAULT_GAP_MS", "Gap", "GapDetector"]
+__all__ = ["DEFAULT_GAP_MS", "REPORT_EVERY_S", "Gap", "GapDetector"]
 
 DEFAULT_GAP_MS = 100.0
+REPORT_EVERY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +30,8 @@ class Gap:
     kind: Literal["timestamp", "arrival"]
     gap_ms: float
     at_timestamp_ms: int | None
+    coalesced: int = 0
+    """Gaps of this kind since the previous report that were counted but not reported."""
 
 
 class GapDetector:
@@ -33,20 +41,29 @@ class GapDetector:
         "_last_arrival",
         "_last_ts",
         "_now",
+        "_reported_at",
+        "_unreported",
         "arrival_gaps",
         "frames",
         "max_arrival_gap_ms",
         "max_timestamp_gap_ms",
         "reordered",
+        "report_every_s",
         "threshold_ms",
         "timestamp_gaps",
     )
 
     def __init__(
-        self, threshold_ms: float = DEFAULT_GAP_MS, now: Callable[[], float] = time.monotonic
+        self,
+        threshold_ms: float = DEFAULT_GAP_MS,
+        now: Callable[[], float] = time.monotonic,
+        report_every_s: float = REPORT_EVERY_S,
     ) -> None:
         self.threshold_ms = threshold_ms
+        self.report_every_s = report_every_s
         self._now = now
+        self._reported_at: dict[str, float] = {}
+        self._unreported: dict[str, int] = {"timestamp": 0, "arrival": 0}
         self._last_ts: int | None = None
         self._last_arrival: float | None = None
         self.frames = 0
@@ -57,7 +74,7 @@ class GapDetector:
         self.max_arrival_gap_ms = 0.0
 
     def observe(self, timestamp_ms: int | None) -> list[Gap]:
-        """Record one frame; return the gaps it closes (usually none)."""
+        """Record one frame; return the gaps it closes that are due a report (usually none)."""
         arrival = self._now()
         gaps: list[Gap] = []
         self.frames += 1
@@ -70,16 +87,25 @@ class GapDetector:
                 elif delta > self.threshold_ms:
                     self.timestamp_gaps += 1
                     self.max_timestamp_gap_ms = max(self.max_timestamp_gap_ms, float(delta))
-                    gaps.append(Gap("timestamp", float(delta), timestamp_ms))
+                    self._report(gaps, Gap("timestamp", float(delta), timestamp_ms), arrival)
             self._last_ts = timestamp_ms
         if self._last_arrival is not None:
             waited_ms = (arrival - self._last_arrival) * 1000.0
             if waited_ms > self.threshold_ms:
                 self.arrival_gaps += 1
                 self.max_arrival_gap_ms = max(self.max_arrival_gap_ms, waited_ms)
-                gaps.append(Gap("arrival", waited_ms, timestamp_ms))
+                self._report(gaps, Gap("arrival", waited_ms, timestamp_ms), arrival)
         self._last_arrival = arrival
         return gaps
+
+    def _report(self, gaps: list[Gap], gap: Gap, now: float) -> None:
+        last = self._reported_at.get(gap.kind)
+        if last is not None and now - last < self.report_every_s:
+            self._unreported[gap.kind] += 1
+            return
+        self._reported_at[gap.kind] = now
+        skipped, self._unreported[gap.kind] = self._unreported[gap.kind], 0
+        gaps.append(Gap(gap.kind, gap.gap_ms, gap.at_timestamp_ms, coalesced=skipped))
 
     def summary(self) -> dict[str, float | int]:
         return {

@@ -7,6 +7,12 @@ another instance than the webhook did (DESIGN.md §10); the TTL is short because
 opens the stream within a second or two of reading the TwiML.
 
 Format: ``v1.<expiry unix s>.<assistant, base64url>.<HMAC-SHA256, base64url>``.
+
+A token opens one stream, once: ``SpentTokens`` remembers each used token until it
+expires (after that ``verify`` refuses it anyway), so memory is bounded by the tokens
+minted in one TTL. It is per process; with several instances the set must live in the
+shared store (an insert that fails on conflict), or a token could be replayed against
+another instance within its 60 s.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
 import time
 from collections.abc import Callable
@@ -21,9 +28,18 @@ from dataclasses import dataclass
 
 from callbridge.errors import CallbridgeError
 
-__all__ = ["DEFAULT_TTL_S", "StreamTokenError", "StreamTokens", "TokenClaims"]
+__all__ = [
+    "DEFAULT_TTL_S",
+    "MAX_SPENT_TOKENS",
+    "SpentTokens",
+    "StreamTokenError",
+    "StreamTokens",
+    "TokenClaims",
+]
 
 DEFAULT_TTL_S = 60
+MAX_SPENT_TOKENS = 100_000
+"""1 600 answered calls a second for a whole TTL; past it new streams are refused."""
 _VERSION = "v1"
 
 
@@ -36,6 +52,8 @@ class TokenClaims:
     call_sid: str
     expires_at: int
     assistant: str | None
+    token_id: str = ""
+    """The token's signature: unique per token, what ``SpentTokens`` remembers."""
 
 
 class StreamTokens:
@@ -80,11 +98,45 @@ class StreamTokens:
             assistant = base64.urlsafe_b64decode(_pad(name)).decode("utf-8") if name else None
         except (binascii.Error, ValueError) as exc:  # only reachable with the real secret
             raise StreamTokenError("stream token carries an unreadable assistant name") from exc
-        return TokenClaims(call_sid=call_sid, expires_at=expires_at, assistant=assistant)
+        return TokenClaims(
+            call_sid=call_sid, expires_at=expires_at, assistant=assistant, token_id=sig
+        )
 
     def _sign(self, call_sid: str, expires_at: int, name: str) -> str:
         msg = f"{_VERSION}\n{call_sid}\n{expires_at}\n{name}".encode()
         return _b64(hmac.new(self._key, msg, hashlib.sha256).digest())
+
+
+class SpentTokens:
+    """Verified tokens already used to open a stream, kept until they expire."""
+
+    def __init__(
+        self, *, now: Callable[[], float] = time.time, limit: int = MAX_SPENT_TOKENS
+    ) -> None:
+        self._now = now
+        self.limit = limit
+        self._ids: set[str] = set()
+        self._by_expiry: list[tuple[int, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def spend(self, claims: TokenClaims) -> str | None:
+        """Mark the token used; None if it was fresh, else why it may not open a stream."""
+        self._forget_expired()
+        if claims.token_id in self._ids:
+            return "stream token already used"
+        if len(self._ids) >= self.limit:
+            return "too many stream tokens in flight"
+        self._ids.add(claims.token_id)
+        heapq.heappush(self._by_expiry, (claims.expires_at, claims.token_id))
+        return None
+
+    def _forget_expired(self) -> None:
+        now = self._now()
+        while self._by_expiry and self._by_expiry[0][0] <= now:
+            _, token_id = heapq.heappop(self._by_expiry)
+            self._ids.discard(token_id)
 
 
 def _b64(data: bytes) -> str:

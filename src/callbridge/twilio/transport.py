@@ -16,6 +16,7 @@ from typing import Protocol
 from callbridge.errors import CallbridgeError
 from callbridge.telemetry.logging import log_event
 from callbridge.twilio import codec, twiml
+from callbridge.twilio.budget import MarkLedger
 from callbridge.twilio.rest import TwilioRestError
 
 __all__ = ["CallControl", "LineClosed", "TwilioTransport"]
@@ -56,11 +57,14 @@ class TwilioTransport:
         self.closed = False
         self.frames_sent = 0
         self.dropped_after_close = 0
+        self.marks = MarkLedger()
+        """Marks sent and not echoed yet: the socket adapter passes on only those echoes."""
 
     async def send_audio(self, ulaw: bytes) -> None:
         await self._send(codec.media(self.stream_sid, ulaw))
 
     async def send_mark(self, name: str) -> None:
+        self.marks.sent(name)  # before the send: the echo may arrive before it returns
         await self._send(codec.mark(self.stream_sid, name))
 
     async def send_clear(self) -> None:
