@@ -48,7 +48,9 @@ steps:
 
 async def _main(calls: int, concurrency: int) -> None:
     with tempfile.TemporaryDirectory() as data:
-        settings = load_settings(auth_token=TOKEN, stream_secret="b" * 32, data_dir=Path(data))
+        settings = load_settings(
+            auth_token=TOKEN, stream_secret="b" * 32, data_dir=Path(data), max_calls=0
+        )
         runner = build_runner(ROOT / "examples" / "assistant.yaml", {})
         server = uvicorn.Server(uvicorn_config(create_app(settings, runner), "127.0.0.1", 0))
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]

@@ -30,6 +30,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SECRET_FILE = "stream_secret"
 MIN_SECRET_CHARS = 16
 PLACEHOLDER_TOKEN = "your_auth_token_here"  # the value .env.example ships with
+DEFAULT_MAX_CALLS = 30
 
 
 class Settings(BaseSettings):
@@ -57,7 +58,9 @@ class Settings(BaseSettings):
     )
     host: str = Field("0.0.0.0", validation_alias="CALLBRIDGE_HOST")
     port: int = Field(8080, ge=0, le=65535, validation_alias="CALLBRIDGE_PORT")
-    max_calls: int = Field(0, ge=0, validation_alias="CALLBRIDGE_MAX_CALLS")
+    # Live streams per process; past it callers hear a polite refusal. 30 is what one
+    # core holds with every latency bar met (README, Benchmarks); 0 = no limit.
+    max_calls: int = Field(DEFAULT_MAX_CALLS, ge=0, validation_alias="CALLBRIDGE_MAX_CALLS")
     assistant_path: Path = Field(
         Path("examples/assistant.yaml"),
         validation_alias="CALLBRIDGE_ASSISTANT",

@@ -178,6 +178,7 @@ def run_level(n: int, args: argparse.Namespace) -> RunResult:
         "CALLBRIDGE_ASSISTANT": str(args.assistant),
         "CALLBRIDGE_DATA_DIR": tempfile.mkdtemp(prefix="callbridge-bench-"),
         "CALLBRIDGE_STREAM_SECRET": "bench-stream-secret-0123456789",
+        "CALLBRIDGE_MAX_CALLS": "0",  # measuring past capacity is the point
         "LOG_LEVEL": "WARNING",
         "PUBLIC_URL": "",
     }

@@ -35,6 +35,7 @@ MAX_OUTSTANDING_MARKS = 1000
 AUDIO_AHEAD_ALLOWANCE_S = 2.0
 """How far the caller's audio may run ahead of the wall clock: a stall's catch-up burst."""
 ULAW_BYTES_PER_S = 8000
+_MIN_WAIT_S = 0.001  # below this a wait is rounding, not a peer ahead of the clock
 
 
 class TokenBucket:
@@ -89,12 +90,12 @@ class MarkLedger:
 class AudioPacer:
     """How long to hold the caller's audio so it is processed no faster than real time."""
 
-    __slots__ = ("_audio_s", "_t0", "allowance_s")
+    __slots__ = ("_bytes", "_t0", "allowance_s")
 
     def __init__(self, allowance_s: float = AUDIO_AHEAD_ALLOWANCE_S) -> None:
         self.allowance_s = allowance_s
         self._t0: float | None = None
-        self._audio_s = 0.0
+        self._bytes = 0  # whole bytes, so the sum of 20 ms frames does not drift
 
     def begin(self, now: float) -> None:
         """The stream started at ``now`` (Twilio's first frame follows ``start`` at once)."""
@@ -104,5 +105,6 @@ class AudioPacer:
         """Seconds to wait before this frame (``ulaw_bytes`` long) may be processed."""
         if self._t0 is None:
             self._t0 = now
-        self._audio_s += ulaw_bytes / ULAW_BYTES_PER_S
-        return max(0.0, self._audio_s - self.allowance_s - (now - self._t0))
+        self._bytes += ulaw_bytes
+        ahead_s = self._bytes / ULAW_BYTES_PER_S - self.allowance_s - (now - self._t0)
+        return ahead_s if ahead_s >= _MIN_WAIT_S else 0.0
