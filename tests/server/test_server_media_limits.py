@@ -119,7 +119,8 @@ async def test_one_live_stream_per_call_and_each_token_opens_one_stream(
             assert await _close_of(replay) == (1008, "a stream for this call is already live")
         # A fresh token for the same call (a second /voice, seconds later) is refused too.
         later = StreamTokens(secret, now=lambda: wall() + 5).mint(answered.call_sid)
-        again = Answered(answered.call_sid, answered.stream_url, {**answered.params, "token": later})
+        params = {**answered.params, "token": later}
+        again = Answered(answered.call_sid, answered.stream_url, params)
         assert later != answered.params["token"]
         async with await _start(again) as second:
             assert await _close_of(second) == (1008, "a stream for this call is already live")

@@ -57,3 +57,24 @@ def test_frames_without_timestamps_still_count_arrival() -> None:
     gaps.observe(None)
     clock.advance(0.5)
     assert [g.kind for g in gaps.observe(None)] == ["arrival"]
+
+
+def test_a_gap_on_every_frame_is_reported_once_a_second_and_all_are_counted() -> None:
+    clock = ManualClock()
+    gaps = GapDetector(now=clock.now)
+    reports = []
+    for i in range(150):  # frames 1/32 s apart whose timestamps jump 200 ms each
+        reports += gaps.observe(i * 200)
+        clock.advance(1 / 32)
+    assert gaps.timestamp_gaps == 149  # every one counted
+    assert [(g.at_timestamp_ms, g.coalesced) for g in reports] == [
+        (200, 0),  # frame 1
+        (6_600, 31),  # frame 33, one second later, stands for frames 2..32
+        (13_000, 31),
+        (19_400, 31),
+        (25_800, 31),  # frame 129
+    ]
+    clock.advance(1.0)
+    late, pause = gaps.observe(150 * 200 + 200)  # a quiet second later
+    assert (late.kind, late.coalesced) == ("timestamp", 20)  # frames 130..149
+    assert (pause.kind, pause.coalesced) == ("arrival", 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from callbridge.engine.clock import ManualClock
-from callbridge.twilio.tokens import DEFAULT_TTL_S, StreamTokenError, StreamTokens
+from callbridge.twilio.tokens import DEFAULT_TTL_S, SpentTokens, StreamTokenError, StreamTokens
 
 SECRET = "s" * 32
 CALL = "CA" + "a" * 32
@@ -76,3 +76,33 @@ def test_malformed_tokens_are_rejected(tokens: StreamTokens, bad: str) -> None:
 def test_short_secret_is_refused() -> None:
     with pytest.raises(ValueError):
         StreamTokens("short")
+
+
+def test_a_token_is_spent_once_and_forgotten_when_it_expires(
+    tokens: StreamTokens, clock: ManualClock
+) -> None:
+    spent = SpentTokens(now=clock.now)
+    token = tokens.mint(CALL)
+    first = tokens.verify(token, CALL)
+    assert spent.spend(first) is None
+    assert spent.spend(tokens.verify(token, CALL)) == "stream token already used"
+    clock.advance(1)
+    other = tokens.verify(tokens.mint(CALL), CALL)  # minted a second later: another token
+    assert other.token_id != first.token_id
+    assert spent.spend(other) is None
+    assert len(spent) == 2
+    clock.advance(DEFAULT_TTL_S)  # both expired: verify refuses them, so the set lets go
+    with pytest.raises(StreamTokenError, match="expired"):
+        tokens.verify(token, CALL)
+    fresh = "CA" + "b" * 32
+    assert spent.spend(tokens.verify(tokens.mint(fresh), fresh)) is None
+    assert len(spent) == 1
+
+
+def test_spent_tokens_are_bounded(tokens: StreamTokens, clock: ManualClock) -> None:
+    spent = SpentTokens(now=clock.now, limit=3)
+    claims = [tokens.verify(tokens.mint(f"CA{i:032x}"), f"CA{i:032x}") for i in range(4)]
+    verdicts = [spent.spend(c) for c in claims]
+    assert verdicts == [None, None, None, "too many stream tokens in flight"]
+    clock.advance(DEFAULT_TTL_S)
+    assert spent.spend(claims[3]) is None and len(spent) == 1
