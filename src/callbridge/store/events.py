@@ -26,6 +26,7 @@ EVENTS: Mapping[str, str] = {
     "provider.retry": "provider_retry",
     "media.gap": "gap",
     "stream.backlog": "backlog",
+    "stream.paced": "paced",
     "stream.bad_frame": "bad_frame",
     "stream.runner_failed": "runner_error",
     "stream.runner_cancelled": "runner_cancelled",
