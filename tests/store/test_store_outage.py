@@ -211,3 +211,22 @@ async def test_healthy_is_false_before_start_and_after_close(database: Database)
     assert writer.healthy
     await writer.close()
     assert not writer.healthy
+
+
+async def test_close_during_an_outage_gives_up_after_its_timeout_and_says_what_is_lost(
+    sqlite_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    outage = Outage(sqlite_db)
+    outage.down = True
+    time = Time()
+    writer = StoreWriter(sqlite_db, max_queued=2, sleep=time.sleep)
+    writer.start()
+    for seq in range(1, 5):
+        writer.submit(turn(seq))
+    with caplog.at_level(logging.ERROR, logger="callbridge.store.writer"):
+        await writer.close(timeout_s=0.2)  # the queue is full and nothing can be written
+    assert not writer.healthy
+    assert any(
+        "store.close_timeout" in r.getMessage() and "lost=" in r.getMessage()
+        for r in caplog.records
+    )

@@ -99,7 +99,12 @@ class StoreWriter:
 
     @property
     def healthy(self) -> bool:
-        """True while the writer task runs and its last write did not fail (readiness)."""
+        """True while the writer task runs and its last write did not fail (readiness).
+
+        False from the first write that finds the database away until one succeeds
+        again, and after a crash of the loop until its next success. An op the database
+        refuses as bad (it answers, the op is lost and counted) does not make it False.
+        """
         return self._task is not None and not self._task.done() and self._last_write_ok
 
     @property
@@ -135,9 +140,9 @@ class StoreWriter:
         if task is None:
             return
         if not task.done():
-            await self._queue.put(_Stop())
             try:
                 async with asyncio.timeout(timeout_s):
+                    await self._queue.put(_Stop())  # waits for room if an outage filled it
                     await asyncio.shield(task)
             except TimeoutError:
                 log_event(log, logging.ERROR, "store.close_timeout", lost=self.backlog)
