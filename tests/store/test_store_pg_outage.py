@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -47,7 +47,7 @@ voice: {provider: espeak, voiceId: en-us, rate: 220}
 
 
 @pytest.fixture
-def own_postgres() -> AsyncIterator[OwnPostgres]:
+def own_postgres() -> Iterator[OwnPostgres]:
     try:
         with own_postgres_server() as server:
             yield server
