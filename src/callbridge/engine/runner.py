@@ -35,7 +35,8 @@ def script_for(assistant: BuiltAssistant) -> Script:
 
 
 def _tools_of(llm: object) -> dict[str, Any]:
-    """Models with a toolset offer its tools and run the user-defined ones."""
+    """Models with a toolset offer its tools, run the user-defined ones and fill in the
+    configured arguments of the built-in ones (the transfer number)."""
     toolset = getattr(llm, "toolset", None)
     if toolset is None:
         return {}
@@ -44,7 +45,11 @@ def _tools_of(llm: object) -> dict[str, Any]:
         result = await toolset.execute(call)
         return str(result.content)
 
-    return {"tools": tuple(toolset.specs), "execute_tool": execute}
+    async def resolve(call: ToolCall) -> ToolCall | None:
+        resolved: ToolCall | None = toolset.resolve_action(call)
+        return resolved
+
+    return {"tools": tuple(toolset.specs), "execute_tool": execute, "resolve_action": resolve}
 
 
 @dataclass(frozen=True, slots=True)
