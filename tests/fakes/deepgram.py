@@ -8,7 +8,10 @@ data; an empty binary frame ends the stream).
 
 It cannot hear: each connection replays ``transcripts`` in order, one per utterance.
 An utterance starts with the first *non-silent* μ-law frame (``SpeechStarted``), gets one
-interim result after ``interim_after_frames`` speech frames, and ends with a final result
+interim result after ``interim_after_frames`` speech frames — or, with
+``interim_every_frames``, the live sequence Deepgram streams: an interim every that many
+speech frames, empty (``"transcript": ""``) until ``first_word_frames`` of speech were
+heard, then one more word every ``frames_per_word`` — and ends with a final result
 on ``Finalize`` (``from_finalize: true``) or, if ``endpointing_frames`` is set, after that
 many silent frames (``speech_final: true``), followed by ``UtteranceEnd``.
 Not modelled: word timings beyond a flat split, confidence, multichannel, diarization,
@@ -47,6 +50,8 @@ class DeepgramSession:
     frames: int = 0
     controls: list[str] = field(default_factory=list)
     finals_sent: int = 0
+    frames_handled: int = 0  # audio frames fully answered (their results already sent)
+    sent: list[dict[str, Any]] = field(default_factory=list)  # every JSON message sent
     close_code: int | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -67,6 +72,9 @@ class FakeDeepgram:
         close_code: int = 1011,
         close_reason: str = "NET-0000",
         malformed_after_frames: int | None = None,
+        interim_every_frames: int | None = None,
+        first_word_frames: int = 15,
+        frames_per_word: int = 10,
     ) -> None:
         self.transcripts = list(transcripts)
         self.api_key = api_key
@@ -80,6 +88,9 @@ class FakeDeepgram:
         self.close_code = close_code
         self.close_reason = close_reason
         self.malformed_after_frames = malformed_after_frames
+        self.interim_every_frames = interim_every_frames
+        self.first_word_frames = first_word_frames
+        self.frames_per_word = frames_per_word
         self.sessions: list[DeepgramSession] = []
         self.refused: list[int] = []
         self.connected = asyncio.Event()
@@ -199,6 +210,7 @@ class _Stream:
                     return
                 if await self._audio(message):
                     return
+                self.session.frames_handled += 1
             elif await self._control(message):
                 return
 
@@ -234,9 +246,17 @@ class _Stream:
                                   "timestamp": round(self.speech_start_s, 3)})
         self.silent_frames = 0
         self.speech_frames += 1
-        if self.speech_frames == self.fake.interim_after_frames and self.current:
-            words = self.current.split()
+        fake, words = self.fake, self.current.split()
+        if fake.interim_every_frames is not None:
+            if self.speech_frames % fake.interim_every_frames == 0:
+                await self._results(" ".join(words[: self._words_heard()]), is_final=False)
+        elif self.speech_frames == fake.interim_after_frames and self.current:
             await self._results(" ".join(words[: max(1, len(words) // 2)]), is_final=False)
+
+    def _words_heard(self) -> int:
+        """How many words of the utterance the live model has recognised so far."""
+        heard = self.speech_frames - self.fake.first_word_frames
+        return 0 if heard < 0 else 1 + heard // self.fake.frames_per_word
 
     async def _control(self, text: str) -> bool:
         try:
@@ -277,7 +297,7 @@ class _Stream:
     async def _results(
         self, text: str, *, is_final: bool, speech_final: bool = False, from_finalize: bool = False
     ) -> None:
-        start = self.speech_start_s if text else self.audio_s
+        start = self.speech_start_s if text or not is_final else self.audio_s
         duration = max(0.0, self.audio_s - start)
         words = text.split()
         step = duration / len(words) if words else 0.0
@@ -300,6 +320,7 @@ class _Stream:
         })
 
     async def _send(self, message: dict[str, Any]) -> None:
+        self.session.sent.append(message)
         await self.ws.send(json.dumps(message))
 
 
