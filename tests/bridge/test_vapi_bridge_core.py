@@ -264,8 +264,8 @@ def test_a_lost_agent_is_apologised_for_after_queued_audio_then_hung_up() -> Non
     b.feed(RemoteFailed("vapi: socket closed with code 1011 'injected drop'", "vapi"))
     assert b.count(Apologise) == 1 and b.count(Hangup) == 0
     (failed,) = b.events("provider_failed")
-    assert failed.data == {"provider": "vapi", "error": "vapi: socket closed with code 1011 "
-                           "'injected drop'"}
+    assert failed.data == {"stage": "bridge", "provider": "vapi",
+                           "error": "vapi: socket closed with code 1011 'injected drop'"}
     # The dead agent's leftovers are not played; the caller's audio goes nowhere.
     b.feed(RemoteAudio(NEW))
     b.feed(CallerAudio(CALLER))

@@ -259,7 +259,7 @@ class BridgeCore:
         self.failure = error
         self.end_reason = f"agent failed: {error}"
         self._out.append(RecordEvent(CallEvent(
-            "provider_failed", {"provider": provider or "agent", "error": error}
+            "provider_failed", {"stage": "bridge", "provider": provider or "agent", "error": error}
         )))
         self._close_segment()
         self._guard_until = None
