@@ -34,7 +34,7 @@ from callbridge.providers.base import (
 )
 from callbridge.providers.retry import DEFAULT_DELAYS_S, retry_stream
 
-__all__ = ["BUILTIN_ACTIONS", "MAX_TOOL_ROUNDS", "ActionResolver", "ToolExecutor", "run_reply"]
+__all__ = ["BUILTIN_ACTIONS", "MAX_TOOL_ROUNDS", "ToolExecutor", "run_reply"]
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,6 @@ _END = object()
 
 ToolExecutor = Callable[[ToolCall], Awaitable[str]]
 """Runs a user tool the model called; returns the text the model gets back."""
-
-ActionResolver = Callable[[ToolCall], Awaitable[ToolCall | None]]
-"""Turns the model's built-in action into the one the assistant allows (the configured
-transfer number, never a number the model made up); ``None`` refuses it."""
 
 MAX_TOOL_ROUNDS = 3  # a model that keeps calling tools is cut off, not looped forever
 
@@ -61,7 +57,6 @@ async def run_reply(
     post: Callable[[EngineEvent], None],
     execute_tool: ToolExecutor | None = None,
     retry_delays_s: Sequence[float] = DEFAULT_DELAYS_S,
-    resolve_action: ActionResolver | None = None,
 ) -> None:
     rid = request.reply_id
     segments: asyncio.Queue[object] = asyncio.Queue()
@@ -73,10 +68,7 @@ async def run_reply(
                 for segment in _split(request.text):
                     segments.put_nowait(segment)
             else:
-                await _think(
-                    request, llm, tools, segments, post, execute_tool, retry_delays_s,
-                    resolve_action,
-                )
+                await _think(request, llm, tools, segments, post, execute_tool, retry_delays_s)
             segments.put_nowait(_END)
     except* CallbridgeError as group_error:
         failure = "; ".join(str(e) for e in group_error.exceptions)
@@ -95,7 +87,6 @@ async def _think(
     post: Callable[[EngineEvent], None],
     execute_tool: ToolExecutor | None,
     delays_s: Sequence[float],
-    resolve_action: ActionResolver | None = None,
 ) -> None:
     segmenter = SentenceSegmenter()
     messages = list(request.messages)
@@ -111,9 +102,7 @@ async def _think(
                         for segment in segmenter.push(text):
                             segments.put_nowait(segment)
                     case ToolCall(name=name) if name in BUILTIN_ACTIONS:
-                        action = event if resolve_action is None else await resolve_action(event)
-                        if action is not None:
-                            post(ReplyAction(request.reply_id, action))
+                        post(ReplyAction(request.reply_id, event))
                     case ToolCall():
                         calls.append(event)
         finally:

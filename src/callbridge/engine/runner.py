@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callbridge.assistant import BuiltAssistant
+from callbridge.engine.actions import with_configured_actions
 from callbridge.engine.core import Script
 from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.session import CallSession, Voice
@@ -35,8 +36,7 @@ def script_for(assistant: BuiltAssistant) -> Script:
 
 
 def _tools_of(llm: object) -> dict[str, Any]:
-    """Models with a toolset offer its tools, run the user-defined ones and fill in the
-    configured arguments of the built-in ones (the transfer number)."""
+    """Models with a toolset offer its tools and run the user-defined ones."""
     toolset = getattr(llm, "toolset", None)
     if toolset is None:
         return {}
@@ -45,11 +45,7 @@ def _tools_of(llm: object) -> dict[str, Any]:
         result = await toolset.execute(call)
         return str(result.content)
 
-    async def resolve(call: ToolCall) -> ToolCall | None:
-        resolved: ToolCall | None = toolset.resolve_action(call)
-        return resolved
-
-    return {"tools": tuple(toolset.specs), "execute_tool": execute, "resolve_action": resolve}
+    return {"tools": tuple(toolset.specs), "execute_tool": execute}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +68,7 @@ def make_runner(
     voice = Voice(
         vad=assistant.vad,
         stt=assistant.stt,
-        llm=assistant.llm,
+        llm=with_configured_actions(assistant.llm),
         tts=assistant.tts,
         fallback_tts=fallback_tts,
         **_tools_of(assistant.llm),

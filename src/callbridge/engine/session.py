@@ -36,7 +36,7 @@ from callbridge.engine.events import (
     Transfer,
     TurnRecord,
 )
-from callbridge.engine.reply import ActionResolver, ToolExecutor, run_reply
+from callbridge.engine.reply import ToolExecutor, run_reply
 from callbridge.engine.transport import CallerAudio, CallInfo, CallTransport, LineEvent
 from callbridge.providers.base import (
     LanguageModel,
@@ -70,7 +70,6 @@ class Voice:
         tools: Sequence[ToolSpec] = (),
         execute_tool: ToolExecutor | None = None,
         retry_delays_s: Sequence[float] = DEFAULT_DELAYS_S,
-        resolve_action: ActionResolver | None = None,
     ) -> None:
         self.vad = vad
         self.stt = stt
@@ -80,7 +79,6 @@ class Voice:
         self.tools = tuple(tools)
         self.execute_tool = execute_tool
         self.retry_delays_s = tuple(retry_delays_s)
-        self.resolve_action = resolve_action
 
     @property
     def transcribes(self) -> bool:
@@ -232,7 +230,6 @@ class CallSession:
                 post=self.post,
                 execute_tool=voice.execute_tool,
                 retry_delays_s=voice.retry_delays_s,
-                resolve_action=voice.resolve_action,
             )
         )
         self._replies[request.reply_id] = task
