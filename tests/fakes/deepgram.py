@@ -8,12 +8,14 @@ data; an empty binary frame ends the stream).
 
 It cannot hear: each connection replays ``transcripts`` in order, one per utterance.
 An utterance starts with the first *non-silent* μ-law frame (``SpeechStarted``), gets one
-interim result after ``interim_after_frames`` speech frames — or, with
-``interim_every_frames``, the live sequence Deepgram streams: an interim every that many
-speech frames, empty (``"transcript": ""``) until ``first_word_frames`` of speech were
-heard, then one more word every ``frames_per_word`` — and ends with a final result
+interim result after ``interim_after_frames`` speech frames, and ends with a final result
 on ``Finalize`` (``from_finalize: true``) or, if ``endpointing_frames`` is set, after that
 many silent frames (``speech_final: true``), followed by ``UtteranceEnd``.
+
+Live interims: ``interim_every_frames`` sends a growing interim every that many frames
+while an utterance is open (``words_per_s`` of it recognised so far, all of it once a
+pause began); before ``first_word_s`` of speech Deepgram has recognised nothing yet and
+the interim is empty (``"transcript": ""``), as on a real stream.
 Not modelled: word timings beyond a flat split, confidence, multichannel, diarization,
 keyterms, ``Metadata`` fields other than the ids, and the 2 s Finalize dedup window.
 """
@@ -73,10 +75,13 @@ class FakeDeepgram:
         close_reason: str = "NET-0000",
         malformed_after_frames: int | None = None,
         interim_every_frames: int | None = None,
-        first_word_frames: int = 15,
-        frames_per_word: int = 10,
+        words_per_s: float = 3.0,
+        first_word_s: float = 0.0,
     ) -> None:
         self.transcripts = list(transcripts)
+        self.interim_every_frames = interim_every_frames
+        self.words_per_s = words_per_s
+        self.first_word_s = first_word_s
         self.api_key = api_key
         self.interim_after_frames = interim_after_frames
         self.endpointing_frames = endpointing_frames
@@ -88,9 +93,6 @@ class FakeDeepgram:
         self.close_code = close_code
         self.close_reason = close_reason
         self.malformed_after_frames = malformed_after_frames
-        self.interim_every_frames = interim_every_frames
-        self.first_word_frames = first_word_frames
-        self.frames_per_word = frames_per_word
         self.sessions: list[DeepgramSession] = []
         self.refused: list[int] = []
         self.connected = asyncio.Event()
@@ -194,6 +196,7 @@ class _Stream:
         self.speech_start_s = 0.0
         self.speech_frames = 0
         self.silent_frames = 0
+        self.pending_frames = 0  # frames since the utterance began (speech and pauses)
         self.current = ""
 
     async def run(self) -> None:
@@ -231,7 +234,22 @@ class _Stream:
             endpointing = fake.endpointing_frames
             if endpointing is not None and self.silent_frames >= endpointing:
                 await self._final(from_finalize=False)
+        if self.pending and fake.interim_every_frames:
+            self.pending_frames += 1
+            if self.pending_frames % fake.interim_every_frames == 0 and self.current:
+                await self._results(self._heard_so_far(), is_final=False)
         return False
+
+    def _heard_so_far(self) -> str:
+        """Interim words: as many as were spoken by now; all of them once a pause began;
+        none before the live model recognised its first word."""
+        words = self.current.split()
+        if self.silent_frames > 0:
+            return self.current
+        spoken_s = self.speech_frames * 0.02
+        if spoken_s < self.fake.first_word_s:
+            return ""
+        return " ".join(words[: max(1, min(len(words), int(spoken_s * self.fake.words_per_s)))])
 
     async def _speech_frame(self) -> None:
         if not self.in_speech:
@@ -240,23 +258,18 @@ class _Stream:
             if not self.pending:
                 self.pending = True
                 self.speech_frames = 0
+                self.pending_frames = 0
                 self.speech_start_s = self.audio_s - 0.02
                 self.current = next(self.script, "")
                 await self._send({"type": "SpeechStarted", "channel": [0],
                                   "timestamp": round(self.speech_start_s, 3)})
         self.silent_frames = 0
         self.speech_frames += 1
-        fake, words = self.fake, self.current.split()
-        if fake.interim_every_frames is not None:
-            if self.speech_frames % fake.interim_every_frames == 0:
-                await self._results(" ".join(words[: self._words_heard()]), is_final=False)
-        elif self.speech_frames == fake.interim_after_frames and self.current:
+        if self.fake.interim_every_frames:
+            return  # interims come on their own beat (see _audio)
+        if self.speech_frames == self.fake.interim_after_frames and self.current:
+            words = self.current.split()
             await self._results(" ".join(words[: max(1, len(words) // 2)]), is_final=False)
-
-    def _words_heard(self) -> int:
-        """How many words of the utterance the live model has recognised so far."""
-        heard = self.speech_frames - self.fake.first_word_frames
-        return 0 if heard < 0 else 1 + heard // self.fake.frames_per_word
 
     async def _control(self, text: str) -> bool:
         try:
@@ -297,7 +310,7 @@ class _Stream:
     async def _results(
         self, text: str, *, is_final: bool, speech_final: bool = False, from_finalize: bool = False
     ) -> None:
-        start = self.speech_start_s if text or not is_final else self.audio_s
+        start = self.speech_start_s if text else self.audio_s
         duration = max(0.0, self.audio_s - start)
         words = text.split()
         step = duration / len(words) if words else 0.0

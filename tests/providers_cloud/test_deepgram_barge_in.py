@@ -24,8 +24,9 @@ from .helpers import wait_for
 
 GREETING = " ".join(["Thanks for calling Acme, let me tell you about our offers."] * 4)
 INTERIM_EVERY = 5  # an interim every 100 ms of speech
-FIRST_WORD = 20  # frames of speech before Deepgram has recognised a word
-PER_WORD = 10  # one more word every 200 ms
+FIRST_WORD = 20  # frames of speech (400 ms) before Deepgram has recognised a word
+WORDS_PER_S = 3.5  # 1 word at 400 and 500 ms, 2 at 600 ms
+SECOND_WORD = 30
 
 
 def _speaking_bot(min_words: int, *, stt: bool) -> Harness:
@@ -42,7 +43,7 @@ async def _clear_frame_with_deepgram(min_words: int) -> tuple[int, list[str]]:
     interims: list[str] = []
     async with FakeDeepgram(
         ["wait stop please"], interim_every_frames=INTERIM_EVERY,
-        first_word_frames=FIRST_WORD, frames_per_word=PER_WORD,
+        first_word_s=FIRST_WORD * 0.02, words_per_s=WORDS_PER_S,
     ) as fake:
         config = DeepgramConfig()
         stt = DeepgramSTT(config, api_key=fake.api_key, url=listen_url(config, fake.base_url))
@@ -79,7 +80,7 @@ async def test_two_words_hold_barge_in_until_the_second_word() -> None:
     # Empty interims first (Deepgram heard audio, no words yet), then one word, then two.
     assert interims[:3] == ["", "", ""] and interims[-1] == "wait stop"
     assert interims.count("wait") == 2
-    assert frame == FIRST_WORD + PER_WORD + 1  # the frame after "wait stop" arrived
+    assert frame == SECOND_WORD + 1  # the frame after "wait stop" arrived
 
 
 async def test_one_word_clears_at_the_first_word() -> None:
