@@ -96,12 +96,22 @@ def test_without_stt_barge_in_is_the_vads(min_words: int) -> None:
     assert frames == harness.engine.turns.interrupt_min_ms  # 200 ms of speech, no words asked
 
 
-def test_two_words_wait_even_before_the_first_interim() -> None:
-    """A transcriber that has not answered yet is no licence to cut the bot off: with
-    two words asked for, the gate waits for them (and the words lift it)."""
+def test_two_words_wait_even_before_the_first_interim_of_the_speech() -> None:
+    """A transcriber that streams interims but has not answered this speech yet is no
+    licence to cut the bot off: with two words asked for, the gate waits for them."""
     harness = _speaking_bot(2, stt=True)
+    harness.feed(TranscriptUpdate("", is_final=False))  # earlier in the call: it streams
     harness.speak(400)
     assert harness.count(SendClear) == 0
     harness.feed(TranscriptUpdate("hold on", is_final=False))
     harness.frame(True)
     assert harness.count(SendClear) == 1
+
+
+def test_a_finals_only_transcriber_leaves_barge_in_to_the_vad() -> None:
+    """The OpenAI-compatible transcriber sends words only after the turn: waiting for
+    interim words would mean never interrupting."""
+    harness = _speaking_bot(2, stt=True)
+    harness.feed(TranscriptUpdate("earlier words", is_final=True))
+    frames = harness.wait_until(lambda: harness.count(SendClear) > 0, max_ms=2000, speech=True)
+    assert frames == harness.engine.turns.interrupt_min_ms

@@ -188,13 +188,15 @@ class CallEngine(Listening):
 
         One word (the default) keeps barge-in as fast as the VAD: it waits only once the
         transcriber has reported this speech without words (an empty interim). Two or
-        more is a deliberate trade of speed for ignoring "mm-hm": it waits for the words
-        even before the first interim, bounded by ``interruptMaxLagMs``.
+        more is a deliberate trade of speed for ignoring "mm-hm": with a transcriber that
+        streams interims it waits for the words even before the first interim of this
+        speech, bounded by ``interruptMaxLagMs``. A finals-only transcriber gives no
+        words while the caller talks, so there barge-in stays the VAD's.
         """
         needed = self.turns.interrupt_min_words
         words = self._words.in_run
         if words is None:
-            return needed >= 2
+            return needed >= 2 and self._words.interims_seen
         return words < needed
 
     def _barge_in(self, now: float, *, reason: str) -> None:

@@ -17,6 +17,7 @@ class CallerWords:
         self.in_run: int | None = None  # words heard in the current speech run (None: none yet)
         self._run_finals = 0  # words of this run already finalised (a run can span finals)
         self._count_run = -1  # the speech run ``in_run`` counts
+        self.interims_seen = False  # this transcriber streams interims (finals-only ones don't)
         self._parts: list[str] = []
         self._interim = ""
         self._last_final = ""
@@ -25,6 +26,8 @@ class CallerWords:
     def hear(self, update: TranscriptUpdate, run_id: int, speaking: bool) -> bool:
         """Take one update; True when it added words to the turn."""
         text = update.text.strip()
+        if not update.is_final:
+            self.interims_seen = True
         if speaking:
             # Interims are cumulative within a span; a final closes the span, and the
             # run's count is its finalised words plus the open span's.
