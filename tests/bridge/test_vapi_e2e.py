@@ -179,6 +179,12 @@ async def test_unreachable_vapi_apologises_then_hangs_up(
         assert call.audible_bytes > 0
         assert completed(b.twilio, options.call_sid) == 1
         assert b.vapi.refused == [401] and b.vapi.calls == []
+        await asyncio.wait_for(b.call_over.wait(), 5)
+        kinds = {event.kind: dict(event.data) for sid, event in b.events
+                 if sid == options.call_sid}
+        assert kinds["provider_failed"]["provider"] == "vapi"
+        assert "401" in str(kinds["provider_failed"]["error"])
+        assert kinds["hangup"] == {"reason": "apology"}
 
 
 async def test_vapi_dropping_mid_call_is_apologised_for_then_hung_up(
