@@ -10,7 +10,8 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from callbridge.assistant import AssistantConfig, build_assistant, load_assistant
-from callbridge.engine.bridge import BridgeCore, BridgeOptions, make_bridge_runner
+from callbridge.engine.bridge import BridgeCore, BridgeOptions
+from callbridge.engine.bridge_call import make_bridge_runner
 from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.runner import CallStats, make_runner
 from callbridge.engine.transport import CallInfo, CallRunner
@@ -43,7 +44,9 @@ def build_runner(
     espeak = spec_for("tts", "espeak")
     fallback = build_provider("tts", espeak.config.model_validate({"provider": "espeak"}), env)
     if config.engine == "vapi":
-        return build_bridge_runner(config, env, fallback_tts=fallback, on_end=on_end)
+        return build_bridge_runner(
+            config, env, fallback_tts=fallback, on_end=on_end, on_event=on_event
+        )
     assistant = build_assistant(config, env)
     return make_runner(
         assistant, fallback_tts=fallback, on_turn=on_turn, on_end=on_end, on_event=on_event
@@ -56,6 +59,7 @@ def build_bridge_runner(
     *,
     fallback_tts: TextToSpeech | None = None,
     on_end: Callable[[CallInfo, CallStats], None] | None = None,
+    on_event: Callable[[CallInfo, CallEvent], None] | None = None,
 ) -> CallRunner:
     """``engine: vapi``: each call is bridged to a VAPI call (keys checked here, at start-up)."""
     block = vapi.VapiConfig.model_validate(config.vapi or {})
@@ -79,4 +83,5 @@ def build_bridge_runner(
         apology_tts=fallback_tts,
         apology_message=config.apology_message,
         on_end=ended,
+        on_event=on_event,
     )

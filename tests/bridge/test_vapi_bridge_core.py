@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 from callbridge.audio import levels, ulaw
 from callbridge.engine.bridge import (
+    Apologise,
+    ApologyAudio,
+    ApologyDone,
     BridgeCommand,
     BridgeCore,
     BridgeOptions,
@@ -22,7 +25,15 @@ from callbridge.engine.bridge import (
     RemoteSignalled,
 )
 from callbridge.engine.clock import ManualClock
-from callbridge.engine.events import Hangup, SendAudio, SendClear, SendMark, Tick
+from callbridge.engine.events import (
+    CallEvent,
+    Hangup,
+    RecordEvent,
+    SendAudio,
+    SendClear,
+    SendMark,
+    Tick,
+)
 from callbridge.engine.transport import CallerAudio, CallerHungUp, MarkPlayed
 
 BOT = ulaw.encode(levels.tone(440, 1000, -12))  # one second of agent speech
@@ -87,6 +98,11 @@ class Bridge:
 
     def count(self, kind: type) -> int:
         return sum(isinstance(c, kind) for c in self.commands)
+
+    def events(self, kind: str) -> list[CallEvent]:
+        """The record events of ``kind`` the core emitted."""
+        return [c.event for c in self.commands
+                if isinstance(c, RecordEvent) and c.event.kind == kind]
 
     def lead_s(self) -> float:
         return self.line.play_end - self.clock.now()
@@ -242,14 +258,39 @@ def test_agent_end_with_nothing_playing_hangs_up_at_once() -> None:
     assert b.count(Hangup) == 1
 
 
-def test_a_lost_agent_hangs_up_the_line_after_queued_audio() -> None:
+def test_a_lost_agent_is_apologised_for_after_queued_audio_then_hung_up() -> None:
     b = Bridge()
     b.feed(RemoteAudio(BOT[:1600]))
-    b.feed(RemoteFailed("vapi: socket closed with code 1011"))
-    assert b.count(Hangup) == 0
-    b.step(300)
+    b.feed(RemoteFailed("vapi: socket closed with code 1011 'injected drop'", "vapi"))
+    assert b.count(Apologise) == 1 and b.count(Hangup) == 0
+    (failed,) = b.events("provider_failed")
+    assert failed.data == {"stage": "bridge", "provider": "vapi",
+                           "error": "vapi: socket closed with code 1011 'injected drop'"}
+    # The dead agent's leftovers are not played; the caller's audio goes nowhere.
+    b.feed(RemoteAudio(NEW))
+    b.feed(CallerAudio(CALLER))
+    b.step(300)  # the agent's queued 200 ms played; the apology is still being made
+    assert b.count(Hangup) == 0 and b.count(ForwardAudio) == 0
+    apology = ulaw.encode(levels.tone(500, 600, -12))
+    b.feed(ApologyAudio(apology))
+    b.feed(ApologyDone())
+    b.step(400)
+    assert b.count(Hangup) == 0  # the apology is still playing
+    b.step(400)
     (hangup,) = [c for c in b.commands if isinstance(c, Hangup)]
-    assert "1011" in hangup.reason
+    assert hangup.reason == "apology"
+    assert bytes(b.line.audio) == BOT[:1600] + apology  # what the caller heard, in order
+    assert [e.data for e in b.events("hangup")] == [{"reason": "apology"}]
+    assert b.core.failure is not None and "1011" in b.core.failure
+
+
+def test_an_apology_that_never_finishes_still_hangs_up() -> None:
+    b = Bridge(apology_grace_s=2.0)
+    b.feed(RemoteFailed("vapi: unreachable", "vapi"))
+    b.step(1900)
+    assert b.count(Hangup) == 0
+    b.step(200)
+    assert b.count(Hangup) == 1 and b.core.ended
 
 
 def test_caller_hangup_ends_the_agent_call_and_nothing_follows() -> None:

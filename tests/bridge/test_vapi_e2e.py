@@ -18,6 +18,7 @@ from support.server import running_server
 from support.twilio_api import FakeTwilioApi, fake_twilio_api
 
 from callbridge.audio import levels
+from callbridge.engine.events import CallEvent
 from callbridge.engine.runner import CallStats
 from callbridge.engine.transport import CallInfo
 from callbridge.server.app import create_app
@@ -56,6 +57,7 @@ class Bridge:
     base_url: str
     ended: list[tuple[CallInfo, CallStats]]
     call_over: asyncio.Event
+    events: list[tuple[str, CallEvent]] = field(default_factory=list)  # (CallSid, event)
 
     def options(self, call_sid: str) -> CallOptions:
         self.twilio.add_call(call_sid)
@@ -79,14 +81,18 @@ async def bridge(tmp_path: Path, twilio: FakeTwilioApi, **fake: object) -> Async
             ended.append((info, stats))
             call_over.set()
 
+        events: list[tuple[str, CallEvent]] = []
         env = {"VAPI_API_KEY": KEY, "VAPI_BASE_URL": vapi.base_url}
-        runner = build_runner(EXAMPLE, env, on_end=on_end)
+        runner = build_runner(
+            EXAMPLE, env, on_end=on_end,
+            on_event=lambda info, event: events.append((info.call_sid, event)),
+        )
         settings = load_settings(
             auth_token=AUTH_TOKEN, stream_secret="s" * 32, data_dir=tmp_path,
             account_sid=ACCOUNT_SID, twilio_api_base_url=twilio.base_url,
         )
         async with running_server(create_app(settings, runner)) as base_url:
-            yield Bridge(vapi, twilio, base_url, ended, call_over)
+            yield Bridge(vapi, twilio, base_url, ended, call_over, events)
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +179,45 @@ async def test_unreachable_vapi_apologises_then_hangs_up(
         assert call.audible_bytes > 0
         assert completed(b.twilio, options.call_sid) == 1
         assert b.vapi.refused == [401] and b.vapi.calls == []
+        await asyncio.wait_for(b.call_over.wait(), 5)
+        kinds = {event.kind: dict(event.data) for sid, event in b.events
+                 if sid == options.call_sid}
+        assert kinds["provider_failed"]["provider"] == "vapi"
+        assert "401" in str(kinds["provider_failed"]["error"])
+        assert kinds["hangup"] == {"reason": "apology"}
+
+
+async def test_vapi_dropping_mid_call_is_apologised_for_then_hung_up(
+    tmp_path: Path, twilio: FakeTwilioApi
+) -> None:
+    """VAPI's socket closes 1011 in the middle of its greeting: the caller hears the
+    apology in the local voice, then the call ends through REST, and the record names
+    the provider and the close."""
+    async with bridge(tmp_path, twilio, greeting_ms=3000, drop_after_frames=40) as b:
+        heard = Heard()
+        rest_at: list[float] = []
+        b.twilio.before_answer = lambda: rest_at.append(time.monotonic())
+        options = b.options(new_sid("CA"))
+        call = LiveCall(await dial(options), options, record=True, classify=heard.classify)
+        async with call:
+            assert await call.wait_until(lambda: call.ended, 20)
+            vapi_call = b.vapi.calls[0]
+            assert vapi_call.closed.is_set() and vapi_call.caller_frames >= 40
+        report = call.report()
+        assert report.hangup_by == "server" and not report.protocol_errors
+        # After the greeting was cut, the caller heard speech that is not VAPI's: espeak.
+        greeting_end = max(at for at, greeting in heard.frames if greeting)
+        apology_frames = [at for at, greeting in heard.frames if not greeting and at > greeting_end]
+        assert len(apology_frames) >= 50  # a second or more of apology
+        assert call.audible_bytes > 0 and call.last_audible_end_s is not None
+        # Then, and only then, the REST hang-up.
+        assert completed(b.twilio, options.call_sid) == 1
+        assert rest_at and rest_at[0] >= call.last_audible_end_s
+        assert b.vapi.calls[0].controls == []  # nothing to tell a VAPI call that is gone
+        # The record: which provider failed and why, and how the call ended.
+        await asyncio.wait_for(b.call_over.wait(), 5)
+        kinds = {event.kind: dict(event.data) for sid, event in b.events
+                 if sid == options.call_sid}
+        assert kinds["provider_failed"]["provider"] == "vapi"
+        assert "1011" in str(kinds["provider_failed"]["error"])
+        assert kinds["hangup"] == {"reason": "apology"}

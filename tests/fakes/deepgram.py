@@ -11,6 +11,11 @@ An utterance starts with the first *non-silent* μ-law frame (``SpeechStarted``)
 interim result after ``interim_after_frames`` speech frames, and ends with a final result
 on ``Finalize`` (``from_finalize: true``) or, if ``endpointing_frames`` is set, after that
 many silent frames (``speech_final: true``), followed by ``UtteranceEnd``.
+
+Live interims: ``interim_every_frames`` sends a growing interim every that many frames
+while an utterance is open (``words_per_s`` of it recognised so far, all of it once a
+pause began); before ``first_word_s`` of speech Deepgram has recognised nothing yet and
+the interim is empty (``"transcript": ""``), as on a real stream.
 Not modelled: word timings beyond a flat split, confidence, multichannel, diarization,
 keyterms, ``Metadata`` fields other than the ids, and the 2 s Finalize dedup window.
 """
@@ -47,6 +52,8 @@ class DeepgramSession:
     frames: int = 0
     controls: list[str] = field(default_factory=list)
     finals_sent: int = 0
+    frames_handled: int = 0  # audio frames fully answered (their results already sent)
+    sent: list[dict[str, Any]] = field(default_factory=list)  # every JSON message sent
     close_code: int | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -67,8 +74,14 @@ class FakeDeepgram:
         close_code: int = 1011,
         close_reason: str = "NET-0000",
         malformed_after_frames: int | None = None,
+        interim_every_frames: int | None = None,
+        words_per_s: float = 3.0,
+        first_word_s: float = 0.0,
     ) -> None:
         self.transcripts = list(transcripts)
+        self.interim_every_frames = interim_every_frames
+        self.words_per_s = words_per_s
+        self.first_word_s = first_word_s
         self.api_key = api_key
         self.interim_after_frames = interim_after_frames
         self.endpointing_frames = endpointing_frames
@@ -183,6 +196,7 @@ class _Stream:
         self.speech_start_s = 0.0
         self.speech_frames = 0
         self.silent_frames = 0
+        self.pending_frames = 0  # frames since the utterance began (speech and pauses)
         self.current = ""
 
     async def run(self) -> None:
@@ -199,6 +213,7 @@ class _Stream:
                     return
                 if await self._audio(message):
                     return
+                self.session.frames_handled += 1
             elif await self._control(message):
                 return
 
@@ -219,7 +234,22 @@ class _Stream:
             endpointing = fake.endpointing_frames
             if endpointing is not None and self.silent_frames >= endpointing:
                 await self._final(from_finalize=False)
+        if self.pending and fake.interim_every_frames:
+            self.pending_frames += 1
+            if self.pending_frames % fake.interim_every_frames == 0 and self.current:
+                await self._results(self._heard_so_far(), is_final=False)
         return False
+
+    def _heard_so_far(self) -> str:
+        """Interim words: as many as were spoken by now; all of them once a pause began;
+        none before the live model recognised its first word."""
+        words = self.current.split()
+        if self.silent_frames > 0:
+            return self.current
+        spoken_s = self.speech_frames * 0.02
+        if spoken_s < self.fake.first_word_s:
+            return ""
+        return " ".join(words[: max(1, min(len(words), int(spoken_s * self.fake.words_per_s)))])
 
     async def _speech_frame(self) -> None:
         if not self.in_speech:
@@ -228,12 +258,15 @@ class _Stream:
             if not self.pending:
                 self.pending = True
                 self.speech_frames = 0
+                self.pending_frames = 0
                 self.speech_start_s = self.audio_s - 0.02
                 self.current = next(self.script, "")
                 await self._send({"type": "SpeechStarted", "channel": [0],
                                   "timestamp": round(self.speech_start_s, 3)})
         self.silent_frames = 0
         self.speech_frames += 1
+        if self.fake.interim_every_frames:
+            return  # interims come on their own beat (see _audio)
         if self.speech_frames == self.fake.interim_after_frames and self.current:
             words = self.current.split()
             await self._results(" ".join(words[: max(1, len(words) // 2)]), is_final=False)
@@ -300,6 +333,7 @@ class _Stream:
         })
 
     async def _send(self, message: dict[str, Any]) -> None:
+        self.session.sent.append(message)
         await self.ws.send(json.dumps(message))
 
 

@@ -10,7 +10,10 @@ Follows platform.openai.com's API reference "Create speech" (JSON ``model``, ``i
 faster-whisper-server, Kokoro-FastAPI) speak the same shapes.
 
 Speech is a 440 Hz tone, ``ms_per_char`` per character, sent in odd-sized chunks so that
-samples straddle reads. Transcription answers ``transcripts`` in order, one per request.
+samples straddle reads. Transcription answers ``transcripts`` in order, one per request;
+``transcription_failures`` answer the next requests with errors first, and
+``drop_transcriptions`` cuts the next requests' connections after the status line, as a
+dying proxy or a crashed worker does.
 Not modelled: mp3/opus/aac/flac/wav output (400 here), ``instructions``, streaming
 transcription events, verbose_json/srt/vtt, timestamps, audio formats other than WAV.
 """
@@ -66,6 +69,7 @@ class FakeOpenAIAudio(HttpFake):
         speech_failures: Sequence[Failure] = (),
         transcription_failures: Sequence[Failure] = (),
         drop_speech_after_chunks: int | None = None,
+        drop_transcriptions: int = 0,
     ) -> None:
         super().__init__()
         self.transcripts = list(transcripts)
@@ -79,6 +83,7 @@ class FakeOpenAIAudio(HttpFake):
         self.speech_failures = list(speech_failures)
         self.transcription_failures = list(transcription_failures)
         self.drop_speech_after_chunks = drop_speech_after_chunks
+        self.drop_transcriptions = drop_transcriptions
         self.speech_requests: list[dict[str, Any]] = []
         self.uploads: list[Upload] = []
         self.headers: list[dict[str, str]] = []
@@ -172,6 +177,9 @@ class FakeOpenAIAudio(HttpFake):
             return _error(400, "Invalid file format. Supported formats: flac, m4a, mp3, "
                           "mp4, mpeg, mpga, oga, ogg, wav, webm")
         self.uploads.append(Upload(fields, filename, file_type, pcm, rate))
+        if self.drop_transcriptions > 0:
+            self.drop_transcriptions -= 1
+            return StreamingResponse(_cut(), media_type="application/json")
         failed = await self._failure(self.transcription_failures)
         if failed:
             return failed
@@ -181,6 +189,11 @@ class FakeOpenAIAudio(HttpFake):
         if fields.get("response_format") == "text":
             return PlainTextResponse(text + "\n")
         return JSONResponse({"text": text})
+
+
+async def _cut() -> AsyncIterator[bytes]:
+    yield b'{"te'
+    raise ConnectionAbortedError("connection cut mid-answer (scripted)")
 
 
 def _multipart(

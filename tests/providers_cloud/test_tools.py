@@ -89,3 +89,17 @@ async def test_user_tool_failures_become_error_text_not_exceptions() -> None:
     assert slow.is_error and "did not answer" in slow.content
     assert garbled.is_error and listy.is_error and unknown.is_error
     assert [name for name, _, _ in server.received] == ["broken", "slow"]
+
+
+async def test_builtin_actions_carry_the_configured_number_never_the_models() -> None:
+    toolset = Toolset(transfer_number="+15555550100")
+    for arguments in ("{}", "", '{"to": "+19005550199"}'):
+        resolved = toolset.resolve_action(ToolCall("t1", "transfer_call", arguments))
+        assert resolved == ToolCall("t1", "transfer_call", '{"to": "+15555550100"}')
+    assert toolset.resolve_action(ToolCall("e1", "end_call")) == ToolCall("e1", "end_call")
+    # Not configured means not allowed, whatever the model asks for.
+    bare = Toolset(end_call=False)
+    assert bare.resolve_action(ToolCall("t1", "transfer_call", '{"to": "+1555"}')) is None
+    assert bare.resolve_action(ToolCall("e1", "end_call")) is None
+    await toolset.aclose()
+    await bare.aclose()

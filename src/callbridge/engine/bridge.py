@@ -4,48 +4,47 @@ How it works: the caller's frames go to the agent as they arrive; the agent's au
 back in chunks of any size and is paced to the line by the same ``Playout`` the pipeline
 uses (20 ms frames, bounded lead, a mark after each stretch of speech). ``BridgeCore``
 holds every rule and does no I/O: it takes events with the time and returns commands, so
-a manual clock tests it. ``BridgeCall`` is the shell: one task reads one queue (line
-events from the socket adapter, agent events from a pump task) and carries out commands.
+a manual clock tests it. Its shell, ``BridgeCall``, is in ``bridge_call.py``.
 
 Barge-in happens in one place (``BridgeCore._barge_in``): ``clear`` to the line, drop the
 queued playout, and hold back agent audio that was already on its way (until the agent
 says it starts speaking again, or ``stale_guard_ms`` passes). When the agent ends the call
 the line is hung up after the last mark comes back (so the goodbye is heard), or after
-``hangup_mark_timeout_s``; when the caller hangs up the agent's call is ended.
+``hangup_mark_timeout_s``; when the caller hangs up the agent's call is ended. When the
+agent is lost (unreachable, or its socket drops mid-call) the caller hears what was
+already queued, then the apology in the local voice, then the REST hang-up, and the
+record says which provider failed and why (DESIGN.md §3: every fault is heard).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import cast
 
-from callbridge.engine.clock import Clock, MonotonicClock
-from callbridge.engine.events import Hangup, SendAudio, SendClear, SendMark, Tick
+from callbridge.engine.events import (
+    CallEvent,
+    Hangup,
+    RecordEvent,
+    SendAudio,
+    SendClear,
+    SendMark,
+    Tick,
+)
 from callbridge.engine.playout import Playout, SegmentKey
 from callbridge.engine.transport import (
     CallerAudio,
     CallerDtmf,
     CallerHungUp,
-    CallInfo,
-    CallRunner,
-    CallTransport,
     LineEvent,
     MarkPlayed,
 )
-from callbridge.errors import ProviderError
-from callbridge.providers.base import (
-    RemoteAgent,
-    RemoteSession,
-    RemoteSignal,
-    TextToSpeech,
-)
+from callbridge.providers.base import RemoteSignal
 
 __all__ = [
-    "BridgeCall",
+    "Apologise",
+    "ApologyAudio",
+    "ApologyDone",
     "BridgeCore",
     "BridgeOptions",
     "EndRemote",
@@ -53,7 +52,6 @@ __all__ = [
     "RemoteAudio",
     "RemoteFailed",
     "RemoteSignalled",
-    "make_bridge_runner",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,7 +71,22 @@ class RemoteSignalled:
 
 @dataclass(frozen=True, slots=True)
 class RemoteFailed:
+    """The agent was lost: it could not be reached, or its call broke mid-way."""
+
     error: str
+    provider: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApologyAudio:
+    """A chunk of the apology, in the local fallback voice."""
+
+    ulaw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ApologyDone:
+    """The apology is fully synthesised (or could not be)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +103,17 @@ class EndRemote:
     reason: str
 
 
-BridgeEvent = LineEvent | RemoteAudio | RemoteSignalled | RemoteFailed | Tick
-BridgeCommand = SendAudio | SendMark | SendClear | Hangup | ForwardAudio | EndRemote
+@dataclass(frozen=True, slots=True)
+class Apologise:
+    """Speak the apology with the local voice, as ``ApologyAudio`` then ``ApologyDone``."""
+
+
+BridgeEvent = (
+    LineEvent | RemoteAudio | RemoteSignalled | RemoteFailed | ApologyAudio | ApologyDone | Tick
+)
+BridgeCommand = (
+    SendAudio | SendMark | SendClear | Hangup | ForwardAudio | EndRemote | Apologise | RecordEvent
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +127,13 @@ class BridgeOptions:
     """After a clear, agent audio is dropped this long unless it says it speaks anew."""
     segment_idle_ms: int = 200
     """A gap in the agent's audio this long closes the stretch of speech with a mark."""
+    apology_grace_s: float = 15.0
+    """Longest the apology may take to synthesise before the line is hung up regardless."""
 
 
 class _Phase(Enum):
     ACTIVE = "active"
+    APOLOGISING = "apologising"  # the agent is lost; the apology is being synthesised
     DRAINING = "draining"  # the agent ended; the line plays out what it has
     ENDED = "ended"
 
@@ -123,6 +148,7 @@ class BridgeCore:
         )
         self.phase = _Phase.ACTIVE
         self.end_reason = ""
+        self.failure: str | None = None  # why the agent was lost, for the record
         self.clears = 0
         self.stale_dropped_bytes = 0
         self._out: list[BridgeCommand] = []
@@ -168,12 +194,20 @@ class BridgeCore:
             case CallerHungUp(reason=reason):
                 self._finish(EndRemote(f"caller {reason}"))
                 return
+            case RemoteAudio() | RemoteSignalled() if self.phase is _Phase.APOLOGISING:
+                pass  # a lost agent's leftovers must not cut into the apology
             case RemoteAudio(ulaw=data):
                 self._remote_audio(data, now)
             case RemoteSignalled(signal=signal):
                 self._signal(signal, now)
-            case RemoteFailed(error=error):
-                self._drain(f"agent failed: {error}", now)
+            case RemoteFailed(error=error, provider=provider):
+                self._lost(error, provider, now)
+            case ApologyAudio(ulaw=data) if self.phase is _Phase.APOLOGISING:
+                self._remote_audio(data, now)
+            case ApologyDone() if self.phase is _Phase.APOLOGISING:
+                self._drain("apology", now)
+            case ApologyAudio() | ApologyDone():
+                pass
             case CallerDtmf() | Tick():
                 pass  # the agent's socket carries no keypad; ticks only advance time
         self._advance(now)
@@ -218,8 +252,23 @@ class BridgeCore:
         self._segment = None
         self.clears += 1
 
-    def _drain(self, reason: str, now: float) -> None:
+    def _lost(self, error: str, provider: str, now: float) -> None:
+        """The agent is gone: what is queued plays, then the apology, then the hang-up."""
         if self.phase is not _Phase.ACTIVE:
+            return
+        self.failure = error
+        self.end_reason = f"agent failed: {error}"
+        self._out.append(RecordEvent(CallEvent(
+            "provider_failed", {"stage": "bridge", "provider": provider or "agent", "error": error}
+        )))
+        self._close_segment()
+        self._guard_until = None
+        self.phase = _Phase.APOLOGISING
+        self._drain_deadline = now + self.options.apology_grace_s
+        self._out.append(Apologise())
+
+    def _drain(self, reason: str, now: float) -> None:
+        if self.phase not in (_Phase.ACTIVE, _Phase.APOLOGISING):
             return
         self.end_reason = reason
         self._close_segment()
@@ -238,151 +287,19 @@ class BridgeCore:
         for command in self.playout.pull(now):
             assert isinstance(command, SendAudio | SendMark)  # all the pacer ever asks
             self._out.append(command)
-        if self.phase is _Phase.DRAINING:
+        if self.phase is _Phase.APOLOGISING:
+            if self._drain_deadline is not None and now >= self._drain_deadline:
+                log.warning("bridge.apology_timeout")
+                self._finish(Hangup(self.end_reason))
+        elif self.phase is _Phase.DRAINING:
             if not self.playout.busy():
                 self._finish(Hangup(self.end_reason))
             elif self._drain_deadline is not None and now >= self._drain_deadline:
                 log.warning("bridge.hangup_mark_timeout")
                 self._finish(Hangup(f"{self.end_reason} (marks timed out)"))
 
-    def _finish(self, command: BridgeCommand) -> None:
+    def _finish(self, command: Hangup | EndRemote) -> None:
+        if isinstance(command, Hangup):
+            self._out.append(RecordEvent(CallEvent("hangup", {"reason": command.reason})))
         self._out.append(command)
         self.phase = _Phase.ENDED
-
-
-# ---------------------------------------------------------------- the shell
-
-
-class BridgeCall:
-    """One bridged call's owner task. ``apology_tts`` speaks ``apology_message`` when the
-    agent cannot be reached at all, so the caller is not left in silence."""
-
-    def __init__(
-        self,
-        transport: CallTransport,
-        agent: RemoteAgent,
-        options: BridgeOptions | None = None,
-        *,
-        clock: Clock | None = None,
-        apology_tts: TextToSpeech | None = None,
-        apology_message: str | None = None,
-    ) -> None:
-        self.core = BridgeCore(options)
-        self._transport = transport
-        self._agent = agent
-        self._clock = clock or MonotonicClock()
-        self._apology_tts = apology_tts
-        self._apology_message = apology_message
-        self._session: RemoteSession | None = None
-
-    async def run(self, line: asyncio.Queue[LineEvent]) -> None:
-        """Serve the call until it ends; ``line`` is the socket adapter's queue."""
-        # The line's queue is the inbox: one queue keeps the order things happened in.
-        inbox = cast("asyncio.Queue[BridgeEvent]", line)
-        try:
-            self._session = await self._agent.open_session()
-        except ProviderError as exc:
-            log.error("bridge.agent_unreachable agent=%s error=%s", self._agent.name, exc)
-        async with asyncio.TaskGroup() as group:
-            if self._session is not None:
-                feeder = group.create_task(self._pump(self._session, inbox))
-            else:
-                feeder = group.create_task(self._apologise(inbox))
-            try:
-                await self._loop(inbox)
-            finally:
-                feeder.cancel()
-                if self._session is not None:
-                    await self._session.aclose()
-        log.info(
-            "bridge.ended reason=%s clears=%d stale_dropped_bytes=%d frames_sent=%d",
-            self.core.end_reason or "caller",
-            self.core.clears,
-            self.core.stale_dropped_bytes,
-            self.core.playout.sent_frames,
-        )
-
-    async def _loop(self, inbox: asyncio.Queue[BridgeEvent]) -> None:
-        core, clock = self.core, self._clock
-        while not core.ended:
-            event: BridgeEvent
-            if not inbox.empty():
-                event = inbox.get_nowait()
-            else:
-                deadline = core.next_deadline()
-                delay = None if deadline is None else deadline - clock.now()
-                if delay is not None and delay <= 0:
-                    event = Tick()
-                else:
-                    try:
-                        async with asyncio.timeout(delay):
-                            event = await inbox.get()
-                    except TimeoutError:
-                        event = Tick()
-            core.handle(event, clock.now())
-            await self._execute(core.take_commands())
-
-    async def _execute(self, commands: list[BridgeCommand]) -> None:
-        transport, session = self._transport, self._session
-        for command in commands:
-            match command:
-                case ForwardAudio(ulaw=data):
-                    if session is not None:
-                        session.push_audio(data)
-                case SendAudio(ulaw=data):
-                    await transport.send_audio(data)
-                case SendMark(name=name):
-                    await transport.send_mark(name)
-                case SendClear():
-                    await transport.send_clear()
-                case Hangup(reason=reason):
-                    log.info("bridge.hangup reason=%s", reason)
-                    await transport.hangup()
-                case EndRemote(reason=reason):
-                    log.info("bridge.end_agent_call reason=%s", reason)
-                    if session is not None:
-                        await session.hangup()
-
-    async def _pump(self, session: RemoteSession, inbox: asyncio.Queue[BridgeEvent]) -> None:
-        try:
-            async for item in session.events():
-                inbox.put_nowait(
-                    RemoteAudio(item) if isinstance(item, bytes) else RemoteSignalled(item)
-                )
-        except ProviderError as exc:
-            inbox.put_nowait(RemoteFailed(str(exc)))
-            return
-        inbox.put_nowait(RemoteSignalled("ended"))  # a stream that stops is a call that ended
-
-    async def _apologise(self, inbox: asyncio.Queue[BridgeEvent]) -> None:
-        if self._apology_tts is not None and self._apology_message:
-            try:
-                async for chunk in self._apology_tts.synthesize(self._apology_message):
-                    inbox.put_nowait(RemoteAudio(chunk))
-            except ProviderError as exc:
-                log.error("bridge.apology_failed error=%s", exc)
-        inbox.put_nowait(RemoteFailed(f"{self._agent.name} unreachable"))
-
-
-def make_bridge_runner(
-    agent: RemoteAgent,
-    options: BridgeOptions | None = None,
-    *,
-    apology_tts: TextToSpeech | None = None,
-    apology_message: str | None = None,
-    clock: Clock | None = None,
-    on_end: Callable[[CallInfo, BridgeCore], None] | None = None,
-) -> CallRunner:
-    """The ``CallRunner`` for ``engine: vapi`` (or any other ``RemoteAgent``); ``on_end``
-    gets the call's core (its counters) once the call is over."""
-
-    async def run(info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]) -> None:
-        call = BridgeCall(transport, agent, options, clock=clock, apology_tts=apology_tts,
-                          apology_message=apology_message)
-        try:
-            await call.run(line)
-        finally:
-            if on_end is not None:
-                on_end(info, call.core)
-
-    return run

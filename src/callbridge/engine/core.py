@@ -173,9 +173,8 @@ class CallEngine(Listening):
     def _consider_barge_in(self, now: float) -> None:
         if self._judged_run == self.speech.run_id:
             return
-        words = self._words.in_run
-        if self._stt and words is not None and words < self.turns.interrupt_min_words:
-            return  # STT heard this speech and it has no words yet: wait for them
+        if self._stt and self._waits_for_words():
+            return  # the transcriber has not heard enough words of this speech yet
         self._judged_run = self.speech.run_id
         onset = self.speech.onset_at if self.speech.onset_at is not None else now
         if (now - onset) * 1000 > self.turns.interrupt_max_lag_ms:
@@ -183,6 +182,22 @@ class CallEngine(Listening):
             self._event("barge_in_stale", lag_ms=round((now - onset) * 1000))
             return
         self._barge_in(now, reason="speech")
+
+    def _waits_for_words(self) -> bool:
+        """``interruptMinWords`` against the live transcript of this speech run.
+
+        One word (the default) keeps barge-in as fast as the VAD: it waits only once the
+        transcriber has reported this speech without words (an empty interim). Two or
+        more is a deliberate trade of speed for ignoring "mm-hm": with a transcriber that
+        streams interims it waits for the words even before the first interim of this
+        speech, bounded by ``interruptMaxLagMs``. A finals-only transcriber gives no
+        words while the caller talks, so there barge-in stays the VAD's.
+        """
+        needed = self.turns.interrupt_min_words
+        words = self._words.in_run
+        if words is None:
+            return needed >= 2 and self._words.interims_seen
+        return words < needed
 
     def _barge_in(self, now: float, *, reason: str) -> None:
         """The one place that stops the bot: clear the line, cancel, keep what was heard."""

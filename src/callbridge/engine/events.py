@@ -207,6 +207,7 @@ CallEventKind = Literal[
     "max_duration",
     "mark_timeout",
     "stt_timeout",
+    "provider_failed",
 ]
 
 

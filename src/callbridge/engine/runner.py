@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callbridge.assistant import BuiltAssistant
+from callbridge.engine.actions import with_configured_actions
 from callbridge.engine.core import Script
 from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.session import CallSession, Voice
@@ -67,7 +68,7 @@ def make_runner(
     voice = Voice(
         vad=assistant.vad,
         stt=assistant.stt,
-        llm=assistant.llm,
+        llm=with_configured_actions(assistant.llm),
         tts=assistant.tts,
         fallback_tts=fallback_tts,
         **_tools_of(assistant.llm),

@@ -15,6 +15,9 @@ __all__ = ["CallerWords"]
 class CallerWords:
     def __init__(self) -> None:
         self.in_run: int | None = None  # words heard in the current speech run (None: none yet)
+        self._run_finals = 0  # words of this run already finalised (a run can span finals)
+        self._count_run = -1  # the speech run ``in_run`` counts
+        self.interims_seen = False  # this transcriber streams interims (finals-only ones don't)
         self._parts: list[str] = []
         self._interim = ""
         self._last_final = ""
@@ -23,8 +26,17 @@ class CallerWords:
     def hear(self, update: TranscriptUpdate, run_id: int, speaking: bool) -> bool:
         """Take one update; True when it added words to the turn."""
         text = update.text.strip()
+        if not update.is_final:
+            self.interims_seen = True
         if speaking:
-            self.in_run = len(text.split())
+            # Interims are cumulative within a span; a final closes the span, and the
+            # run's count is its finalised words plus the open span's.
+            if run_id != self._count_run or self.in_run is None:
+                self._count_run, self._run_finals = run_id, 0
+            words = len(text.split())
+            self.in_run = self._run_finals + words
+            if update.is_final:
+                self._run_finals += words
         if not update.is_final:
             self._interim = text
             return False

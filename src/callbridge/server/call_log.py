@@ -162,7 +162,7 @@ class CallLog:
                         self.metrics.barge_in_reaction.observe(reaction_ms / 1000)
                 case "barge_in_stale":
                     self.metrics.stale_interrupts.inc()
-                case "reply_failed":
+                case "reply_failed" | "provider_failed":
                     self.metrics.errors.labels("provider").inc()
                 case "mark_timeout":
                     self.metrics.errors.labels("mark_timeout").inc()

@@ -153,6 +153,22 @@ class Toolset:
                               is_error=True)
         return await self._post(tool, call)
 
+    def resolve_action(self, call: ToolCall) -> ToolCall | None:
+        """A built-in call as the engine must carry it out, or ``None`` if not allowed.
+
+        ``transfer_call`` is offered without parameters, so the model names no number:
+        the configured ``transferNumber`` is filled in here, and anything the model put
+        in its arguments is ignored (a model must never pick what we dial).
+        """
+        if call.name == END_CALL:
+            return call if self._end_call else None
+        if call.name == TRANSFER_CALL and self._transfer_number:
+            if call.arguments.strip() not in ("", "{}"):
+                log.warning("tool.transfer_arguments_ignored")
+            return ToolCall(call.id, TRANSFER_CALL, json.dumps({"to": self._transfer_number}))
+        log.warning("tool.builtin_refused name=%s", call.name)
+        return None
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

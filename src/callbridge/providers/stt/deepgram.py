@@ -264,16 +264,15 @@ class DeepgramStream:
         return None
 
 
-def _transcript(message: Mapping[str, Any]) -> TranscriptUpdate | None:
-    """``Results`` → ``TranscriptUpdate``; empty interim results (silence) are dropped.
+def _transcript(message: Mapping[str, Any]) -> TranscriptUpdate:
+    """``Results`` → ``TranscriptUpdate``, empty ones included.
 
-    Empty *final* results are kept: after ``Finalize`` the engine waits for a final, and
-    an empty one is the answer "nothing was said".
+    An empty interim is news: Deepgram heard this audio and found no words in it yet,
+    which is what ``interruptMinWords`` waits on (a cough is not a barge-in). An empty
+    final answers ``Finalize`` with "nothing was said".
     """
     text = str(message["channel"]["alternatives"][0]["transcript"])
     is_final = bool(message.get("is_final", False))
-    if not text and not is_final:
-        return None
     return TranscriptUpdate(
         text=text, is_final=is_final, speech_final=bool(message.get("speech_final", False))
     )

@@ -5,15 +5,21 @@ and, when the engine's endpointing calls ``finalize``, sends that utterance as a
 multipart request and emits one final ``TranscriptUpdate``. Utterances are transcribed
 in order by the stream's own task; ``push_audio``/``finalize`` never wait on the network.
 There are no interim transcripts, so barge-in falls back to VAD alone.
+
+A failed request is retried with the provider policy (``providers/retry.py``: 429, 5xx,
+timeouts and dropped connections; never a refused key or a malformed request), the same
+utterance each time. When the retries are spent the stream ends with a ``ProviderError``
+that is no longer retryable, so the engine goes to its apology instead of trying again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import wave
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Final, Literal
 
 import httpx
@@ -26,6 +32,7 @@ from callbridge.errors import ProviderError
 from callbridge.providers.base import SttEvent, TranscriptUpdate
 from callbridge.providers.env import base_url, require_key
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
+from callbridge.providers.retry import DEFAULT_DELAYS_S, Sleep, retry_call
 from callbridge.providers.tts.openai_compatible import http_error
 
 __all__ = ["SPEC", "OpenAITranscription", "OpenAITranscriptionConfig", "TranscriptionStream"]
@@ -58,9 +65,13 @@ class OpenAITranscription:
     def __init__(
         self, config: OpenAITranscriptionConfig, *, url: str, api_key: str | None,
         http: httpx.AsyncClient | None = None,
+        retry_delays_s: Sequence[float] = DEFAULT_DELAYS_S,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.config = config
         self.url = f"{url}/audio/transcriptions"
+        self.retry_delays_s = tuple(retry_delays_s)
+        self.sleep = sleep
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = http or httpx.AsyncClient(timeout=config.timeout_s)
 
@@ -92,6 +103,23 @@ class OpenAITranscription:
             raise ProviderError(NAME, f"malformed transcription answer: {response.text[:120]!r}",
                                 retryable=True) from exc
         return str(text).strip()
+
+    async def transcribe_with_retries(self, ulaw_audio: bytes) -> str:
+        """``transcribe`` under the retry policy; a spent policy is final (not retryable)."""
+        try:
+            return await retry_call(
+                functools.partial(self.transcribe, ulaw_audio),
+                delays_s=self.retry_delays_s,
+                sleep=self.sleep,
+            )
+        except ProviderError as exc:
+            if not exc.retryable:
+                raise
+            attempts = len(self.retry_delays_s) + 1
+            detail = str(exc).removeprefix(f"{NAME}: ")
+            raise ProviderError(
+                NAME, f"{detail} (gave up after {attempts} attempts)", retryable=False
+            ) from exc
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -156,7 +184,7 @@ class TranscriptionStream:
                 audio = await self._utterances.get()
                 if isinstance(audio, _End):
                     return
-                text = await self._provider.transcribe(audio) if audio else ""
+                text = await self._provider.transcribe_with_retries(audio) if audio else ""
                 self._events.put_nowait(TranscriptUpdate(text, is_final=True, speech_final=True))
         except ProviderError as exc:
             log.warning("transcription.failed retryable=%s error=%s", exc.retryable, exc)
