@@ -143,10 +143,7 @@ def _hour(column: Any, sqlite: bool) -> ColumnElement[Any]:
 
 
 def _as_hour(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        moment = datetime.fromisoformat(str(value))
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)

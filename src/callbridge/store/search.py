@@ -149,13 +149,11 @@ def _page_statement(
     elif query.sort == "latency":
         key = slowest
     else:
-        key = Call.started_at
+        key = Call.started_at.expression
     # Unfinished calls and calls without a measured turn go last either way.
     order = [key.is_(None), key.desc() if query.descending else key.asc()]
     order.append(Call.sid.desc())
-    return (
-        select(Call, turns, slowest, barge_ins, faults).where(*conditions).order_by(*order)
-    )
+    return select(Call, turns, slowest, barge_ins, faults).where(*conditions).order_by(*order)
 
 
 def _event_count(kinds: frozenset[str]) -> Any:
