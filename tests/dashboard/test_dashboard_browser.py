@@ -262,7 +262,7 @@ def test_a_finished_call(
     )
     expect(target).to_have_class(re.compile(r"\bcurrent\b"))
     page.evaluate("document.getElementById('player').pause()")
-    page.screenshot(path=str(screenshot_dir(tmp_path) / "call.png"), full_page=True)
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "call.png"))
 
 
 def test_calls_list_filters_and_sorts(
@@ -276,9 +276,13 @@ def test_calls_list_filters_and_sorts(
     page.goto("/dashboard/calls")
     page.get_by_role("link", name="Slowest turn (ms)").click()
     expect(page.locator("th[aria-sort]")).to_contain_text("Slowest turn")
+    cells = page.locator('#calls-table [data-field="latency"]').all_inner_texts()
+    measured = [float(c) for c in cells if c != "—"]
+    assert measured and measured == sorted(measured, reverse=True)
+    assert cells[: len(measured)] == [f"{v:.1f}" for v in measured]  # unmeasured go last
     slowest = max(t.first_frame_ms or 0 for t in finished_call.turns)
-    first = page.locator("#calls-table tbody tr").first
-    expect(first.locator('[data-field="latency"]')).to_have_text(f"{slowest:.1f}")
+    row = page.locator(f'tr[data-sid="{sid}"]')
+    expect(row.locator('[data-field="latency"]')).to_have_text(f"{slowest:.1f}")
     page.get_by_label("Number").fill(finished_call.call.from_number)
     page.get_by_role("button", name="Filter").click()
     expect(page.locator(f'tr[data-sid="{sid}"]')).to_have_count(1)

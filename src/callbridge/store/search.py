@@ -107,10 +107,10 @@ async def search_calls(database: Database, query: CallQuery) -> SummaryPage:
     limit = max(1, min(query.limit, MAX_PAGE))
     offset = max(0, query.offset)
     conditions = _conditions(query)
-    statement = _page_statement(query, conditions, database.is_sqlite).limit(limit)
+    statement = _page_statement(query, conditions, limit, offset, database.is_sqlite)
     async with database.sessions() as session:
         total = await session.scalar(select(func.count(Call.sid)).where(*conditions)) or 0
-        result = await session.execute(statement.offset(offset))
+        result = await session.execute(statement)
         rows = [_summary(row) for row in result.all()]
     return SummaryPage(rows=rows, total=int(total), limit=limit, offset=offset)
 
@@ -136,8 +136,13 @@ def _conditions(query: CallQuery) -> list[ColumnElement[bool]]:
 
 
 def _page_statement(
-    query: CallQuery, conditions: list[ColumnElement[bool]], is_sqlite: bool
+    query: CallQuery,
+    conditions: list[ColumnElement[bool]],
+    limit: int,
+    offset: int,
+    is_sqlite: bool,
 ) -> Select[Any]:
+    """The page's SIDs first (a deep page skips rows, not subqueries), then its figures."""
     turns = select(func.count(Turn.id)).where(Turn.call_sid == Call.sid).scalar_subquery()
     slowest = (
         select(func.max(Turn.first_frame_ms)).where(Turn.call_sid == Call.sid).scalar_subquery()
@@ -150,10 +155,19 @@ def _page_statement(
         key = slowest
     else:
         key = Call.started_at.expression
-    # Unfinished calls and calls without a measured turn go last either way.
-    order = [key.is_(None), key.desc() if query.descending else key.asc()]
-    order.append(Call.sid.desc())
-    return select(Call, turns, slowest, barge_ins, faults).where(*conditions).order_by(*order)
+    order = [key.desc() if query.descending else key.asc(), Call.sid.desc()]
+    if query.sort != "started":
+        # Unfinished calls and calls without a measured turn go last either way (not for
+        # the start time: never NULL, and the extra term would keep its index unused).
+        order.insert(0, key.is_(None))
+    page = (
+        select(Call.sid).where(*conditions).order_by(*order).limit(limit).offset(offset)
+    ).subquery()
+    return (
+        select(Call, turns, slowest, barge_ins, faults)
+        .join(page, page.c.sid == Call.sid)
+        .order_by(*order)
+    )
 
 
 def _event_count(kinds: frozenset[str]) -> Any:
