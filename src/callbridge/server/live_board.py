@@ -6,7 +6,8 @@ pays nothing. The phase is read off those times when someone looks, not tracked:
 
 - *speaking*: bot audio went out in the last ``SPEAKING_HOLD_S`` (it is sent ≤ 200 ms
   ahead of playback) and no barge-in came after it;
-- *thinking*: the caller's turn ended after the bot's last turn and last audio;
+- *thinking*: the caller's turn ended after (or with) the bot's last turn and after its
+  last audio;
 - *listening*: otherwise.
 
 It is per process: with several instances each shows the calls it serves (DESIGN §10);
@@ -149,6 +150,7 @@ def _phase(call: _Call, now: float) -> str:
     recent = call.bot_audio_at >= 0 and now - call.bot_audio_at < SPEAKING_HOLD_S
     if recent and call.bot_audio_at > call.barge_in_at:
         return "speaking"
-    if call.user_turn_at > max(call.bot_turn_at, call.bot_audio_at):
+    caller_last = call.user_turn_at >= max(call.bot_turn_at, 0.0)  # a barge-in records both
+    if caller_last and call.user_turn_at > call.bot_audio_at:
         return "thinking"
     return "listening"
