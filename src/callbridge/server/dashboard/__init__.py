@@ -33,7 +33,9 @@ def install(app: FastAPI, board: LiveBoard | None = None) -> None:
     templates.env.filters["ms"] = _ms
     templates.env.filters["seconds"] = _seconds
     app.state.dashboard = Dashboard(
-        keeper=SessionKeeper(token), templates=templates, board=board if board is not None else LiveBoard()
+        keeper=SessionKeeper(token),
+        templates=templates,
+        board=board if board is not None else LiveBoard(),
     )
     app.mount(
         "/dashboard/static", StaticFiles(directory=str(HERE / "static")), name="dashboard-static"
