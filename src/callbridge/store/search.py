@@ -155,7 +155,10 @@ def _page_statement(
         key = slowest
     else:
         key = Call.started_at.expression
-    order = [key.desc() if query.descending else key.asc(), Call.sid.desc()]
+    order: list[ColumnElement[Any]] = [
+        key.desc() if query.descending else key.asc(),
+        Call.sid.desc(),
+    ]
     if query.sort != "started":
         # Unfinished calls and calls without a measured turn go last either way (not for
         # the start time: never NULL, and the extra term would keep its index unused).
