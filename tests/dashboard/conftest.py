@@ -48,6 +48,9 @@ def browser() -> Iterator[object]:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:  # pragma: no cover - a dev dependency
         pytest.fail(f"playwright is not installed ({exc}): pip install -e '.[dev]'")
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)  # a shared 2-core machine: generous, never slept
     with sync_playwright() as p:
         launched = p.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=60_000
