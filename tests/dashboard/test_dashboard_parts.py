@@ -10,7 +10,14 @@ from starlette.requests import Request
 
 from callbridge.engine.clock import ManualClock
 from callbridge.server.dashboard import views
-from callbridge.server.dashboard.auth import SESSION_COOKIE, SESSION_S, SessionKeeper, same_origin
+from callbridge.server.dashboard.auth import (
+    FAILURE_WINDOW_S,
+    MAX_FAILURES,
+    SESSION_COOKIE,
+    SESSION_S,
+    SessionKeeper,
+    same_origin,
+)
 from callbridge.server.live_board import LiveBoard
 from callbridge.store.models import Event, Turn
 
@@ -52,6 +59,17 @@ def test_a_session_is_signed_expires_and_is_revoked() -> None:
     _, fresh = keeper.mint()
     clock.t += SESSION_S + 1
     assert keeper.read(request({SESSION_COOKIE: fresh})) is None
+
+
+def test_wrong_tokens_are_rationed() -> None:
+    clock = Clock()
+    keeper = SessionKeeper(lambda: "the-token-" + "c" * 22, clock=clock)
+    for _ in range(MAX_FAILURES):
+        assert not keeper.throttled()
+        assert not keeper.check_token("guess")
+    assert keeper.throttled()
+    clock.t += FAILURE_WINDOW_S + 1
+    assert not keeper.throttled() and keeper.check_token("the-token-" + "c" * 22)
 
 
 def test_no_token_means_no_sessions() -> None:

@@ -10,6 +10,8 @@
   nonce cookie.
 - Logging out revokes the session id in this process (a copied cookie stops working
   here); other instances see it expire (``SESSION_S``).
+- Wrong tokens are rationed: after ``MAX_FAILURES`` in ``FAILURE_WINDOW_S`` (from anyone,
+  per process) the login answers 429 until the window moves on.
 - No ``CALLBRIDGE_API_TOKEN``: the dashboard is off, like the API.
 """
 
@@ -27,7 +29,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 __all__ = [
+    "FAILURE_WINDOW_S",
     "LOGIN_COOKIE",
+    "MAX_FAILURES",
     "SESSION_COOKIE",
     "SESSION_S",
     "Session",
@@ -41,6 +45,8 @@ __all__ = [
 SESSION_COOKIE = "cb_session"
 LOGIN_COOKIE = "cb_login"
 SESSION_S = 12 * 3600
+MAX_FAILURES = 20
+FAILURE_WINDOW_S = 60.0
 COOKIE_PATH = "/dashboard"
 
 
@@ -58,6 +64,7 @@ class SessionKeeper:
     token: Callable[[], str | None]
     clock: Callable[[], float] = time.time
     _revoked: dict[str, int] = field(default_factory=dict)
+    _failures: list[float] = field(default_factory=list)
 
     @property
     def enabled(self) -> bool:
@@ -67,7 +74,16 @@ class SessionKeeper:
         expected = self.token()
         if not expected:
             return False
-        return hmac.compare_digest(offered.encode(), expected.encode())
+        if hmac.compare_digest(offered.encode(), expected.encode()):
+            return True
+        self._failures.append(self.clock())
+        return False
+
+    def throttled(self) -> bool:
+        """Too many wrong tokens lately: refuse to even compare (guessing gets slow)."""
+        since = self.clock() - FAILURE_WINDOW_S
+        self._failures = [t for t in self._failures if t > since]
+        return len(self._failures) >= MAX_FAILURES
 
     def mint(self) -> tuple[Session, str]:
         """A new session and its cookie value."""

@@ -79,6 +79,8 @@ async def login(request: Request) -> Response:
         or (not secrets.compare_digest(nonce, form.get("nonce", "")))
     ):
         return _login_form(request, "The form expired or came from another site; try again.", 403)
+    if keeper.throttled():
+        return _login_form(request, "Too many wrong tokens; wait a minute.", 429)
     if not keeper.check_token(form.get("token", "")):
         return _login_form(request, "Wrong token.", 401)
     _, cookie = keeper.mint()
