@@ -182,6 +182,25 @@ def test_hang_up_from_the_page(page: Page, stack: Stack) -> None:
     assert detail.call.outcome == "caller_hung_up"  # Twilio ended the stream after REST
 
 
+def test_transfer_from_the_page(page: Page, stack: Stack) -> None:
+    page.goto("/dashboard/live")
+    expect(page.locator("#live-table")).to_have_attribute("data-connected", "yes")
+    release = threading.Event()
+    options = stack.options()
+    call = stack.submit(stack.held_call(options, release))
+    try:
+        row = page.locator(f'tr[data-sid="{options.call_sid}"]')
+        row.get_by_label("Transfer").fill("+15550100999")
+        row.get_by_role("button", name="Transfer").click()
+        expect(page.locator("#live-status")).to_have_text("transferred to +15550100999")
+    finally:
+        release.set()
+    call.result(30)
+    assert stack.api is not None
+    (redirect,) = [r for r in stack.api.requests if options.call_sid in r.path]
+    assert "<Dial" in redirect.form["Twiml"][0] and "+15550100999" in redirect.form["Twiml"][0]
+
+
 def test_a_forged_csrf_token_is_refused(page: Page, stack: Stack) -> None:
     sid = "CA" + "f" * 32
     assert stack.api is not None
