@@ -140,9 +140,12 @@ async def test_transfer_goes_through_the_api_code_path(tmp_path: Path) -> None:
                 data={"csrf": csrf, "to": "+15550100777"},
                 headers={"Origin": url},
             )
-            assert ok.status_code == 303 and ok.headers["location"].startswith(
-                "/dashboard/live?notice="
-            )
+            assert ok.status_code == 303 and ok.headers["location"] == "/dashboard/live"
+            live = await c.get("/dashboard/live")  # the outcome, once
+            assert "transferred to +15550100777" in live.text
+            assert "transferred to" not in (await c.get("/dashboard/live")).text
+            forged = await c.get("/dashboard/live?notice=Call+%2B1900+now")
+            assert "Call +1900 now" not in forged.text  # a link cannot put words there
             (request,) = twilio.requests
             twiml = request.form["Twiml"][0]
             assert "<Dial" in twiml and "+15550100777" in twiml

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 __all__ = [
+    "COOKIE_PATH",
     "FAILURE_WINDOW_S",
     "LOGIN_COOKIE",
     "MAX_FAILURES",

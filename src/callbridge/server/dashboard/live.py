@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, HTTPException
 from pydantic import ValidationError
@@ -22,12 +22,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from callbridge.server.api import TransferIn, hangup_call, transfer_call
+from callbridge.server.dashboard.auth import COOKIE_PATH
 from callbridge.server.dashboard.state import (
     action_session,
     dashboard_of,
     page_session,
     read_form,
     render,
+    secure_cookies,
     stream_session,
 )
 
@@ -36,6 +38,7 @@ __all__ = ["POLL_S", "STREAM_S", "router"]
 POLL_S = 0.5
 STREAM_S = 20.0
 KEEPALIVE_S = 10.0
+NOTICE_COOKIE = "cb_notice"
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
@@ -46,13 +49,16 @@ async def live_page(request: Request) -> Response:
     if isinstance(session, Response):
         return session
     rows = dashboard_of(request).board.rows()
-    notice = request.query_params.get("notice", "")
-    return render(
+    notice = request.cookies.get(NOTICE_COOKIE, "")
+    response = render(
         request,
         "live.html",
-        {"rows": rows, "notice": notice[:200], "page": "live"},
+        {"rows": rows, "notice": unquote(notice)[:200], "page": "live"},
         session=session,
     )
+    if notice:
+        response.delete_cookie(NOTICE_COOKIE, path=COOKIE_PATH)
+    return response
 
 
 @router.get("/live/events")
@@ -113,4 +119,16 @@ def _answer(request: Request, ok: bool, detail: str, status_code: int = 200) -> 
     """JSON for the page's script; a redirect back to the live page for a plain form."""
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse({"ok": ok, "detail": detail}, status_code=status_code)
-    return RedirectResponse("/dashboard/live?" + urlencode({"notice": detail}), status_code=303)
+    # The outcome rides in a short-lived cookie, not the URL: a link cannot put words
+    # on the operator's page.
+    response = RedirectResponse("/dashboard/live", status_code=303)
+    response.set_cookie(
+        NOTICE_COOKIE,
+        quote(detail[:200]),
+        max_age=60,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(request),
+    )
+    return response
