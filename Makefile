@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench clean browser screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy --strict src
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest
+
+# The dashboard's browser tests drive Debian's chromium; installed here when missing.
+browser:
+	scripts/test-browser.sh
+
+# Re-take the README's dashboard screenshots (the browser tests write them).
+screenshots: $(STAMP) browser
+	DASHBOARD_SCREENSHOTS=docs/dashboard $(BIN)/python -m pytest tests/dashboard -q
 
 # The quick benchmarks; the load benchmark (minutes) is `$(BIN)/python bench/load.py`.
 bench: $(STAMP)

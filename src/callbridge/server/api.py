@@ -35,7 +35,16 @@ from callbridge.telemetry.metrics import CONTENT_TYPE, Metrics
 from callbridge.twilio import twiml
 from callbridge.twilio.rest import TwilioRest, TwilioRestError
 
-__all__ = ["E164", "metrics_router", "router"]
+__all__ = [
+    "E164",
+    "ControlOut",
+    "TransferIn",
+    "hangup_call",
+    "metrics_router",
+    "recording_response",
+    "router",
+    "transfer_call",
+]
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +212,13 @@ async def call_detail(request: Request, sid: str) -> CallDetailOut:
 )
 async def recording(request: Request, sid: str) -> StreamingResponse:
     """Stereo WAV, caller left, bot right; valid even while the call is still going."""
+    return await recording_response(request, sid)
+
+
+async def recording_response(
+    request: Request, sid: str, *, disposition: str = "attachment"
+) -> StreamingResponse:
+    """The recording route's body, shared with the dashboard's player."""
     detail = await get_call(_store(request).database, sid)
     if detail is None:
         raise HTTPException(404, f"no call {sid}")
@@ -219,7 +235,7 @@ async def recording(request: Request, sid: str) -> StreamingResponse:
         media_type="audio/wav",
         headers={
             "Content-Length": str(_WAV_HEADER_BYTES + data_bytes),
-            "Content-Disposition": f'attachment; filename="{sid}.wav"',
+            "Content-Disposition": f'{disposition}; filename="{sid}.wav"',
         },
     )
 
@@ -264,6 +280,11 @@ async def place_call(request: Request, body: PlaceCallIn) -> PlacedOut:
 @router.post("/calls/{sid}/hangup", response_model=ControlOut, response_model_by_alias=True)
 async def hangup(request: Request, sid: str) -> ControlOut:
     """Ends the call; a call Twilio no longer knows (20404) is already over: still 200."""
+    return await hangup_call(request, sid)
+
+
+async def hangup_call(request: Request, sid: str) -> ControlOut:
+    """Hang-up as the API does it (the dashboard's button calls this too)."""
     _check_sid(sid)
     try:
         ended = await _rest(request.app.state.edge).end_call(sid)
@@ -277,6 +298,11 @@ async def hangup(request: Request, sid: str) -> ControlOut:
 @router.post("/calls/{sid}/transfer", response_model=ControlOut, response_model_by_alias=True)
 async def transfer(request: Request, sid: str, body: TransferIn) -> ControlOut:
     """Sends the caller to ``to`` with a ``<Dial>``; the agent's stream ends."""
+    return await transfer_call(request, sid, body)
+
+
+async def transfer_call(request: Request, sid: str, body: TransferIn) -> ControlOut:
+    """Transfer as the API does it (the dashboard's form calls this too)."""
     _check_sid(sid)
     try:
         await _rest(request.app.state.edge).transfer_call(sid, twiml.dial(body.to))

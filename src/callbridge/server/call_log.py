@@ -33,6 +33,7 @@ from callbridge.engine.transport import (
     CallTransport,
     LineEvent,
 )
+from callbridge.server.live_board import LiveBoard
 from callbridge.store.events import EventBridge
 from callbridge.store.ops import (
     CallEnded,
@@ -96,6 +97,7 @@ class CallLog:
         self._clock = clock or MonotonicClock()
         self._wall = wall_clock
         self._live: dict[str, _Live] = {}
+        self.board = LiveBoard(self._clock)  # what the dashboard's live view shows
         self.bridge = EventBridge(self._on_log_event, metrics=metrics)
 
     # ------------------------------------------------------------------ runner hooks
@@ -105,8 +107,8 @@ class CallLog:
             info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]
         ) -> None:
             call = self._begin(info)
+            transport = _RecordingTransport(transport, call, self.board)
             if call.recording is not None:
-                transport = _RecordingTransport(transport, call)
                 line = cast("asyncio.Queue[LineEvent]", _TappedLine(line, call))
             try:
                 await runner(info, transport, line)
@@ -128,6 +130,7 @@ class CallLog:
             log.warning("call_log.turn_of_unknown_call")
             return
         call.seq += 1
+        self.board.turn(info.call_sid, turn.role, turn.latency_ms)
         self.writer.submit(
             TurnEnded(
                 sid=info.call_sid,
@@ -153,6 +156,8 @@ class CallLog:
     def on_event(self, info: CallInfo, event: CallEvent) -> None:
         """``make_runner``'s ``on_event``: the engine's typed events for the record."""
         data = dict(event.data)
+        if event.kind == "barge_in":
+            self.board.barge_in(info.call_sid)
         if self.metrics is not None:
             match event.kind:
                 case "barge_in":
@@ -182,6 +187,12 @@ class CallLog:
     def _begin(self, info: CallInfo) -> _Live:
         call = _Live(info, self._clock.now(), self._wall())
         self._live[info.call_sid] = call
+        self.board.begin(
+            info.call_sid,
+            from_number=info.from_number,
+            to_number=info.to_number,
+            direction=info.parameters.get("direction", "inbound"),
+        )
         started = call.wall(call.mono0)
         self.writer.submit(
             CallSeen(
@@ -218,6 +229,7 @@ class CallLog:
     def _finish(self, call: _Live) -> None:
         sid = call.info.call_sid
         self._live.pop(sid, None)
+        self.board.end(sid)
         if call.recording is not None:
             try:
                 call.recording.close()
@@ -248,13 +260,15 @@ class CallLog:
 
 
 class _RecordingTransport:
-    """Lays what the bot sends into the recording, then sends it on."""
+    """Lays what the bot sends into the recording and notes it on the live board."""
 
-    def __init__(self, inner: CallTransport, call: _Live) -> None:
+    def __init__(self, inner: CallTransport, call: _Live, board: LiveBoard) -> None:
         self._inner = inner
         self._call = call
+        self._board = board
 
     async def send_audio(self, ulaw: bytes) -> None:
+        self._board.bot_audio(self._call.info.call_sid)
         recording = self._call.recording
         if recording is not None:
             recording.bot_audio(ulaw)

@@ -61,6 +61,7 @@ class Call(Base):
         Index("ix_calls_status", "status"),
         Index("ix_calls_from_number", "from_number"),
         Index("ix_calls_to_number", "to_number"),
+        Index("ix_calls_assistant_started_at", "assistant", "started_at"),
     )
 
 
@@ -85,7 +86,11 @@ class Turn(Base):
     first_frame_ms: Mapped[float | None] = mapped_column(Float)
     latency_ms: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
-    __table_args__ = (UniqueConstraint("call_sid", "seq", name="uq_turns_call_seq"),)
+    __table_args__ = (
+        UniqueConstraint("call_sid", "seq", name="uq_turns_call_seq"),
+        Index("ix_turns_call_sid_first_frame", "call_sid", "first_frame_ms"),
+        Index("ix_turns_started_at_first_frame", "started_at", "first_frame_ms"),
+    )
 
 
 class Event(Base):
@@ -99,7 +104,11 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(48))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
-    __table_args__ = (Index("ix_events_call_sid_at", "call_sid", "at"),)
+    __table_args__ = (
+        Index("ix_events_call_sid_at", "call_sid", "at"),
+        Index("ix_events_kind_call_sid", "kind", "call_sid"),
+        Index("ix_events_kind_at", "kind", "at"),
+    )
 
 
 class Recording(Base):
