@@ -12,9 +12,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from callbridge.engine.transport import CallRunner
-from callbridge.server import api, media, webhooks
+from callbridge.server import api, media, readiness, webhooks
 from callbridge.server.call_log import CallLog, Providers
 from callbridge.server.edge import INSECURE_WARNING, Edge
+from callbridge.server.live import instance_name
 from callbridge.server.loopback import loopback_runner
 from callbridge.server.status_capture import StatusCapture, status_ops
 from callbridge.settings import Settings
@@ -41,6 +42,7 @@ def create_app(
     store: Store | None = None,
     metrics: Metrics | None = None,
     call_log: CallLog | None = None,
+    instance: str | None = None,
 ) -> FastAPI:
     """Build the app. ``runner`` serves each call; the loopback echo when None.
 
@@ -102,11 +104,15 @@ def create_app(
         validator=validator,
         runner=runner or loopback_runner,
         rest=rest,
+        instance=instance or instance_name(),
     )
+    app.state.providers_ready = True  # the runner exists: its providers were built
     app.state.store = store
     app.state.metrics = metrics
     metrics.watch_edge(app.state.edge.stats)
+    metrics.watch_drain(app.state.edge.drain, app.state.edge.instance)
     app.include_router(webhooks.router, include_in_schema=False)
+    app.include_router(readiness.router, include_in_schema=False)
     app.include_router(media.router, include_in_schema=False)
     app.include_router(api.router)
     app.include_router(api.metrics_router)

@@ -51,6 +51,11 @@ class StoreWriter:
         self.failed = 0
         self.written = 0
 
+    @property
+    def healthy(self) -> bool:
+        """The writer task is running (``/readyz`` asks)."""
+        return self._task is not None and not self._task.done()
+
     def submit(self, op: StoreOp) -> bool:
         """Queue ``op`` for writing; never blocks. False (and counted) when full or closed."""
         if self._task is None or self._task.done():

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "EdgeCounters", "Metrics", "ProviderNames"]
+__all__ = ["CONTENT_TYPE", "DrainState", "EdgeCounters", "Metrics", "ProviderNames"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -34,6 +34,13 @@ class EdgeCounters(Protocol):
     frames_rejected: Mapping[str, int]
     timestamp_gaps: int
     arrival_gaps: int
+
+
+class DrainState(Protocol):
+    """The fields of ``server.drain.Drain`` read here."""
+
+    draining: bool
+    ended_calls: int
 
 
 class ProviderNames(Protocol):
@@ -98,6 +105,9 @@ class Metrics:
 
     def watch_edge(self, stats: EdgeCounters) -> None:
         self.registry.register(_EdgeCollector(stats))
+
+    def watch_drain(self, drain: DrainState, instance: str) -> None:
+        self.registry.register(_DrainCollector(drain, instance))
 
     def observe_turn(
         self,
@@ -170,3 +180,26 @@ class _EdgeCollector(Collector):
         for kind, count in sorted(s.frames_rejected.items()):
             rejected.add_metric([f"frame_{kind}"], count)
         yield rejected
+
+
+class _DrainCollector(Collector):
+    def __init__(self, drain: DrainState, instance: str) -> None:
+        self._drain = drain
+        self._instance = instance
+
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            "callbridge_instance", "This process's name in the calls table", labels=["name"]
+        )
+        info.add_metric([self._instance], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "callbridge_draining",
+            "1 while the instance drains (SIGTERM)",
+            int(self._drain.draining),
+        )
+        yield CounterMetricFamily(
+            "callbridge_drain_ended_calls",
+            "Calls still up at the drain timeout, ended with a goodbye",
+            self._drain.ended_calls,
+        )
