@@ -22,6 +22,7 @@ __all__ = ["Drain", "DrainResult"]
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class DrainResult:
     finished: int  # calls that ended by themselves during the drain
@@ -58,9 +59,7 @@ class Drain:
             ended = len(calls)
             self.ended_calls += ended
             log_event(log, logging.WARNING, "drain.timeout", timeout_s=timeout_s, live_calls=ended)
-            await asyncio.gather(
-                *(c.end("drain", message, grace_s=END_GRACE_S) for c in calls)
-            )
+            await asyncio.gather(*(c.end("drain", message, grace_s=END_GRACE_S) for c in calls))
             await self.live.wait_empty(END_GRACE_S)
         result = DrainResult(
             finished=max(0, at_start - ended), ended=ended, seconds=time.monotonic() - t0

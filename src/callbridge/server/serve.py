@@ -59,9 +59,7 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain_then_exit(self) -> None:
         try:
-            await self._edge.drain.run(
-                self._settings.drain_timeout_s, self._settings.drain_message
-            )
+            await self._edge.drain.run(self._settings.drain_timeout_s, self._settings.drain_message)
         finally:
             self.should_exit = True
 
