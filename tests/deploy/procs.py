@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -75,6 +76,7 @@ class ServerProcess:
                 env=env,
                 stdout=log,
                 stderr=log,
+                start_new_session=True,  # kill() takes the whole group, workers too
             )
         return self.proc
 
@@ -106,9 +108,12 @@ class ServerProcess:
         return self.proc.returncode
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        """SIGKILL to the process group (a ``--workers`` supervisor and its workers)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -9,6 +9,7 @@ then drains its own calls, and the group exits 0 when all have.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ __all__ = ["default_workers", "reserve_port", "supervise", "worker_command"]
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
+_PR_SET_PDEATHSIG = 1
 _RESTART_PAUSE_S = 1.0
 
 
@@ -60,7 +62,7 @@ def supervise(count: int, worker_argv: Sequence[str], env: dict[str, str]) -> in
                 proc.send_signal(sig)  # the second one makes the workers stop at once
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(list(worker_argv), env=env)
+        return subprocess.Popen(list(worker_argv), env=env, preexec_fn=_drain_with_parent)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     procs = [start() for _ in range(count)]
@@ -85,6 +87,15 @@ def supervise(count: int, worker_argv: Sequence[str], env: dict[str, str]) -> in
     codes = [p.returncode for p in procs]
     log_event(log, logging.INFO, "workers.stopped", codes=",".join(map(str, codes)))
     return 0 if all(c == 0 for c in codes) else 1
+
+
+def _drain_with_parent() -> None:
+    """In the child, before exec: SIGTERM (a drain) when the supervisor dies, even by
+    SIGKILL, so no worker is left orphaned (Linux ``PR_SET_PDEATHSIG``)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def worker_command(args: Sequence[str]) -> list[str]:
