@@ -91,11 +91,17 @@ class Settings(BaseSettings):
         "from_number",
         "recordings_dir",
         "overflow_url",
+        "workers",
         mode="before",
     )
     @classmethod
     def _blank_is_none(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("drain_message", mode="before")
+    @classmethod
+    def _default_goodbye(cls, v: Any) -> Any:
+        return DRAIN_MESSAGE if isinstance(v, str) and not v.strip() else v
 
     @field_validator("public_url")
     @classmethod
