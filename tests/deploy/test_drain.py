@@ -187,3 +187,31 @@ async def test_drain_timeout_says_goodbye_and_hangs_up(
     assert "end_requested" in events
     (done,) = server.log_events("drain.done")
     assert done["ended"] == 1
+
+
+async def test_a_second_signal_stops_at_once(tmp_path: Path, twilio_api: FakeTwilioApi) -> None:
+    server = ServerProcess(server_env(tmp_path / "data", twilio_api.base_url), tmp_path / "s.log")
+    await server.start()
+    try:
+        calls: list[LiveCall] = []
+        running = asyncio.create_task(
+            run_scenario(STAYS_ON, _options(server, twilio_api), {}, on_call=calls.append)
+        )
+        deadline = time.monotonic() + 20
+        while not (calls and calls[0].bot_speech_starts):
+            assert time.monotonic() < deadline, server.log_tail()
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as probe:
+            server.signal(signal.SIGTERM)
+            await _first_503(probe, time.monotonic(), timeout_s=2.0)
+        assert server.proc is not None and server.proc.poll() is None  # draining, waiting
+        t0 = time.monotonic()
+        server.signal(signal.SIGTERM)
+        code = await server.wait(timeout_s=10)
+        stopped_s = time.monotonic() - t0
+        await running
+    finally:
+        server.kill()
+    assert stopped_s < 3, f"took {stopped_s:.1f} s after the second signal"
+    assert code == -signal.SIGTERM  # not a clean drain, and it says so
+    assert server.log_events("drain.aborted")

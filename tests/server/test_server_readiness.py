@@ -15,6 +15,7 @@ from support.twilio_sign import sign_form
 from callbridge.errors import ConfigError
 from callbridge.server.app import create_app
 from callbridge.settings import Settings, load_settings
+from callbridge.simulator.dialer import CallOptions, dial
 from callbridge.store import Store
 from callbridge.store.database import Database
 
@@ -115,3 +116,20 @@ def test_postgres_refuses_a_per_instance_stream_secret(
     assert shared.shared_store
     alone = load_settings(**base)  # SQLite: one instance, its own generated secret
     assert not alone.shared_store and alone.stream_secret is not None
+
+
+async def test_a_redirected_call_connects_on_the_instance_with_room(
+    make_settings: Callable[..., Settings],
+    client_for: Callable[[str], httpx.AsyncClient],
+) -> None:
+    """Twilio (the simulator) follows the draining instance's <Redirect> to another."""
+    ready = create_app(make_settings())
+    async with running_server(ready) as ready_base:
+        draining = create_app(make_settings(overflow_url=f"{ready_base}/voice"))
+        async with running_server(draining) as draining_base:
+            draining.state.edge.drain.begin("test")
+            plan = await dial(CallOptions(draining_base, AUTH_TOKEN))
+    assert plan.stream_url is not None
+    assert plan.stream_url.startswith(ready_base.replace("http://", "ws://"))
+    assert draining.state.edge.stats.overflow_total == 1
+    assert ready.state.edge.stats.overflow_total == 0

@@ -162,7 +162,9 @@ class _EdgeCollector(Collector):
         )
         yield CounterMetricFamily("callbridge_calls", "Media streams started", s.calls_total)
         yield CounterMetricFamily(
-            "callbridge_overflow_calls", "Calls refused at max_calls", s.overflow_total
+            "callbridge_overflow_calls",
+            "Calls turned away or redirected: full or draining",
+            s.overflow_total,
         )
         gaps = CounterMetricFamily(
             "callbridge_inbound_gaps",
