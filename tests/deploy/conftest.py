@@ -9,8 +9,6 @@ from support.twilio_api import FakeTwilioApi, fake_twilio_api
 
 from .procs import ACCOUNT_SID, AUTH_TOKEN
 
-pytestmark = pytest.mark.deploy
-
 
 @pytest.fixture
 def twilio_api() -> Iterator[FakeTwilioApi]:
