@@ -76,7 +76,6 @@ class ServerProcess:
                 env=env,
                 stdout=log,
                 stderr=log,
-                start_new_session=True,  # kill() takes the whole group, workers too
             )
         return self.proc
 
@@ -108,11 +107,13 @@ class ServerProcess:
         return self.proc.returncode
 
     def kill(self) -> None:
-        """SIGKILL to the process group (a ``--workers`` supervisor and its workers)."""
+        """SIGKILL to the server and, for ``--workers``, to each worker (they run in
+        process groups of their own)."""
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in [*_children(self.proc.pid), self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.proc.wait(10)
 
     def log_tail(self, lines: int = 40) -> str:
@@ -132,3 +133,15 @@ class ServerProcess:
             if isinstance(record, dict) and record.get("event") == name:
                 out.append(record)
         return out
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out

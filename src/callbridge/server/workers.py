@@ -62,7 +62,11 @@ def supervise(count: int, worker_argv: Sequence[str], env: dict[str, str]) -> in
                 proc.send_signal(sig)  # the second one makes the workers stop at once
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(list(worker_argv), env=env, preexec_fn=_drain_with_parent)
+        # Its own process group: a terminal's Ctrl-C reaches the supervisor only, which
+        # passes it on once (a worker that got it twice would stop without draining).
+        return subprocess.Popen(
+            list(worker_argv), env=env, preexec_fn=_drain_with_parent, process_group=0
+        )
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     procs = [start() for _ in range(count)]
