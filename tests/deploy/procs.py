@@ -18,7 +18,16 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ACCOUNT_SID", "API_TOKEN", "AUTH_TOKEN", "ServerProcess", "free_port", "server_env"]
+__all__ = [
+    "ACCOUNT_SID",
+    "API_TOKEN",
+    "AUTH_TOKEN",
+    "SHORT_ASSISTANT",
+    "SHORT_AUDIO_MS",
+    "ServerProcess",
+    "free_port",
+    "server_env",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH_TOKEN = "d" * 32
@@ -26,6 +35,8 @@ ACCOUNT_SID = "AC" + "2" * 32
 API_TOKEN = "api-token-" + "x" * 16
 STREAM_SECRET = "s" * 32
 FAKE_ASSISTANT = ROOT / "examples" / "assistant-fake.yaml"
+SHORT_ASSISTANT = Path(__file__).with_name("assistant-short.yaml")
+SHORT_AUDIO_MS = (10 + 12) * 60  # its greeting and one answer, as the fake TTS makes them
 _SETTINGS_PREFIXES = ("TWILIO_", "CALLBRIDGE_", "PUBLIC_URL", "DATABASE_URL", "LOG_", "TRUSTED_")
 
 

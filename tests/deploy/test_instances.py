@@ -26,7 +26,16 @@ from callbridge.simulator.report import CallReport
 from callbridge.simulator.runner import prepare_voices, run_scenario
 from callbridge.simulator.scenario import parse_scenario
 
-from .procs import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, ServerProcess, free_port, server_env
+from .procs import (
+    ACCOUNT_SID,
+    API_TOKEN,
+    AUTH_TOKEN,
+    SHORT_ASSISTANT,
+    SHORT_AUDIO_MS,
+    ServerProcess,
+    free_port,
+    server_env,
+)
 from .proxy import RoundRobinProxy
 
 pytestmark = pytest.mark.deploy
@@ -39,10 +48,10 @@ ONE_TURN = parse_scenario(
 name: one-turn
 timeout_s: 60
 steps:
-  - expect_bot_speech: 4000
+  - expect_bot_speech: 10000
   - wait_for_silence: {ms: 600, timeout_ms: 15000}
   - say: I would like to check my bill
-  - expect_bot_speech: 5000
+  - expect_bot_speech: 10000
   - wait_for_silence: {ms: 1500, timeout_ms: 20000}  # a loaded machine may stall a reply
   - hangup
 """,
@@ -96,6 +105,7 @@ async def test_two_instances_share_calls_and_drain_one(
                 DATABASE_URL=database_url,
                 PUBLIC_URL=proxy.base_url,
                 CALLBRIDGE_OVERFLOW_URL=f"{proxy.base_url}/voice",
+                CALLBRIDGE_ASSISTANT=str(SHORT_ASSISTANT),
             ),
             tmp_path / f"server{i}.log",
             args=("--workers", "1"),  # one process each: two instances, as two pods
@@ -168,11 +178,12 @@ async def test_two_instances_share_calls_and_drain_one(
     assert [r.form.get("Status") for r in hangups] == [["completed"]]
     failed = [(r.call_sid, r.failures) for r in reports if not r.ok]
     assert not failed, failed
-    # Underruns are not asserted here: 41 simulated callers, two servers and PostgreSQL
-    # share this machine's cores; tests/deploy/test_drain.py holds that bar at 2 calls.
+    # Latency and underruns are not asserted here: 41 simulated callers, two servers and
+    # PostgreSQL share two cores with whatever else runs; test_drain.py holds those bars.
     for r in reports:
         (turn,) = r.turns
-        assert turn.latency_ms is not None and r.bot_audio_ms > 3000, r.as_dict()
+        assert turn.latency_ms is not None, r.as_dict()
+        assert r.bot_audio_ms >= SHORT_AUDIO_MS - 60, r.as_dict()  # heard it all
     assert drained_code == 0, servers[1].log_tail()
 
     calls = {c["sid"]: c for c in page["calls"]}
