@@ -15,6 +15,8 @@ from callbridge.server.live import LiveCalls
 from callbridge.store.database import Database
 from callbridge.store.ops import CallSeen, apply
 
+pytestmark = pytest.mark.deploy
+
 SID = "CA" + "7" * 32
 
 
