@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -64,6 +65,8 @@ class LiveCalls:
     def __init__(self) -> None:
         self._calls: dict[str, LiveCall] = {}
         self._changed = asyncio.Event()
+        self.last_added_at = 0.0  # time.monotonic() of the newest stream
+        self.removed = 0  # streams that have ended, over the process's life
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -83,11 +86,13 @@ class LiveCalls:
         """Register a stream for its whole life; ``remove`` it when the runner is done."""
         call = LiveCall(call_sid, post, hang_up)
         self._calls[call_sid] = call
+        self.last_added_at = time.monotonic()
         self._touch()
         return call
 
     def remove(self, call: LiveCall) -> None:
         call.ended.set()
+        self.removed += 1
         if self._calls.get(call.call_sid) is call:
             del self._calls[call.call_sid]
         self._touch()

@@ -62,6 +62,7 @@ async def voice(request: Request) -> Response:
             to_number=params.get("To", ""),
             token=edge.tokens.mint(call_sid),
         )
+        edge.drain.note_answered()
         log_event(
             log,
             logging.INFO,
