@@ -41,7 +41,7 @@ async def test_an_idle_instance_waits_only_the_quiet_period() -> None:
     drain = Drain(LiveCalls())
     result = await drain.run(timeout_s=5, message=None)
     assert drain.draining and (result.finished, result.ended) == (0, 0)
-    assert QUIET <= result.seconds < QUIET + 0.5
+    assert QUIET - 0.05 <= result.seconds < QUIET + 0.5  # from its start, logging aside
 
 
 async def test_a_stream_answered_before_the_signal_is_waited_for() -> None:
