@@ -4,12 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean browser screenshots
+.PHONY: serve test lint lint-deploy bench clean browser screenshots
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+# The same script builds the container image (Dockerfile): one install, tested here.
+$(STAMP): pyproject.toml scripts/install.sh
+	PYTHON=$(PYTHON) bash scripts/install.sh venv $(VENV) dev
 	touch $(STAMP)
 
 # A first run gets a .env from the example; the server says what to fill in.
@@ -21,7 +20,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy --strict src
 
-test: lint browser
+# Container and orchestration files: no container runtime here, so they are linted.
+lint-deploy: $(STAMP)
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+	$(BIN)/kubernetes-validate --strict --quiet -k 1.30.0 deploy/kubernetes/callbridge.yaml
+
+test: lint lint-deploy browser
 	$(BIN)/python -m pytest
 
 # The dashboard's browser tests drive Debian's chromium; installed here when missing.

@@ -28,6 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--assistant", metavar="FILE", help="assistant file (default: CALLBRIDGE_ASSISTANT)"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes sharing the port (default: CALLBRIDGE_WORKERS, else one per "
+        "core with PostgreSQL; SQLite is always one instance)",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
     add_call_commands(sub)
     add_simulator_commands(sub)
@@ -46,9 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from callbridge.server.app import serving_app, uvicorn_config
+    from callbridge.server.app import serving_app
+    from callbridge.server.serve import serve
+    from callbridge.server.workers import default_workers
     from callbridge.telemetry.logging import configure_logging
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -58,11 +66,37 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # The call record reads INFO events from callbridge.*; the console keeps LOG_LEVEL.
     handler.setLevel(settings.log_level)
+    workers = args.workers or settings.workers
+    if workers is None:
+        workers = default_workers() if settings.shared_store else 1
+    if workers > 1 and not settings.shared_store:
+        raise ConfigError(
+            f"--workers {workers}: the SQLite store is one instance's file; set DATABASE_URL "
+            "to PostgreSQL to run several instances (or use --workers 1)"
+        )
+    if workers > 1:
+        return _supervise(args, settings, workers)
     assistant = Path(args.assistant) if args.assistant else settings.assistant_path
     app = serving_app(settings, assistant)
-    print(_banner(settings), flush=True)
-    uvicorn.Server(uvicorn_config(app, settings.host, settings.port)).run()
+    if not args.reuse_port:
+        print(_banner(settings), flush=True)
+    serve(app, settings, reuse_port=args.reuse_port)
     return 0
+
+
+def _supervise(args: argparse.Namespace, settings: Settings, workers: int) -> int:
+    import os
+
+    from callbridge.server.workers import reserve_port, supervise, worker_command
+
+    port, held = reserve_port(settings.host, settings.port)
+    with held:
+        passed = ["--host", settings.host, "--port", str(port)]
+        if args.assistant:
+            passed += ["--assistant", args.assistant]
+        shown = settings.model_copy(update={"port": port})
+        print(f"{_banner(shown)}\n  {workers} worker processes share the port", flush=True)
+        return supervise(workers, worker_command(passed), dict(os.environ))
 
 
 def _banner(settings: Settings) -> str:

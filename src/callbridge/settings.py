@@ -31,6 +31,7 @@ SECRET_FILE = "stream_secret"
 MIN_SECRET_CHARS = 16
 PLACEHOLDER_TOKEN = "your_auth_token_here"  # the value .env.example ships with
 DEFAULT_MAX_CALLS = 30
+DRAIN_MESSAGE = "Sorry, we have to end this call now. Please call us again in a moment. Goodbye."
 
 
 class Settings(BaseSettings):
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
     recording_retention_days: float = Field(
         0, ge=0, validation_alias="CALLBRIDGE_RECORDING_RETENTION_DAYS"
     )
+    # Deploys and several instances (DESIGN.md §10).
+    drain_timeout_s: float = Field(600, ge=0, validation_alias="CALLBRIDGE_DRAIN_TIMEOUT_S")
+    drain_message: str = Field(DRAIN_MESSAGE, validation_alias="CALLBRIDGE_DRAIN_MESSAGE")
+    overflow_url: str | None = Field(None, validation_alias="CALLBRIDGE_OVERFLOW_URL")
+    workers: int | None = Field(None, ge=1, validation_alias="CALLBRIDGE_WORKERS")
 
     @field_validator(
         "public_url",
@@ -87,11 +93,18 @@ class Settings(BaseSettings):
         "api_token",
         "from_number",
         "recordings_dir",
+        "overflow_url",
+        "workers",
         mode="before",
     )
     @classmethod
     def _blank_is_none(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("drain_message", mode="before")
+    @classmethod
+    def _default_goodbye(cls, v: Any) -> Any:
+        return DRAIN_MESSAGE if isinstance(v, str) and not v.strip() else v
 
     @field_validator("public_url")
     @classmethod
@@ -105,7 +118,7 @@ class Settings(BaseSettings):
             raise ValueError(f"expected an origin without path or query, got {v!r}")
         return f"{parts.scheme}://{parts.netloc}"
 
-    @field_validator("twilio_api_base_url")
+    @field_validator("twilio_api_base_url", "overflow_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is None:
@@ -154,6 +167,12 @@ class Settings(BaseSettings):
         return values
 
     @property
+    def shared_store(self) -> bool:
+        """PostgreSQL: several instances may share it. SQLite is one instance's file."""
+        url = (self.database_url or "").lower()
+        return url.startswith(("postgres://", "postgresql://", "postgresql+"))
+
+    @property
     def recordings_path(self) -> Path:
         """Where call recordings go: ``CALLBRIDGE_RECORDINGS_DIR`` or the data dir's."""
         return self.recordings_dir or self.data_dir / "recordings"
@@ -194,6 +213,13 @@ def load_settings(**overrides: Any) -> Settings:
         log.warning(
             "settings.placeholder_token TWILIO_AUTH_TOKEN is still the .env.example "
             "placeholder: every Twilio request will be refused (403) until it is set"
+        )
+    if settings.stream_secret is None and settings.shared_store:
+        # Each instance would make its own secret and refuse every stream whose webhook
+        # another instance answered: with Postgres, the instances are meant to be several.
+        raise ConfigError(
+            "CALLBRIDGE_STREAM_SECRET is not set: with DATABASE_URL on PostgreSQL every "
+            "instance must share one stream secret (e.g. `openssl rand -base64 32`)"
         )
     if settings.stream_secret is None:
         secret = ensure_stream_secret(settings.data_dir)

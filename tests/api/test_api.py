@@ -310,6 +310,7 @@ async def test_metrics_and_openapi_are_published(
             "/api/calls/{sid}/recording",
             "/api/calls/{sid}/hangup",
             "/api/calls/{sid}/transfer",
+            "/api/calls/{sid}/say",
         }
         assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 

@@ -95,3 +95,14 @@ def test_serve_prints_the_webhook_url_and_serves(tmp_path: Path) -> None:
     assert "Finished server process" in err
     assert "t" * 32 not in err  # the token never reaches the log
     assert (tmp_path / "data" / "stream_secret").exists()
+
+
+def test_sqlite_is_one_instance_and_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "t" * 32)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("CALLBRIDGE_WORKERS", raising=False)
+    assert main(["serve", "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "SQLite" in err and "DATABASE_URL" in err and err.count("\n") == 1

@@ -129,7 +129,11 @@ async def test_postgres_stopped_and_restarted_under_live_calls_loses_no_finished
     url = await fresh_database(own_postgres.url)
     (tmp_path / "assistant.yaml").write_text(ASSISTANT, encoding="utf-8")
     settings = load_settings(
-        auth_token=AUTH_TOKEN, data_dir=tmp_path / "data", database_url=url, max_calls=0
+        auth_token=AUTH_TOKEN,
+        data_dir=tmp_path / "data",
+        database_url=url,
+        max_calls=0,
+        stream_secret="a-secret-every-instance-shares",
     )
     app = serving_app(settings, tmp_path / "assistant.yaml")
     writer = app.state.store.writer

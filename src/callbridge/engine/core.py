@@ -38,7 +38,14 @@ from callbridge.engine.listening import Listening
 from callbridge.engine.playout import Playout
 from callbridge.engine.replies import Replies
 from callbridge.engine.speech import SpeechTracker
-from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp, MarkPlayed
+from callbridge.engine.transport import (
+    CallerAudio,
+    CallerDtmf,
+    CallerHungUp,
+    EndCall,
+    MarkPlayed,
+    SayText,
+)
 from callbridge.engine.words import CallerWords
 from callbridge.providers.base import (
     SttSpeechStarted,
@@ -100,6 +107,7 @@ class CallEngine(Listening):
         self._await_final_until: float | None = None
         self._pending_ulaw = b""
         self._ending_deadline: float | None = None
+        self._announcements: list[str] = []  # SayText waiting for the bot's next pause
 
     # ------------------------------------------------------------ shell interface
 
@@ -162,6 +170,12 @@ class CallEngine(Listening):
                 self._on_reply_failed(error, now)
             case CallerHungUp(reason=reason):
                 self._on_hung_up(reason, now)
+            case EndCall(reason=reason, message=message):
+                self._on_end_requested(reason, message, now)
+            case SayText(text=text):
+                self._announcements.append(text)
+                if self.phase is Phase.LISTENING:
+                    self._listen(now)
             case SttSpeechStarted() | SttUtteranceEnd() | Tick():
                 pass
             case _:
@@ -292,6 +306,11 @@ class CallEngine(Listening):
             self._listen(now)
 
     def _listen(self, now: float) -> None:
+        if self._announcements and self.speech.run_ms < self.turns.start_ms:
+            self._idle_at = None
+            self._replies.start(now, ReplyKind.ANNOUNCEMENT, text=self._announcements.pop(0))
+            self.phase = Phase.THINKING
+            return
         self.phase = Phase.LISTENING
         self._idle_at = now + self.turns.idle_timeout_s
         if self.speech.run_ms >= self.turns.start_ms:
@@ -342,6 +361,22 @@ class CallEngine(Listening):
         self._replies.cancel()
         self._event("caller_hung_up", reason=reason)
         self.phase = Phase.ENDED
+
+    def _on_end_requested(self, reason: str, message: str | None, now: float) -> None:
+        """The server ends the call (drain timeout, API): stop talking, say goodbye, hang up."""
+        if self.phase is Phase.ENDING:
+            return
+        self._event("end_requested", reason=reason)
+        reply = self._replies.current
+        if reply is not None and self.phase in SPEAKING_PHASES:
+            heard = self.playout.heard_text(now)
+            self._record(reply.record(self.playout.spoken_text(), heard, now, interrupted=True))
+            self.conversation.add_assistant(heard)
+            self._out.append(SendClear())
+            self.playout.clear(now)
+        self._replies.cancel()
+        text = self.script.end_call_message if message is None else message
+        self._end_call(now, ReplyKind.GOODBYE, text)
 
     def _record(self, turn: TurnRecord) -> None:
         self._out.append(RecordTurn(turn))

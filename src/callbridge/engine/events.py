@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
-from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp, MarkPlayed
+from callbridge.engine.transport import (
+    CallerAudio,
+    CallerDtmf,
+    CallerHungUp,
+    EndCall,
+    MarkPlayed,
+    SayText,
+)
 from callbridge.providers.base import (
     Message,
     SttSpeechStarted,
@@ -68,6 +75,7 @@ class ReplyKind(Enum):
     REPROMPT = "reprompt"
     GOODBYE = "goodbye"
     APOLOGY = "apology"
+    ANNOUNCEMENT = "announcement"
 
 
 # ---------------------------------------------------------------- inputs from the reply task
@@ -118,6 +126,8 @@ EngineEvent = (
     | CallerDtmf
     | MarkPlayed
     | CallerHungUp
+    | EndCall
+    | SayText
     | TranscriptUpdate
     | SttSpeechStarted
     | SttUtteranceEnd
@@ -208,6 +218,7 @@ CallEventKind = Literal[
     "mark_timeout",
     "stt_timeout",
     "provider_failed",
+    "end_requested",
 ]
 
 

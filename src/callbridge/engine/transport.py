@@ -15,8 +15,10 @@ __all__ = [
     "CallerAudio",
     "CallerDtmf",
     "CallerHungUp",
+    "EndCall",
     "LineEvent",
     "MarkPlayed",
+    "SayText",
 ]
 
 
@@ -70,7 +72,26 @@ class CallerHungUp:
     reason: str = "stop"
 
 
-LineEvent = CallerAudio | CallerDtmf | MarkPlayed | CallerHungUp
+# Operator events: the server (a drain, the API of any instance) steering a live call.
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """End the call on our side: say ``message`` (None: the assistant's own goodbye; "":
+    nothing), then hang up. A drain's timeout and an API hang-up post this."""
+
+    reason: str
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SayText:
+    """Say ``text`` to the caller at the next moment the bot would be listening."""
+
+    text: str
+
+
+LineEvent = CallerAudio | CallerDtmf | MarkPlayed | CallerHungUp | EndCall | SayText
 
 
 @dataclass(frozen=True, slots=True)

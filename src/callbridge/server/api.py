@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from callbridge.server.control import CallControl
 from callbridge.server.edge import Edge
 from callbridge.store import Store
 from callbridge.store.models import Call, Event, Recording, Turn, utc
@@ -94,6 +95,7 @@ class CallOut(_Out):
     status: str
     assistant: str
     outcome: str | None
+    instance: str | None = None
     started_at: datetime
     ended_at: datetime | None
     duration_s: float | None
@@ -152,6 +154,16 @@ class PlacedOut(_Out):
 
 class TransferIn(_Out):
     to: str = Field(pattern=E164)
+
+
+class HangupIn(_Out):
+    """Optional: what the bot says before it hangs up (only while its stream is live)."""
+
+    message: str | None = Field(None, max_length=2000)
+
+
+class SayIn(_Out):
+    text: str = Field(min_length=1, max_length=2000)
 
 
 class ControlOut(_Out):
@@ -278,14 +290,23 @@ async def place_call(request: Request, body: PlaceCallIn) -> PlacedOut:
 
 
 @router.post("/calls/{sid}/hangup", response_model=ControlOut, response_model_by_alias=True)
-async def hangup(request: Request, sid: str) -> ControlOut:
-    """Ends the call; a call Twilio no longer knows (20404) is already over: still 200."""
-    return await hangup_call(request, sid)
+async def hangup(request: Request, sid: str, body: HangupIn | None = None) -> ControlOut:
+    """Ends the call; a call Twilio no longer knows (20404) is already over: still 200.
+
+    A call whose stream is live on any instance is ended there (goodbye if ``message``,
+    the turn recorded, then Twilio hang-up); otherwise through Twilio REST directly.
+    """
+    return await hangup_call(request, sid, body.message if body else None)
 
 
-async def hangup_call(request: Request, sid: str) -> ControlOut:
+async def hangup_call(request: Request, sid: str, message: str | None = None) -> ControlOut:
     """Hang-up as the API does it (the dashboard's button calls this too)."""
     _check_sid(sid)
+    control: CallControl = request.app.state.control
+    result = await control.end(sid, message)
+    if result is not None:
+        _record(request, sid, "api_hangup", {"result": result})
+        return ControlOut(sid=sid, ok=True, detail=result)
     try:
         ended = await _rest(request.app.state.edge).end_call(sid)
     except TwilioRestError as exc:
@@ -312,6 +333,17 @@ async def transfer_call(request: Request, sid: str, body: TransferIn) -> Control
         raise HTTPException(502, str(exc)) from exc
     _record(request, sid, "api_transfer", {"to": body.to})
     return ControlOut(sid=sid, ok=True, detail=f"transferred to {body.to}")
+
+
+@router.post("/calls/{sid}/say", response_model=ControlOut, response_model_by_alias=True)
+async def say(request: Request, sid: str, body: SayIn) -> ControlOut:
+    """The bot says ``text`` at its next pause, on whichever instance holds the call."""
+    _check_sid(sid)
+    control: CallControl = request.app.state.control
+    if not await control.say(sid, body.text):
+        raise HTTPException(404, f"call {sid} is not live on any instance")
+    _record(request, sid, "api_say", {"chars": len(body.text)})
+    return ControlOut(sid=sid, ok=True, detail="queued")
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
@@ -377,6 +409,7 @@ def _call_out(call: Call, turns: int | None) -> CallOut:
             "status": call.status,
             "assistant": call.assistant,
             "outcome": call.outcome,
+            "instance": call.instance,
             "startedAt": started,
             "endedAt": ended,
             "durationS": round((ended - started).total_seconds(), 3) if ended else None,

@@ -12,9 +12,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from callbridge.engine.transport import CallRunner
-from callbridge.server import api, dashboard, media, webhooks
+from callbridge.server import api, dashboard, media, readiness, webhooks
 from callbridge.server.call_log import CallLog, Providers
+from callbridge.server.control import CallControl, ControlBus
 from callbridge.server.edge import INSECURE_WARNING, Edge
+from callbridge.server.live import instance_name
 from callbridge.server.loopback import loopback_runner
 from callbridge.server.status_capture import StatusCapture, status_ops
 from callbridge.settings import Settings
@@ -41,6 +43,7 @@ def create_app(
     store: Store | None = None,
     metrics: Metrics | None = None,
     call_log: CallLog | None = None,
+    instance: str | None = None,
 ) -> FastAPI:
     """Build the app. ``runner`` serves each call; the loopback echo when None.
 
@@ -75,9 +78,10 @@ def create_app(
     metrics = metrics or Metrics()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if store is not None:
             await store.start()
+        bus = await _start_control(app, store)
         if call_log is not None:
             call_log.bridge.install()
         try:
@@ -85,6 +89,8 @@ def create_app(
         finally:
             if call_log is not None:
                 call_log.bridge.uninstall()
+            if bus is not None:
+                await bus.close()
             if store is not None:
                 await store.close()
 
@@ -102,13 +108,18 @@ def create_app(
         validator=validator,
         runner=runner or loopback_runner,
         rest=rest,
+        instance=instance or instance_name(),
     )
+    app.state.providers_ready = True  # the runner exists: its providers were built
+    app.state.control = CallControl(app.state.edge.live, app.state.edge.instance, None, None)
     app.state.store = store
     app.state.metrics = metrics
     metrics.watch_edge(app.state.edge.stats)
     if store is not None:
         metrics.watch_store(store.writer)
+    metrics.watch_drain(app.state.edge.drain, app.state.edge.instance)
     app.include_router(webhooks.router, include_in_schema=False)
+    app.include_router(readiness.router, include_in_schema=False)
     app.include_router(media.router, include_in_schema=False)
     app.include_router(api.router)
     app.include_router(api.metrics_router)
@@ -124,6 +135,27 @@ def create_app(
     return app
 
 
+async def _start_control(app: FastAPI, store: Store | None) -> ControlBus | None:
+    """With PostgreSQL, listen for other instances' commands (DESIGN.md §10)."""
+    edge: Edge = app.state.edge
+    if store is None:
+        return None
+    if store.database.is_sqlite:
+        log_event(
+            log,
+            logging.INFO,
+            "store.single_instance",
+            hint="SQLite keeps one instance's calls; set DATABASE_URL to PostgreSQL "
+            "to run several instances",
+        )
+        app.state.control = CallControl(edge.live, edge.instance, store.database, None)
+        return None
+    bus = ControlBus(store.database.url, edge.instance, edge.live)
+    await bus.start()
+    app.state.control = CallControl(edge.live, edge.instance, store.database, bus)
+    return bus
+
+
 def serving_app(settings: Settings, assistant_path: Path) -> FastAPI:
     """What ``callbridge serve`` runs: the assistant's engine, recorded into the store."""
     from callbridge.assistant import load_assistant
@@ -131,6 +163,7 @@ def serving_app(settings: Settings, assistant_path: Path) -> FastAPI:
 
     config = load_assistant(assistant_path)
     metrics = Metrics()
+    instance = instance_name()
     store = Store.from_settings(settings, on_drop=lambda _: metrics.store_dropped.inc())
     call_log = CallLog(
         store.writer,
@@ -142,6 +175,7 @@ def serving_app(settings: Settings, assistant_path: Path) -> FastAPI:
             llm=str(config.model.get("provider", "")),
             tts=str(config.voice.get("provider", "")),
         ),
+        instance=instance,
     )
     runner = build_runner(
         assistant_path,
@@ -150,7 +184,12 @@ def serving_app(settings: Settings, assistant_path: Path) -> FastAPI:
         on_event=call_log.on_event,
     )
     return create_app(
-        settings, call_log.wrap(runner), store=store, metrics=metrics, call_log=call_log
+        settings,
+        call_log.wrap(runner),
+        store=store,
+        metrics=metrics,
+        call_log=call_log,
+        instance=instance,
     )
 
 

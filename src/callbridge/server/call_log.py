@@ -87,6 +87,7 @@ class CallLog:
         providers: ProviderNames | None = None,
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
+        instance: str = "",
     ) -> None:
         """``recordings_dir`` set means record every call (``recordingEnabled: true``)."""
         self.writer = writer
@@ -98,6 +99,7 @@ class CallLog:
         self._wall = wall_clock
         self._live: dict[str, _Live] = {}
         self.board = LiveBoard(self._clock)  # what the dashboard's live view shows
+        self.instance = instance  # recorded on each call: where its stream is served
         self.bridge = EventBridge(self._on_log_event, metrics=metrics)
 
     # ------------------------------------------------------------------ runner hooks
@@ -203,6 +205,7 @@ class CallLog:
                 to_number=info.to_number,
                 status="in-progress",
                 assistant=self.assistant,
+                instance=self.instance,
             )
         )
         self._event(info.call_sid, "stream_started", {"streamSid": info.stream_sid})

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from callbridge.engine.transport import CallRunner
+from callbridge.server.drain import Drain
+from callbridge.server.live import LiveCalls
 from callbridge.settings import Settings
 from callbridge.twilio.rest import TwilioRest
 from callbridge.twilio.security import WebhookValidator, public_request_url
@@ -66,6 +68,12 @@ class Edge:
     clock: Callable[[], float] = time.monotonic
     """Monotonic seconds for the per-socket budgets (a manual clock in tests)."""
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    live: LiveCalls = field(default_factory=LiveCalls)
+    drain: Drain = field(init=False)
+    instance: str = ""  # this process's name in the calls table (DESIGN.md §10)
+
+    def __post_init__(self) -> None:
+        self.drain = Drain(self.live)
 
     def warn_insecure(self, path: str) -> None:
         """Loud on every request by design: this must never go unnoticed in a log."""

@@ -238,6 +238,8 @@ class _Stream:
         )
         runner = asyncio.create_task(self._run_runner(info, transport, queue))
         reader = asyncio.create_task(self._read(queue, transport))
+        # Registered while it runs: a drain or the API (of any instance) can end it.
+        live = self.edge.live.add(start.call_sid, queue.put_nowait, transport.hangup)
         try:
             await asyncio.wait({runner, reader}, return_when=asyncio.FIRST_COMPLETED)
             if not runner.done():
@@ -251,6 +253,7 @@ class _Stream:
             for task in (runner, reader):
                 task.cancel()
             await asyncio.wait({runner, reader})
+            self.edge.live.remove(live)
             if self.runner_failed:
                 await self._close(INTERNAL_ERROR, "internal error")
             await transport.close()

@@ -42,10 +42,19 @@ async def voice(request: Request) -> Response:
         return Response("expected a CallSid", status_code=400, media_type="text/plain")
     with call_context(call_sid):
         limit = edge.settings.max_calls
-        if limit and edge.stats.active_calls >= limit:
+        full = bool(limit) and edge.stats.active_calls >= limit
+        if full or edge.drain.draining:
             edge.stats.overflow_total += 1
-            log_event(log, logging.WARNING, "webhook.overflow", active=edge.stats.active_calls)
-            return Response(twiml.refuse(), media_type=_XML)
+            log_event(
+                log,
+                logging.WARNING,
+                "webhook.overflow",
+                active=edge.stats.active_calls,
+                reason="draining" if edge.drain.draining else "capacity",
+            )
+            overflow = edge.settings.overflow_url
+            xml = twiml.redirect(overflow) if overflow else twiml.refuse()
+            return Response(xml, media_type=_XML)
         xml = twiml.connect_stream(
             edge.url_of(request, websocket=True, path="/media"),
             call_sid=call_sid,
@@ -53,6 +62,7 @@ async def voice(request: Request) -> Response:
             to_number=params.get("To", ""),
             token=edge.tokens.mint(call_sid),
         )
+        edge.drain.note_answered()
         log_event(
             log,
             logging.INFO,

@@ -74,6 +74,7 @@ class TwimlPlan:
     parameters: dict[str, str]
     says: tuple[str, ...] = ()
     hangup: bool = False
+    redirect: str | None = None  # <Redirect>: Twilio fetches this URL's TwiML next
 
 
 def sign(token: str, url: str, params: dict[str, str] | None = None) -> str:
@@ -100,14 +101,26 @@ def webhook_form(options: CallOptions) -> dict[str, str]:
     return form
 
 
+MAX_REDIRECTS = 5
+
+
 async def dial(options: CallOptions, client: httpx.AsyncClient | None = None) -> TwimlPlan:
-    """POST the signed webhook; return the parsed TwiML or raise ``CallRefused``."""
+    """POST the signed webhook, following ``<Redirect>`` as Twilio does (same form, signed
+    for the new URL); return the parsed TwiML or raise ``CallRefused``."""
+    plan = await _fetch(options, options.webhook_url, options.signed_webhook_url, client)
+    for _ in range(MAX_REDIRECTS):
+        if plan.redirect is None:
+            return plan
+        plan = await _fetch(options, plan.redirect, plan.redirect, client)
+    raise CallRefused(200, f"more than {MAX_REDIRECTS} <Redirect>s")
+
+
+async def _fetch(
+    options: CallOptions, url: str, signed_url: str, client: httpx.AsyncClient | None
+) -> TwimlPlan:
     form = webhook_form(options)
-    url = options.webhook_url
     headers = {
-        "X-Twilio-Signature": sign(
-            options.sign_token or options.auth_token, options.signed_webhook_url, form
-        ),
+        "X-Twilio-Signature": sign(options.sign_token or options.auth_token, signed_url, form),
         "User-Agent": "TwilioProxy/1.1",
         "I-Twilio-Idempotency-Token": secrets.token_hex(16),
         "Accept": "*/*",
@@ -141,6 +154,10 @@ def parse_twiml(text: str) -> TwimlPlan:
             says.append(verb.text or "")
         elif verb.tag == "Hangup":
             return TwimlPlan(None, {}, tuple(says), hangup=True)
+        elif verb.tag == "Redirect":
+            if not (verb.text or "").strip():
+                raise ValueError("expected a URL inside <Redirect>")
+            return TwimlPlan(None, {}, tuple(says), redirect=(verb.text or "").strip())
         elif verb.tag == "Connect":
             stream = verb.find("Stream")
             if stream is None or not stream.get("url"):

@@ -52,6 +52,7 @@ class Call(Base):
     status: Mapped[str] = mapped_column(String(32), default="in-progress")
     assistant: Mapped[str] = mapped_column(String(128), default="")
     outcome: Mapped[str | None] = mapped_column(String(64))
+    instance: Mapped[str | None] = mapped_column(String(128))  # who serves its stream
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]

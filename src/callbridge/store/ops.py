@@ -46,6 +46,7 @@ class CallSeen:
     direction: str | None = None
     status: str | None = None
     assistant: str = ""
+    instance: str = ""  # the instance serving the stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,7 @@ async def apply(session: AsyncSession, op: StoreOp) -> None:
                 "to_number": op.to_number,
                 "direction": op.direction,
                 "assistant": op.assistant,
+                "instance": op.instance,
             }
             await _update_call(session, op.sid, {k: v for k, v in values.items() if v}, op.at)
             if op.status:

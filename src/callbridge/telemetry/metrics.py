@@ -15,7 +15,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "EdgeCounters", "Metrics", "ProviderNames", "StoreWriterState"]
+__all__ = [
+    "CONTENT_TYPE",
+    "DrainState",
+    "EdgeCounters",
+    "Metrics",
+    "ProviderNames",
+    "StoreWriterState",
+]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -47,6 +54,13 @@ class StoreWriterState(Protocol):
     outages: int
     restarts: int
     failed: int
+
+
+class DrainState(Protocol):
+    """The fields of ``server.drain.Drain`` read here."""
+
+    draining: bool
+    ended_calls: int
 
 
 class ProviderNames(Protocol):
@@ -115,6 +129,9 @@ class Metrics:
     def watch_store(self, writer: StoreWriterState) -> None:
         self.registry.register(_StoreCollector(writer))
 
+    def watch_drain(self, drain: DrainState, instance: str) -> None:
+        self.registry.register(_DrainCollector(drain, instance))
+
     def observe_turn(
         self,
         *,
@@ -168,7 +185,9 @@ class _EdgeCollector(Collector):
         )
         yield CounterMetricFamily("callbridge_calls", "Media streams started", s.calls_total)
         yield CounterMetricFamily(
-            "callbridge_overflow_calls", "Calls refused at max_calls", s.overflow_total
+            "callbridge_overflow_calls",
+            "Calls turned away or redirected: full or draining",
+            s.overflow_total,
         )
         gaps = CounterMetricFamily(
             "callbridge_inbound_gaps",
@@ -220,4 +239,27 @@ class _StoreCollector(Collector):
             "callbridge_store_failed_ops",
             "Call-record writes the database refused as bad (lost)",
             w.failed,
+        )
+
+
+class _DrainCollector(Collector):
+    def __init__(self, drain: DrainState, instance: str) -> None:
+        self._drain = drain
+        self._instance = instance
+
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            "callbridge_instance", "This process's name in the calls table", labels=["name"]
+        )
+        info.add_metric([self._instance], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "callbridge_draining",
+            "1 while the instance drains (SIGTERM)",
+            int(self._drain.draining),
+        )
+        yield CounterMetricFamily(
+            "callbridge_drain_ended_calls",
+            "Calls still up at the drain timeout, ended with a goodbye",
+            self._drain.ended_calls,
         )

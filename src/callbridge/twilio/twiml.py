@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-__all__ = ["REFUSAL_MESSAGE", "connect_stream", "dial", "refuse"]
+__all__ = ["REFUSAL_MESSAGE", "connect_stream", "dial", "redirect", "refuse"]
 
 REFUSAL_MESSAGE = "Sorry, we cannot take your call right now. Please try again later. Goodbye."
 
@@ -32,6 +32,14 @@ def refuse(message: str = REFUSAL_MESSAGE) -> str:
     response = VoiceResponse()
     response.say(message)
     response.hangup()
+    return str(response.to_xml())
+
+
+def redirect(url: str) -> str:
+    """``<Redirect>``: Twilio fetches ``url`` for this call's TwiML instead (an overflow
+    pool, or the balancer that sends it to an instance with room)."""
+    response = VoiceResponse()
+    response.redirect(url, method="POST")
     return str(response.to_xml())
 
 
