@@ -29,6 +29,8 @@ __all__ = [
     "EngineEvent",
     "FinalizeStt",
     "Hangup",
+    "HoldAudio",
+    "HoldDone",
     "Phase",
     "RecordEvent",
     "RecordTurn",
@@ -41,9 +43,15 @@ __all__ = [
     "SendAudio",
     "SendClear",
     "SendMark",
+    "SpeakHold",
     "StartReply",
+    "SttDown",
+    "SttFailed",
+    "SttUp",
     "Tick",
     "Transfer",
+    "TransferDone",
+    "TransferFailed",
     "TurnRecord",
 ]
 
@@ -106,6 +114,57 @@ class ReplyDone:
 class ReplyFailed:
     reply_id: int
     error: str
+    provider: str = ""  # the vendor that failed, when a provider did
+
+
+# ---------------------------------------------------------------- inputs about faults
+
+
+@dataclass(frozen=True, slots=True)
+class SttDown:
+    """The transcriber's stream dropped mid-call; it is being reconnected."""
+
+    provider: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class SttUp:
+    """The transcriber is back; ``resent_ms`` of unfinalised caller audio went again."""
+
+    provider: str
+    resent_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SttFailed:
+    """The transcriber could not be (re)opened within the retry policy: the call ends."""
+
+    provider: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAudio:
+    """Audio of the "one moment" line the shell is synthesising (fallback TTS)."""
+
+    hold_id: int
+    ulaw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HoldDone:
+    hold_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDone:
+    """The line accepted the transfer: the caller is on the other number."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFailed:
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +185,13 @@ EngineEvent = (
     | ReplyAction
     | ReplyDone
     | ReplyFailed
+    | SttDown
+    | SttUp
+    | SttFailed
+    | HoldAudio
+    | HoldDone
+    | TransferDone
+    | TransferFailed
     | Tick
 )
 
@@ -156,6 +222,15 @@ class StartReply:
     kind: ReplyKind
     messages: tuple[Message, ...] = ()
     text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakHold:
+    """Say the short "one moment" line with the fallback TTS: the caller has waited in
+    silence long enough while a provider is being retried."""
+
+    hold_id: int
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +282,11 @@ CallEventKind = Literal[
     "max_duration",
     "mark_timeout",
     "stt_timeout",
+    "stt_lost",
+    "stt_restored",
+    "provider_failed",
+    "hold",
+    "transfer_failed",
 ]
 
 
@@ -228,6 +308,7 @@ Command = (
     | SendMark
     | SendClear
     | StartReply
+    | SpeakHold
     | CancelReply
     | FinalizeStt
     | Hangup

@@ -61,12 +61,18 @@ class Playout:
 
     # ------------------------------------------------------------ filling
 
-    def begin_segment(self, key: SegmentKey, text: str) -> None:
+    def begin_segment(self, key: SegmentKey, text: str, *, before_unsent: bool = False) -> None:
+        """``before_unsent``: a line said while the reply waits for its audio ("one
+        moment") goes before the reply's segments that have no audio yet, as it is heard."""
         self._mark_counter += 1
         segment = _Segment(key=key, text=text, mark=f"m{self._mark_counter}-r{key[0]}s{key[1]}")
         self._segments[key] = segment
         self._by_mark[segment.mark] = segment
-        self._order.append(segment)
+        at = len(self._order)
+        if before_unsent:
+            while at > 0 and self._order[at - 1].frames_queued == 0:
+                at -= 1
+        self._order.insert(at, segment)
 
     def add_audio(self, key: SegmentKey, ulaw: bytes) -> None:
         segment = self._segments.get(key)
