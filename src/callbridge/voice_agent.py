@@ -77,6 +77,6 @@ def build_bridge_runner(
         vapi.build(block, env),
         options,
         apology_tts=fallback_tts,
-        apology_message=config.apology_message,
+        apology_message=config.spoken_apology,
         on_end=ended,
     )

@@ -116,7 +116,9 @@ async def test_unreachable_vendor_is_retried_on_the_policy_then_given_up() -> No
     link = SttLink(vendor, posted.append, delays_s=(1.0, 2.0, 4.0), sleep=sleeps)
     await asyncio.wait_for(link.run(), 1)  # returns; raises nothing
     assert sleeps.waited == [1.0, 2.0, 4.0]
-    assert posted == [SttFailed("deepgram", "deepgram: cannot connect: refused")]
+    # Down from the first failed attempt (the engine stops waiting on words), then gone.
+    assert posted == [SttDown("deepgram", "deepgram: cannot connect: refused"),
+                      SttFailed("deepgram", "deepgram: cannot connect: refused")]
 
 
 async def test_a_vendor_that_comes_back_within_the_policy_is_used() -> None:
@@ -125,7 +127,8 @@ async def test_a_vendor_that_comes_back_within_the_policy_is_used() -> None:
     task = asyncio.create_task(link.run())
     await _settle()
     assert sleeps.waited == [1.0, 2.0] and len(vendor.opened) == 1
-    assert not [e for e in posted if isinstance(e, SttFailed)]
+    assert posted == [SttDown("deepgram", "deepgram: cannot connect: refused"),
+                      SttUp("deepgram", resent_ms=0)]
     await link.aclose()
     await asyncio.wait_for(task, 1)
 

@@ -60,6 +60,8 @@ class SttLink:
         self._final_due: float | None = None  # loop time by which the owed final must come
         self._wait: asyncio.Timeout | None = None  # the pump's wait for the next event
         self._closing = False
+        self._down = False  # SttDown was posted and SttUp not yet
+        self._closers: set[asyncio.Task[None]] = set()
         self.provider = getattr(stt, "name", "stt")
         self.reconnects = 0
 
@@ -90,18 +92,29 @@ class SttLink:
         self._closing = True
         stream, self._stream = self._stream, None
         if stream is not None:
-            await _close_quietly(stream)
+            self._discard(stream)
+        if self._closers:
+            await asyncio.wait(self._closers)
+
+    def _discard(self, stream: SpeechToTextStream) -> None:
+        """Close a dead stream beside the reconnect: a stalled vendor may take seconds
+        to let go, and the caller is talking meanwhile."""
+        closer = asyncio.create_task(_close_quietly(stream))
+        self._closers.add(closer)
+        closer.add_done_callback(self._closers.discard)
 
     # ------------------------------------------------------------ the vendor's side
 
     async def run(self) -> None:
         """Serve transcripts until closed or given up; never raises (but cancels)."""
         drops = 0  # consecutive failures with no words in between
-        lost = False
         while not self._closing:
             try:
                 stream = await retry_call(
-                    self._stt.open_stream, delays_s=self._delays, sleep=self._sleep
+                    self._stt.open_stream,
+                    delays_s=self._delays,
+                    sleep=self._sleep,
+                    on_retry=self._open_failed,
                 )
             except Exception as exc:  # every failure is reported to the call
                 self._give_up(exc)
@@ -117,13 +130,14 @@ class SttLink:
             if self._finalize_owed:
                 stream.finalize()
                 self._expect_final()
-            if lost:
+            if self._down:
+                self._down = False
                 self.reconnects += 1
                 self._post(SttUp(self.provider, resent_ms=round(resent * _FRAME_S * 1000)))
             error = await self._pump(stream)
             if self._stream is stream:
                 self._stream = None
-            await _close_quietly(stream)
+            self._discard(stream)
             if self.closing or error is None:
                 return
             fault, heard_words = error
@@ -134,9 +148,8 @@ class SttLink:
             if fatal or drops > len(self._delays):
                 self._give_up(fault)
                 return
-            lost = True
             log.warning("stt.lost provider=%s error=%s drops=%d", self.provider, fault, drops)
-            self._post(SttDown(self.provider, _describe(fault)))
+            self._went_down(fault)
             if drops > 1:
                 await self._sleep(self._delays[drops - 2])
 
@@ -170,6 +183,16 @@ class SttLink:
         if self._closing:
             return None
         return ProviderError(self.provider, "the stream ended mid-call", retryable=True), words
+
+    def _open_failed(self, exc: ProviderError, retry: int, delay_s: float) -> None:
+        """Not connected yet (at the start of the call too): the engine must not wait
+        on words that cannot come, nor answer turns without them."""
+        self._went_down(exc)
+
+    def _went_down(self, exc: BaseException) -> None:
+        if not self._down:
+            self._down = True
+            self._post(SttDown(self.provider, _describe(exc)))
 
     def _give_up(self, exc: BaseException) -> None:
         if not isinstance(exc, ProviderError):
