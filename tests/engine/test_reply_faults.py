@@ -113,3 +113,18 @@ async def test_a_different_second_answer_is_not_spliced_on() -> None:
     failed = events[-1]
     assert isinstance(failed, ReplyFailed) and failed.provider == "openai"
     assert tts.asked == []  # no half sentence was spoken
+
+
+async def test_a_failure_before_the_first_byte_is_not_resumed_after_the_policy() -> None:
+    model = Model(["Your bill."], breaks=9, die_after=0)
+    events: list[EngineEvent] = []
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waited.append(seconds)
+
+    request = StartReply(1, ReplyKind.ANSWER, messages=(Message("user", "my bill?"),))
+    await run_reply(request, llm=model, tts=Tts(), tools=(), post=events.append,
+                    retry_delays_s=(1.0, 2.0), sleep=sleep)
+    assert isinstance(events[-1], ReplyFailed)
+    assert model.calls == 3 and waited == [1.0, 2.0]  # the policy, once

@@ -13,7 +13,7 @@ vendor. Faults are made at the wire:
 - ``Stall``: after some server bytes nothing more is relayed (the socket stays open);
 - ``Cut``: after some server bytes both sides are reset (no close frame: 1006).
 
-``strike(plan)`` applies a ``WsClose``, ``Stall`` or ``Cut`` to every live connection
+``strike(plan)`` applies a ``WsClose``, ``WsGarbage``, ``Stall`` or ``Cut`` to every live connection
 now, so a test can time a fault to the caller's speech (mid-utterance, say).
 
 Only server → client WebSocket frames are parsed (unmasked, RFC 6455 §5.2), so an
@@ -103,7 +103,7 @@ class ChaosProxy:
     def live(self) -> int:
         return len(self._links)
 
-    async def strike(self, plan: WsClose | Stall | Cut) -> int:
+    async def strike(self, plan: WsClose | WsGarbage | Stall | Cut) -> int:
         """Break every live connection now; returns how many were hit."""
         links = list(self._links)
         for link in links:
@@ -202,9 +202,11 @@ class _Link:
         self.done = asyncio.Event()
         self.stalled = False
 
-    async def strike(self, plan: WsClose | Stall | Cut) -> None:
+    async def strike(self, plan: WsClose | WsGarbage | Stall | Cut) -> None:
         if isinstance(plan, WsClose):
             await self._close_frame(plan)
+        elif isinstance(plan, WsGarbage):
+            self.writer.write(_text_frame(plan.text))
         elif isinstance(plan, Cut):
             self.done.set()
         else:
@@ -292,9 +294,13 @@ class _Link:
         self.writer.write(bytes([0x88, len(payload)]) + payload)
         with contextlib.suppress(OSError):
             await self.writer.drain()
-        # The client answers with its own close and hangs up; the upstream side reads
-        # (and drops) until then. A client that never does is cut after a second.
-        asyncio.get_running_loop().call_later(1.0, self.done.set)
+        # As a server does after its close frame (RFC 6455 §7.1.1), the TCP connection
+        # is closed first, gracefully, once the client has had a moment to read it.
+        asyncio.get_running_loop().call_later(0.05, self._hang_up)
+
+    def _hang_up(self) -> None:
+        self.writer.close()
+        self.done.set()
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:

@@ -39,18 +39,24 @@ def heard(recorder: Recorder) -> list[Span]:
     """Audible spans of the bot leg in order; silence is what lies between them."""
     pcm = np.frombuffer(recorder.stereo_pcm16(), dtype="<i2").reshape(-1, 2)[:, 1]
     kinds = [_classify(pcm[i : i + _WINDOW]) for i in range(0, len(pcm) - _WINDOW + 1, _WINDOW)]
-    spans: list[Span] = []
-    for index, kind in enumerate(kinds):
-        if kind == "silence":
-            continue
-        start = index * _WINDOW / _RATE_HZ
-        end = start + _WINDOW / _RATE_HZ
-        last = spans[-1] if spans else None
-        if last is not None and last.kind == kind and start - last.end_s <= _BRIDGE_S:
-            spans[-1] = Span(kind, last.start_s, end)
+    step = _WINDOW / _RATE_HZ
+    runs: list[Span] = []  # runs of one kind; a blip (a click between two segments) is
+    for index, kind in enumerate(kinds):  # dropped before runs are joined into lines
+        start = index * step
+        if runs and runs[-1].kind == kind and abs(runs[-1].end_s - start) < 1e-9:
+            runs[-1] = Span(kind, runs[-1].start_s, start + step)
         else:
-            spans.append(Span(kind, start, end))
-    return [s for s in spans if s.seconds >= _MIN_SPAN_S]
+            runs.append(Span(kind, start, start + step))
+    spans: list[Span] = []
+    for run in runs:
+        if run.kind == "silence" or run.seconds < _MIN_SPAN_S:
+            continue
+        last = spans[-1] if spans else None
+        if last is not None and last.kind == run.kind and run.start_s - last.end_s <= _BRIDGE_S:
+            spans[-1] = Span(run.kind, last.start_s, run.end_s)
+        else:
+            spans.append(run)
+    return spans
 
 
 def _classify(window: np.ndarray) -> str:

@@ -11,62 +11,25 @@ from fakes.script import Reply
 
 from callbridge.simulator.caller import LiveCall
 from faults.chaos import HttpError, Refuse, Stall, WsClose, WsGarbage
-from faults.stack import Outcome, seed_stack
+from faults.expect import (
+    ANSWERED,
+    BILL,
+    HANGS_UP,
+    assert_apologised,
+    assert_clean,
+    at_speech_end,
+)
+from faults.stack import seed_stack
 
-BILL = "I need help with my bill please."
 ANSWER = Reply(text=("Sure, your last bill was forty two dollars.",))
-SCENARIO = """
-name: stt-fault
-steps:
-  - expect_bot_speech: 3000
-  - wait_for_silence: {ms: 700, timeout_ms: 20000}
-  - say: "I need help with my bill please."
-  - expect_bot_speech: 6000
-  - wait_for_silence: {ms: 1500, timeout_ms: 20000}
-  - hangup
-"""
-UNREACHABLE = """
-name: stt-unreachable
-steps:
-  - expect_bot_speech: 3000
-  - wait_for_silence: {ms: 700, timeout_ms: 20000}
-  - say: "I need help with my bill please."
-  - expect_hangup: 20000
-"""
-
-
-def assert_clean(outcome: Outcome) -> None:
-    """Never a socket error of ours, nothing unhandled in the logs."""
-    assert outcome.report.close_code != 1011, outcome.report.close_code
-    assert outcome.report.protocol_errors == []
-    assert outcome.unhandled == [], [r.getMessage() for r in outcome.unhandled]
-
-
-def assert_apologised(outcome: Outcome, provider: str) -> None:
-    """Heard: the fallback voice last; then the server hung up through Twilio REST."""
-    assert outcome.report.hangup_by == "server"
-    assert outcome.rest_status == "completed"
-    assert outcome.kinds_heard()[-1] == "speech", outcome.heard
-    assert outcome.heard[-1].seconds > 1.5  # the whole apology, not a click
-    assert outcome.outcome == "apology"
-    (failed,) = outcome.events("provider_failed")
-    assert failed["provider"] == provider
-    apology = outcome.turns()[-1]
-    assert apology["kind"] == "apology" and apology["text"].startswith("Sorry")
-
-
-async def _at_speech_end(call: LiveCall) -> None:
-    def ended() -> bool:
-        return bool(call.tracker.current and call.tracker.current.end_s is not None)
-
-    assert await call.wait_until(ended, 30)
+SCENARIO, UNREACHABLE = ANSWERED, HANGS_UP
 
 
 async def test_deepgram_closing_1011_mid_utterance_loses_no_words(tmp_path: Path) -> None:
     async with seed_stack(tmp_path, transcripts=[BILL], replies=[ANSWER]) as stack:
 
         async def drop_at_the_end_of_the_words(call: LiveCall) -> None:
-            await _at_speech_end(call)
+            await at_speech_end(call)
             # Deepgram's NET-0001 close, after the last word and before any final: what
             # the caller said lives only in the audio the vendor had not finalised.
             assert await stack.stt.strike(WsClose(1011, "NET-0001")) == 1
@@ -151,7 +114,7 @@ async def test_deepgram_dropping_for_good_mid_call_apologises(tmp_path: Path) ->
     async with seed_stack(tmp_path, transcripts=[BILL], replies=[ANSWER]) as stack:
 
         async def take_deepgram_down(call: LiveCall) -> None:
-            await _at_speech_end(call)
+            await at_speech_end(call)
             stack.stt.plans.extend([Refuse()] * 8)
             await stack.stt.strike(WsClose(1011, "NET-0001"))
 

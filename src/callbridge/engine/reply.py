@@ -180,8 +180,8 @@ async def _resumed_text(
             yield event
         return
     except ProviderError as exc:
-        if not exc.retryable:
-            raise
+        if not exc.retryable or not said:
+            raise  # before the first text the policy has had its go already
         log.warning("reply.llm_resume provider=%s said_chars=%d error=%s",
                     exc.provider, len(said), exc)
         broken = exc
@@ -213,8 +213,8 @@ async def _resumed_audio(
             yield chunk
         return
     except ProviderError as exc:
-        if not exc.retryable:
-            raise
+        if not exc.retryable or not sent:
+            raise  # before the first byte the policy has had its go already
         log.warning("reply.tts_resume provider=%s sent_bytes=%d error=%s",
                     exc.provider, sent, exc)
     async for chunk in _guarded(policy.stream(open_stream)):
