@@ -99,6 +99,12 @@ class Stack:
     tmp_path: Path
     voices: dict[str, Any] = field(default_factory=dict)
 
+    async def prepare(self, scenario_text: str) -> None:
+        """Synthesise the caller's lines (espeak blocks) before any call needs them."""
+        if scenario_text not in self.voices:
+            scenario = parse_scenario(scenario_text)
+            self.voices[scenario_text] = await asyncio.to_thread(prepare_voices, scenario, ROOT)
+
     async def call(
         self,
         scenario_text: str,
@@ -108,8 +114,7 @@ class Stack:
         """Place one call; ``during`` runs beside the scenario (to time a fault)."""
         scenario = parse_scenario(scenario_text)
         key = scenario_text
-        if key not in self.voices:
-            self.voices[key] = await asyncio.to_thread(prepare_voices, scenario, ROOT)
+        await self.prepare(scenario_text)
         options = CallOptions(self.base_url, AUTH_TOKEN, account_sid=ACCOUNT_SID)
         self.twilio.add_call(options.call_sid)
         live: list[LiveCall] = []
@@ -120,7 +125,7 @@ class Stack:
             if during is not None:
                 side.append(asyncio.create_task(during(call)))
 
-        recording = self.tmp_path / "last-call.wav"
+        recording = self.tmp_path / f"{options.call_sid}.wav"
         mark = len(self.log.records)
         report = await run_scenario(
             scenario, options, self.voices[key], record_path=recording, on_call=started
@@ -129,6 +134,7 @@ class Stack:
             task.cancel()
         await asyncio.gather(*side, return_exceptions=True)
         recorder = live[0].recorder if live else None
+        recording.unlink(missing_ok=True)  # the recorder in memory is what is checked
         record = await self._record(options.call_sid)
         return Outcome(
             report=report,
@@ -189,6 +195,7 @@ async def seed_stack(
     *,
     transcripts: Sequence[str],
     replies: Sequence[Reply | Failure] = (),
+    default_reply: Reply | None = None,
     stt_plans: Sequence[Plan] = (),
     llm_plans: Sequence[Plan] = (),
     tts_plans: Sequence[Plan] = (),
@@ -196,9 +203,10 @@ async def seed_stack(
     assistant: Mapping[str, Any] | None = None,
     deepgram: Mapping[str, Any] | None = None,
     elevenlabs: Mapping[str, Any] | None = None,
-    chaos: Mapping[str, Any] | None = None,
+    chaos: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[Stack]:
-    """``chaos``: extra ``ChaosProxy`` fields for all three (``choose``, ``default``)."""
+    """``chaos``: extra ``ChaosProxy`` fields (``choose``, ``default``) by vendor kind
+    (``"stt"``, ``"llm"``, ``"tts"``)."""
     unhandled = _Unhandled()
     logging.getLogger().addHandler(unhandled)
     chaos = dict(chaos or {})
@@ -207,11 +215,12 @@ async def seed_stack(
     try:
         async with (
             FakeDeepgram(transcripts, **dg_options) as dg,
-            FakeOpenAI(list(replies)) as oa,
+            FakeOpenAI(list(replies), **({"default": default_reply} if default_reply else {})
+                       ) as oa,
             FakeElevenLabs(**el_options) as el,
-            ChaosProxy.before(dg.base_url, stt_plans, **chaos) as stt,
-            ChaosProxy.before(oa.base_url, llm_plans, **chaos) as llm,
-            ChaosProxy.before(el.base_url, tts_plans, **chaos) as tts,
+            ChaosProxy.before(dg.base_url, stt_plans, **chaos.get("stt", {})) as stt,
+            ChaosProxy.before(oa.base_url, llm_plans, **chaos.get("llm", {})) as llm,
+            ChaosProxy.before(el.base_url, tts_plans, **chaos.get("tts", {})) as tts,
         ):
             env = {
                 "DEEPGRAM_API_KEY": dg.api_key,
