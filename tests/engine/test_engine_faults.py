@@ -164,3 +164,15 @@ def test_a_failed_transfer_is_told_to_the_caller_and_the_call_goes_on() -> None:
     h.silence(520)
     assert h.engine.phase is Phase.THINKING  # the conversation carries on
 
+
+
+def test_an_apology_that_fails_itself_hangs_up_instead_of_looping() -> None:
+    from callbridge.engine.events import ReplyFailed
+
+    h = Harness(stt=True)
+    h.speak(400)
+    h.feed(SttFailed("deepgram", "gone"))
+    apology = h.starts(ReplyKind.APOLOGY)[-1]
+    h.feed(ReplyFailed(apology.reply_id, "espeak: espeak_Synth returned 2", "espeak"))
+    assert h.hung_up()
+    assert len(h.starts(ReplyKind.APOLOGY)) == 1

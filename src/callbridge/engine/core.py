@@ -257,6 +257,9 @@ class CallEngine(Faults, Listening):  # Faults first: Listening stubs its hooks
             self._event("provider_failed", logging.ERROR, stage="reply", provider=provider,
                         error=error)
         self._replies.on_failed()
+        if self.phase is Phase.ENDING:
+            self._hang_up("ending_failed")  # the goodbye or apology itself failed: no loop
+            return
         self._end_call(now, ReplyKind.APOLOGY, self.script.apology_message)
 
     def _end_call(self, now: float, kind: ReplyKind, text: str | None) -> None:
