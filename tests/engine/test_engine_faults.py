@@ -4,7 +4,7 @@ failed transfer told to the caller."""
 
 from __future__ import annotations
 
-from engine_harness import Harness
+from engine_harness import BOT_WORD, Harness
 
 from callbridge.engine.core import Script
 from callbridge.engine.events import (
@@ -14,7 +14,10 @@ from callbridge.engine.events import (
     RecordEvent,
     RecordTurn,
     ReplyAction,
+    ReplyAudio,
+    ReplyDone,
     ReplyKind,
+    ReplySegment,
     SendAudio,
     SendClear,
     SpeakHold,
@@ -176,3 +179,37 @@ def test_an_apology_that_fails_itself_hangs_up_instead_of_looping() -> None:
     h.feed(ReplyFailed(apology.reply_id, "espeak: espeak_Synth returned 2", "espeak"))
     assert h.hung_up()
     assert len(h.starts(ReplyKind.APOLOGY)) == 1
+
+
+def test_a_voice_stalling_mid_reply_gets_a_hold_line_after_the_audio_runs_out() -> None:
+    h = Harness(script=Script(hold_after_s=2.0))
+    h.speak(400)
+    h.silence(520)
+    answer = h.starts(ReplyKind.ANSWER)[-1]
+    h.feed(ReplySegment(answer.reply_id, 0, "Your bill was forty two dollars."))
+    h.feed(ReplyAudio(answer.reply_id, 0, BOT_WORD * 3))  # 300 ms, then the voice stalls
+    h.silence(300)
+    assert h.engine.phase is Phase.BOT_SPEAKING
+    waited = h.wait_until(lambda: h.count(SpeakHold) == 1)
+    assert 1800 <= waited <= 2300  # 2 s after the last frame played
+    hold = next(c for c in h.commands if isinstance(c, SpeakHold))
+    h.feed(HoldAudio(hold.hold_id, HOLD_AUDIO))
+    h.feed(HoldDone(hold.hold_id))
+    h.feed(ReplyAudio(answer.reply_id, 0, BOT_WORD * 3))  # resumed: the rest of it
+    h.feed(ReplyDone(answer.reply_id))
+    h.wait_until(lambda: h.engine.phase is Phase.LISTENING)
+    assert h.count(SpeakHold) == 1
+
+
+def test_a_reply_that_keeps_its_pace_gets_no_hold_line() -> None:
+    h = Harness(script=Script(hold_after_s=1.0))
+    h.speak(400)
+    h.silence(520)
+    answer = h.starts(ReplyKind.ANSWER)[-1]
+    for index in range(4):
+        h.feed(ReplySegment(answer.reply_id, index, "Some words here."))
+        h.feed(ReplyAudio(answer.reply_id, index, BOT_WORD * 3))
+        h.silence(300)
+    h.feed(ReplyDone(answer.reply_id))
+    h.wait_until(lambda: h.engine.phase is Phase.LISTENING)
+    assert h.count(SpeakHold) == 0

@@ -6,9 +6,10 @@ Every fault is either repaired or heard, and always recorded:
   instead of being answered without words; if it never comes back, apology and hang-up;
 - a reply fails (LLM or TTS, after the reply task's retries): apology and hang-up;
 - a transfer fails: the caller is told, and the conversation goes on;
-- dead air: a caller waiting in silence while retries run hears a short "one moment"
-  line after ``Script.hold_after_s``, again after each further wait, at most
-  ``_MAX_HOLDS`` times per turn.
+- dead air: a caller waiting in silence while retries run (for the answer's first audio,
+  for the transcriber, or for the rest of a reply whose voice stalled mid-sentence)
+  hears a short "one moment" line after ``Script.hold_after_s``, again after each
+  further wait, at most ``_MAX_HOLDS`` times per turn.
 
 ``Faults`` is a part of ``CallEngine`` (a mixin), like ``Listening``.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import logging
 
 from callbridge.engine.events import (
-    SPEAKING_PHASES,
     CallEventKind,
     Command,
     Phase,
@@ -114,7 +114,22 @@ class Faults:
         self._next_hold_at = now + self._hold_after_s if self._hold_message else None
 
     def _hold_deadline(self) -> float | None:
+        if self._stalled_mid_reply():
+            # Everything the reply sent has played and more is owed: the silence began
+            # when the last frame finished.
+            return self.playout.last_frame_end + self._hold_after_s if self._hold_message else None
         return self._next_hold_at if self._waiting_in_silence() else None
+
+    def _stalled_mid_reply(self) -> bool:
+        reply = self._replies.current
+        return (
+            self.phase is Phase.BOT_SPEAKING
+            and reply is not None
+            and not reply.done
+            and not self._holds_open
+            and self._holds_this_wait < _MAX_HOLDS
+            and self.playout.next_deadline() is None  # nothing of it left to send
+        )
 
     def _waiting_in_silence(self) -> bool:
         if self._holds_open or self._holds_this_wait >= _MAX_HOLDS:
@@ -177,6 +192,3 @@ class Faults:
             self.phase = Phase.THINKING
         else:
             self._listen(now)
-
-    def _in_speaking_phase(self) -> bool:
-        return self.phase in SPEAKING_PHASES

@@ -56,6 +56,7 @@ class Playout:
         self._order: list[_Segment] = []  # segments of the current utterance, in order
         self._mark_counter = 0
         self.play_end = 0.0
+        self.last_frame_end = 0.0  # when the last frame sent finishes playing
         self.dropped_frames = 0
         self.sent_frames = 0
 
@@ -123,6 +124,7 @@ class Playout:
             segment.frames_sent += 1
             self.sent_frames += 1
             self.play_end += _FRAME_S
+            self.last_frame_end = self.play_end
             out.append(SendAudio(frame))
         return out
 
