@@ -123,3 +123,29 @@ async def test_elevenlabs_garbage_audio_twice_apologises(tmp_path: Path) -> None
     assert_clean(outcome)
     assert_apologised(outcome, "11labs")
     assert "base64" in outcome.events("provider_failed")[0]["error"]
+
+
+async def test_elevenlabs_stalling_mid_sentence_holds_the_line_then_finishes(
+    tmp_path: Path,
+) -> None:
+    # The voice goes quiet mid-sentence for its whole 2.5 s read timeout: the caller
+    # hears "one moment" 1 s into the silence, then the rest of the sentence.
+    async with seed_stack(tmp_path, transcripts=[BILL], replies=[ANSWER],
+                          elevenlabs={"chunk_delay_s": 0.05},
+                          faults={"retryDelaysS": [0.05, 0.1, 0.2], "holdAfterS": 1.0},
+                          assistant={"voice": {"readTimeoutS": 2.5}}) as stack:
+
+        async def stall_mid_sentence(call: LiveCall) -> None:
+            await bot_speaking_for(call, 300)
+            await stack.tts.strike(Stall())
+
+        outcome = await stack.call(ANSWERED, during=stall_mid_sentence)
+
+    assert outcome.report.ok, outcome.report.failures
+    assert_clean(outcome)
+    assert outcome.kinds_heard() == ["tone", "tone", "speech", "tone"], outcome.heard
+    gap = outcome.heard[2].start_s - outcome.heard[1].end_s
+    assert 0.8 < gap < 1.5, gap  # the silence was bounded by the hold delay
+    assert outcome.events("hold")
+    told = outcome.heard[1].seconds + outcome.heard[3].seconds
+    assert abs(told - len(TEXT) * 0.03) < 0.4, told  # the sentence once, whole
