@@ -213,3 +213,17 @@ def test_a_reply_that_keeps_its_pace_gets_no_hold_line() -> None:
     h.feed(ReplyDone(answer.reply_id))
     h.wait_until(lambda: h.engine.phase is Phase.LISTENING)
     assert h.count(SpeakHold) == 0
+
+
+def test_barge_in_runs_on_the_vad_alone_while_stt_is_down() -> None:
+    h = Harness(stt=True, interrupt_min_words=2,
+                script=Script(first_message="Hello, thanks for calling Acme support today."))
+    h.answer_latest()
+    h.silence(100)
+    h.speak(100)
+    h.feed(TranscriptUpdate("um", is_final=False))  # one word: not enough to interrupt
+    h.speak(200)
+    assert h.count(SendClear) == 0
+    h.feed(SttDown("deepgram", "closed the stream: code 1011 'NET-0001'"))
+    h.speak(40)
+    assert h.count(SendClear) == 1  # the words it waited for cannot come: VAD decides

@@ -210,8 +210,11 @@ class CallEngine(Faults, Listening):  # Faults first: Listening stubs its hooks
         if self._judged_run == self.speech.run_id:
             return
         words = self._words.in_run
-        if self._stt and words is not None and words < self.turns.interrupt_min_words:
+        if self._stt and not self.stt_down and words is not None and (
+            words < self.turns.interrupt_min_words
+        ):
             return  # STT heard this speech and it has no words yet: wait for them
+        # (While STT is down, barge-in runs on the VAD alone: no words are coming.)
         self._judged_run = self.speech.run_id
         onset = self.speech.onset_at if self.speech.onset_at is not None else now
         if (now - onset) * 1000 > self.turns.interrupt_max_lag_ms:
