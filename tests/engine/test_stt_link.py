@@ -50,16 +50,16 @@ class Stream:
 class Vendor:
     name = "deepgram"
 
-    def __init__(self, *, refuse: int = 0, stall_first: bool = False) -> None:
+    def __init__(self, *, refuse: int = 0, stalls: int = 0) -> None:
         self.refuse = refuse  # this many opens fail first
-        self.stall_first = stall_first
+        self.stalls = stalls  # this many streams never answer a finalize
         self.opened: list[Stream] = []
 
     async def open_stream(self) -> Stream:
         if self.refuse:
             self.refuse -= 1
             raise ProviderError("deepgram", "cannot connect: refused", retryable=True)
-        stream = Stream(stall=self.stall_first and not self.opened)
+        stream = Stream(stall=len(self.opened) < self.stalls)
         self.opened.append(stream)
         return stream
 
@@ -163,7 +163,7 @@ async def test_a_fatal_close_and_a_client_bug_end_in_stt_failed_not_an_exception
 
 
 async def test_a_stalled_vendor_is_replaced_after_the_final_timeout() -> None:
-    vendor, posted = Vendor(stall_first=True), list[EngineEvent]()
+    vendor, posted = Vendor(stalls=1), list[EngineEvent]()
     link = SttLink(vendor, posted.append, delays_s=(1.0,), sleep=Sleeps(), final_timeout_s=0.05)
     task = asyncio.create_task(link.run())
     await _settle()
@@ -174,5 +174,20 @@ async def test_a_stalled_vendor_is_replaced_after_the_final_timeout() -> None:
     assert vendor.opened[1].audio == [LOUD] and vendor.opened[1].finalized == 1
     assert [e.text for e in posted if isinstance(e, TranscriptUpdate)] == ["1 loud frames"]
     assert "no final transcript" in next(e for e in posted if isinstance(e, SttDown)).error
+    await link.aclose()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_a_vendor_that_stalls_again_after_the_reconnect_is_replaced_again() -> None:
+    vendor, posted = Vendor(stalls=2), list[EngineEvent]()
+    link = SttLink(vendor, posted.append, delays_s=(0.01, 0.01), sleep=Sleeps(),
+                   final_timeout_s=0.05)
+    task = asyncio.create_task(link.run())
+    await _settle()
+    link.push_audio(LOUD)
+    link.finalize()
+    await asyncio.sleep(0.3)
+    assert len(vendor.opened) == 3  # the re-sent finalize timed out on the second too
+    assert [e.text for e in posted if isinstance(e, TranscriptUpdate)] == ["1 loud frames"]
     await link.aclose()
     await asyncio.wait_for(task, 1)

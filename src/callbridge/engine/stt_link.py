@@ -160,7 +160,7 @@ class SttLink:
         events = stream.events()
         try:
             while True:
-                async with asyncio.timeout(self._final_due) as wait:
+                async with asyncio.timeout_at(self._final_due) as wait:
                     self._wait = wait
                     try:
                         event = await anext(events)
