@@ -3,7 +3,8 @@
 Each new connection takes the next ``Plan`` (``plans`` in order, then ``default``, or
 ``choose(n)`` for random faults); the production client cannot tell the proxy from the
 vendor. Faults are made at the wire:
-- ``Refuse``: the connection is reset at once (a vendor that is down);
+- ``Refuse``: the connection is reset at once (a vendor that is down); ``go_down()``
+  stops listening altogether, so connecting fails with ECONNREFUSED;
 - ``HttpError``: the request (a WebSocket upgrade or an API call) is answered with a
   429/500/503 in the vendor's error shape, then the connection is closed;
 - ``WsClose``: after some client bytes or server frames, the server's side sends a
@@ -98,6 +99,7 @@ class ChaosProxy:
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _links: set[_Link] = field(default_factory=set)
+    _port: int = 0
 
     @property
     def live(self) -> int:
@@ -117,6 +119,8 @@ class ChaosProxy:
 
     @property
     def port(self) -> int:
+        if self._port:
+            return self._port
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -126,7 +130,16 @@ class ChaosProxy:
 
     async def __aenter__(self) -> ChaosProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._port = self.port
         return self
+
+    async def go_down(self) -> None:
+        """Stop listening: new connections are refused by the OS (live ones go on)."""
+        assert self._server is not None
+        self._server.close()
+
+    async def go_up(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._port)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,

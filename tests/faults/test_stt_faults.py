@@ -115,7 +115,7 @@ async def test_deepgram_dropping_for_good_mid_call_apologises(tmp_path: Path) ->
 
         async def take_deepgram_down(call: LiveCall) -> None:
             await at_speech_end(call)
-            stack.stt.plans.extend([Refuse()] * 8)
+            await stack.stt.go_down()  # connecting now fails with ECONNREFUSED
             await stack.stt.strike(WsClose(1011, "NET-0001"))
 
         outcome = await stack.call(UNREACHABLE, during=take_deepgram_down)
@@ -124,3 +124,4 @@ async def test_deepgram_dropping_for_good_mid_call_apologises(tmp_path: Path) ->
     assert_clean(outcome)
     assert_apologised(outcome, "deepgram")
     assert outcome.events("stt_lost")
+    assert "Connect" in outcome.events("provider_failed")[0]["error"]
