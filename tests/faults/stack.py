@@ -98,7 +98,14 @@ class Stack:
     client: httpx.AsyncClient
     log: _Unhandled
     tmp_path: Path
+    metrics: Metrics
     voices: dict[str, Any] = field(default_factory=dict)
+
+    def errors(self, kind: str) -> float:
+        """``callbridge_errors_total{kind}`` as /metrics reports it."""
+        value = self.metrics.registry.get_sample_value(
+            "callbridge_errors_total", {"kind": kind})
+        return value or 0.0
 
     async def prepare(self, scenario_text: str) -> None:
         """Synthesise the caller's lines (espeak blocks) before any call needs them."""
@@ -254,7 +261,7 @@ async def seed_stack(
                     )
                     try:
                         yield Stack(base_url, dg, oa, el, stt, llm, tts, twilio, client,
-                                    unhandled, tmp_path)
+                                    unhandled, tmp_path, metrics)
                     finally:
                         with contextlib.suppress(Exception):
                             await client.aclose()

@@ -49,6 +49,7 @@ async def test_deepgram_closing_1011_mid_utterance_loses_no_words(tmp_path: Path
     assert lost["provider"] == "deepgram" and "1011" in lost["error"]
     (restored,) = outcome.events("stt_restored")
     assert restored["resent_ms"] >= 1000  # the whole utterance went again
+    assert stack.errors("stt_lost") == 1
 
 
 async def test_deepgram_unreachable_is_retried_then_apologised_for(tmp_path: Path) -> None:

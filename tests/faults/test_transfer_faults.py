@@ -41,6 +41,7 @@ async def test_a_refused_transfer_is_told_and_the_call_goes_on(tmp_path: Path) -
     assert outcome.report.hangup_by == "caller"  # the call was not dropped
     dials = [r for r in stack.twilio.requests if "<Dial" in "".join(r.form.get("Twiml", []))]
     assert len(dials) == 1
+    assert stack.errors("transfer_failed") == 1
     (failed,) = outcome.events("transfer_failed")
     assert "21211" in failed["error"]
     said = [t["text"] for t in outcome.turns()]

@@ -166,6 +166,10 @@ class CallLog:
                     self.metrics.errors.labels("provider").inc()
                 case "mark_timeout":
                     self.metrics.errors.labels("mark_timeout").inc()
+                case "stt_lost" | "transfer_failed":
+                    self.metrics.errors.labels(event.kind).inc()
+                case "provider_failed" if data.get("stage") == "stt":
+                    self.metrics.errors.labels("provider").inc()  # replies: reply_failed
                 case _:
                     pass
         self._on_log_event(info.call_sid, event.kind, data)
