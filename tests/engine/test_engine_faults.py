@@ -227,3 +227,22 @@ def test_barge_in_runs_on_the_vad_alone_while_stt_is_down() -> None:
     h.feed(SttDown("deepgram", "closed the stream: code 1011 'NET-0001'"))
     h.speak(40)
     assert h.count(SendClear) == 1  # the words it waited for cannot come: VAD decides
+
+
+def test_a_reply_failing_midway_is_on_record_apart_from_the_apology() -> None:
+    from callbridge.engine.events import ReplyFailed
+
+    h = Harness()
+    h.speak(400)
+    h.silence(520)
+    answer = h.starts(ReplyKind.ANSWER)[-1]
+    h.feed(ReplySegment(answer.reply_id, 0, "Your bill was"))
+    h.feed(ReplyAudio(answer.reply_id, 0, BOT_WORD * 3))
+    h.feed(ReplyFailed(answer.reply_id, "11labs: socket closed", "11labs"))
+    h.answer_latest()
+    h.wait_until(h.hung_up)
+    said = [c.turn for c in h.commands if isinstance(c, RecordTurn) and c.turn.role == "assistant"]
+    assert [(t.kind, t.text, t.interrupted) for t in said] == [
+        ("answer", "Your bill was", True),
+        ("apology", Script().apology_message, False),
+    ]

@@ -123,6 +123,9 @@ async def test_elevenlabs_garbage_audio_twice_apologises(tmp_path: Path) -> None
     assert_clean(outcome)
     assert_apologised(outcome, "11labs")
     assert "base64" in outcome.events("provider_failed")[0]["error"]
+    # On record: the answer, cut short (what had been said of it), then the apology.
+    cut = outcome.turns()[-2]
+    assert cut["kind"] == "answer" and cut["interrupted"] and cut["text"] == TEXT
 
 
 async def test_elevenlabs_stalling_mid_sentence_holds_the_line_then_finishes(

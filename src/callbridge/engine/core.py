@@ -259,7 +259,12 @@ class CallEngine(Faults, Listening):  # Faults first: Listening stubs its hooks
         if provider:
             self._event("provider_failed", logging.ERROR, stage="reply", provider=provider,
                         error=error)
+        reply, spoken = self._replies.current, self.playout.spoken_text()
         self._replies.on_failed()
+        if reply is not None and spoken.strip():
+            # Its words still play out; on record it is a reply cut short, not the apology.
+            self._record(reply.record(spoken, spoken, now, interrupted=True))
+            self.playout.mark_told()
         if self.phase is Phase.ENDING:
             self._hang_up("ending_failed")  # the goodbye or apology itself failed: no loop
             return

@@ -54,6 +54,7 @@ class Playout:
         self._segments: dict[SegmentKey, _Segment] = {}
         self._by_mark: dict[str, _Segment] = {}
         self._order: list[_Segment] = []  # segments of the current utterance, in order
+        self._told = 0  # segments of _order already recorded as a turn (a failed reply)
         self._mark_counter = 0
         self.play_end = 0.0
         self.last_frame_end = 0.0  # when the last frame sent finishes playing
@@ -155,7 +156,7 @@ class Playout:
     def heard_text(self, now: float) -> str:
         """The words the caller has heard of the current utterance so far."""
         words: list[str] = []
-        for segment in self._order:
+        for segment in self._order[self._told :]:
             if segment.played:
                 words.extend(segment.text.split())
                 continue
@@ -171,7 +172,12 @@ class Playout:
 
     def spoken_text(self) -> str:
         """Everything the current utterance was going to say."""
-        return " ".join(segment.text for segment in self._order)
+        return " ".join(segment.text for segment in self._order[self._told :])
+
+    def mark_told(self) -> None:
+        """What was said so far is on record (a reply that failed midway); what is said
+        next in this utterance (the apology) is a turn of its own."""
+        self._told = len(self._order)
 
     def busy(self) -> bool:
         """Audio still queued, or sent and not confirmed played (the bot is speaking)."""
@@ -189,6 +195,7 @@ class Playout:
         self._segments.clear()
         self._by_mark.clear()
         self._order.clear()
+        self._told = 0
         self.play_end = now
 
     def finish_utterance(self) -> None:
@@ -197,6 +204,7 @@ class Playout:
             self._segments.pop(segment.key, None)
             self._by_mark.pop(segment.mark, None)
         self._order.clear()
+        self._told = 0
 
     def _enforce_bound(self) -> None:
         while self._frames_in_queue > self._max_frames:
