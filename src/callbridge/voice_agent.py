@@ -81,7 +81,7 @@ def build_bridge_runner(
         vapi.build(block, env),
         options,
         apology_tts=fallback_tts,
-        apology_message=config.apology_message,
+        apology_message=config.spoken_apology,
         on_end=ended,
         on_event=on_event,
     )

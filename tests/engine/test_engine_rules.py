@@ -295,6 +295,10 @@ def test_transfer_action_transfers_after_the_reply_played() -> None:
     h.answer(request, "Transferring you now.")
     assert h.count(Transfer) == 0
     h.wait_until(lambda: h.count(Transfer) == 1)
+    assert h.engine.phase is Phase.ENDING  # until the line confirms the transfer
+    from callbridge.engine.events import TransferDone
+
+    h.feed(TransferDone())
     assert h.engine.phase is Phase.ENDED
 
 

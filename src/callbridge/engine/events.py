@@ -36,6 +36,8 @@ __all__ = [
     "EngineEvent",
     "FinalizeStt",
     "Hangup",
+    "HoldAudio",
+    "HoldDone",
     "Phase",
     "RecordEvent",
     "RecordTurn",
@@ -48,9 +50,15 @@ __all__ = [
     "SendAudio",
     "SendClear",
     "SendMark",
+    "SpeakHold",
     "StartReply",
+    "SttDown",
+    "SttFailed",
+    "SttUp",
     "Tick",
     "Transfer",
+    "TransferDone",
+    "TransferFailed",
     "TurnRecord",
 ]
 
@@ -114,6 +122,57 @@ class ReplyDone:
 class ReplyFailed:
     reply_id: int
     error: str
+    provider: str = ""  # the vendor that failed, when a provider did
+
+
+# ---------------------------------------------------------------- inputs about faults
+
+
+@dataclass(frozen=True, slots=True)
+class SttDown:
+    """The transcriber's stream dropped mid-call; it is being reconnected."""
+
+    provider: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class SttUp:
+    """The transcriber is back; ``resent_ms`` of unfinalised caller audio went again."""
+
+    provider: str
+    resent_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SttFailed:
+    """The transcriber could not be (re)opened within the retry policy: the call ends."""
+
+    provider: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAudio:
+    """Audio of the "one moment" line the shell is synthesising (fallback TTS)."""
+
+    hold_id: int
+    ulaw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HoldDone:
+    hold_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDone:
+    """The line accepted the transfer: the caller is on the other number."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFailed:
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +195,13 @@ EngineEvent = (
     | ReplyAction
     | ReplyDone
     | ReplyFailed
+    | SttDown
+    | SttUp
+    | SttFailed
+    | HoldAudio
+    | HoldDone
+    | TransferDone
+    | TransferFailed
     | Tick
 )
 
@@ -166,6 +232,15 @@ class StartReply:
     kind: ReplyKind
     messages: tuple[Message, ...] = ()
     text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakHold:
+    """Say the short "one moment" line with the fallback TTS: the caller has waited in
+    silence long enough while a provider is being retried."""
+
+    hold_id: int
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +294,10 @@ CallEventKind = Literal[
     "stt_timeout",
     "provider_failed",
     "end_requested",
+    "stt_lost",
+    "stt_restored",
+    "hold",
+    "transfer_failed",
 ]
 
 
@@ -240,6 +319,7 @@ Command = (
     | SendMark
     | SendClear
     | StartReply
+    | SpeakHold
     | CancelReply
     | FinalizeStt
     | Hangup

@@ -54,6 +54,10 @@ class Listening:
     _endpoint_at: float | None
     _await_final_until: float | None
     _pending_ulaw: bytes
+    stt_down: bool  # Faults': the transcriber is reconnecting
+
+    def _arm_hold(self, now: float) -> None:
+        raise NotImplementedError  # Faults'
 
     def _consider_barge_in(self, now: float) -> None:
         raise NotImplementedError  # CallEngine's
@@ -123,13 +127,16 @@ class Listening:
     def _endpoint(self, now: float) -> None:
         """Enough silence: the caller is done, unless STT still owes us their words."""
         self._endpoint_at = now
+        self._arm_hold(now)
         if not self._stt:
             self._finish_user_turn(now)
             return
         self._out.append(FinalizeStt())
         # A held answer already has the turn's words; only newer, unfinished ones count.
         owed = self._words.unfinished() if self._held() is not None else self._words.owed()
-        if owed:
+        if owed and self.stt_down:
+            pass  # its words come after the reconnect (SttUp starts the STT timeout)
+        elif owed:
             self._await_final_until = now + self.turns.stt_timeout_ms / 1000
         else:
             self._finish_user_turn(now)
@@ -139,7 +146,10 @@ class Listening:
             return
         if self.phase is Phase.USER_SPEAKING and self._held() is not None:
             self._drop_speculation()  # more words: answer them all
-        if self.phase is Phase.USER_SPEAKING and self._await_final_until is not None:
+        waiting = self._await_final_until is not None or (
+            self._endpoint_at is not None and self._stt  # a final after a reconnect
+        )
+        if self.phase is Phase.USER_SPEAKING and waiting:
             self._finish_user_turn(now)
         elif self.phase is Phase.USER_SPEAKING:
             self._maybe_speculate(now)
@@ -161,6 +171,8 @@ class Listening:
 
     def _finish_user_turn(self, now: float, dtmf: str | None = None) -> None:
         self._idle_at = None
+        if dtmf is not None:
+            self._arm_hold(now)
         held = self._held()
         if held is not None and dtmf is None:
             self._commit_speculation(held, now)

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 def script_for(assistant: BuiltAssistant) -> Script:
     config = assistant.config
+    faults = config.faults
     # The model's provider knows how its block spells instructions (systemPrompt,
     # VAPI's messages list); fall back to the plain field.
     prompt = getattr(assistant.llm, "system_prompt", None) or config.model.get("systemPrompt")
@@ -30,8 +31,11 @@ def script_for(assistant: BuiltAssistant) -> Script:
         first_message=config.first_message,
         end_call_message=config.end_call_message,
         idle_message=config.idle_message,
-        apology_message=config.apology_message,
+        apology_message=config.spoken_apology,
         system_prompt=prompt if isinstance(prompt, str) else None,
+        hold_message=faults.hold_message,
+        hold_after_s=faults.hold_after_s,
+        transfer_failed_message=faults.transfer_failed_message,
     )
 
 
@@ -46,6 +50,13 @@ def _tools_of(llm: object) -> dict[str, Any]:
         return str(result.content)
 
     return {"tools": tuple(toolset.specs), "execute_tool": execute}
+
+
+def _stt_final_timeout_s(assistant: BuiltAssistant) -> float:
+    configured = assistant.config.faults.stt_final_timeout_s
+    if configured is not None:
+        return configured
+    return max(0.25, 0.75 * assistant.config.turns().stt_timeout_ms / 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +82,9 @@ def make_runner(
         llm=with_configured_actions(assistant.llm),
         tts=assistant.tts,
         fallback_tts=fallback_tts,
+        retry_delays_s=assistant.config.faults.retry_delays_s,
+        stt_resend_s=assistant.config.faults.stt_resend_s,
+        stt_final_timeout_s=_stt_final_timeout_s(assistant),
         **_tools_of(assistant.llm),
     )
     script = script_for(assistant)
