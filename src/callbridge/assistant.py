@@ -34,6 +34,18 @@ class _Camel(BaseModel):
     )
 
 
+# Words a listener says to show they follow, per language (turnTaking.backchannels).
+DEFAULT_BACKCHANNELS: dict[str, tuple[str, ...]] = {
+    "en": (
+        "uh-huh", "uh huh", "mm-hm", "mm-hmm", "mhm", "mm", "hmm", "yeah", "yep", "yes",
+        "okay", "ok", "right", "sure", "i see", "got it", "alright",
+    ),
+    "es": ("ajá", "sí", "vale", "claro", "ya", "mhm", "bueno"),
+    "fr": ("oui", "ouais", "d'accord", "ok", "hum", "mhm", "je vois"),
+    "de": ("ja", "genau", "okay", "ok", "mhm", "aha", "stimmt"),
+}
+
+
 class TurnTaking(_Camel):
     """Thresholds for listening, endpointing and barge-in (defaults: DESIGN.md §3)."""
 
@@ -51,6 +63,20 @@ class TurnTaking(_Camel):
     interrupt_min_ms: int = Field(200, ge=20, le=5000)
     interrupt_min_words: int = Field(1, ge=0, le=20)
     interrupt_max_lag_ms: int = Field(1000, ge=100, le=10000)
+    # Backchannels (README "Turn-taking"): with a transcriber that streams interim
+    # words, speech over the bot whose words are all in ``backchannels[language]`` and
+    # that lasts under backchannelMaxMs does not stop it; it is recorded, not answered.
+    # backchannelMaxMs 0 turns the filter off (barge-in on the VAD, as without words).
+    language: str = Field("en", min_length=2, max_length=16)
+    backchannels: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: dict(DEFAULT_BACKCHANNELS)
+    )
+    backchannel_max_ms: int = Field(800, ge=0, le=5000)
+    # A barge-in followed by no words (or only a backchannel) within this long was
+    # false (a cough, a door): the bot goes on from the first word the caller did not
+    # hear, after ``resumeMessage`` if set. 0: never resume.
+    false_interruption_ms: int = Field(1000, ge=0, le=10000)
+    resume_message: str | None = None
     idle_timeout_s: float = Field(8.0, gt=0, le=600)
     idle_max_reprompts: int = Field(2, ge=0, le=20)
     max_duration_s: float = Field(600.0, gt=0, le=4 * 3600)

@@ -27,6 +27,14 @@ class Conversation:
         if heard_text.strip():
             self._messages.append(Message("assistant", heard_text.strip()))
 
+    def continue_assistant(self, text: str) -> None:
+        """The rest of an interrupted reply, said after a false interruption."""
+        last = self._messages[-1] if self._messages else None
+        if last is not None and last.role == "assistant" and text.strip():
+            self._messages[-1] = Message("assistant", f"{last.content} {text.strip()}")
+        else:
+            self.add_assistant(text)
+
     def take_last_user(self) -> Message | None:
         """Withdraw the newest user message (the caller went on before hearing a reply)."""
         if self._messages and self._messages[-1].role == "user":

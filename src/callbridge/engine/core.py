@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from callbridge.assistant import TurnTaking
+from callbridge.engine.backchannel import BackchannelJudge
 from callbridge.engine.conversation import Conversation
 from callbridge.engine.events import (
     SPEAKING_PHASES,
@@ -45,6 +46,7 @@ from callbridge.engine.faults import Faults
 from callbridge.engine.listening import Listening
 from callbridge.engine.playout import Playout
 from callbridge.engine.replies import Replies
+from callbridge.engine.resumption import Resumption
 from callbridge.engine.speech import SpeechTracker
 from callbridge.engine.transport import (
     CallerAudio,
@@ -87,9 +89,10 @@ class Script:
     )
 
 
-class CallEngine(Faults, Listening):  # Faults first: Listening stubs its hooks
+class CallEngine(Faults, Resumption, Listening):  # Listening last: it stubs the others' hooks
     """One call's rules; the caller's side of them lives in ``listening.py``, what
-    happens when a vendor fails in ``faults.py``."""
+    happens when a vendor fails in ``faults.py``, false interruptions in
+    ``resumption.py``."""
 
     def __init__(
         self,
@@ -119,6 +122,8 @@ class CallEngine(Faults, Listening):  # Faults first: Listening stubs its hooks
         self._user_started_at = 0.0
         self._words = CallerWords()
         self._judged_run = 0  # speech run already judged for barge-in (stale or taken)
+        self._backchannels = BackchannelJudge.for_language(turns.backchannels, turns.language)
+        self._pending_resume = None
         self._endpoint_at: float | None = None
         self._await_final_until: float | None = None
         self._pending_ulaw = b""
@@ -159,6 +164,7 @@ class CallEngine(Faults, Listening):  # Faults first: Listening stubs its hooks
             self._hangup_deadline(),
             self._ending_deadline,
             self._hold_deadline(),
+            self._resumption_deadline() if self.phase is Phase.USER_SPEAKING else None,
         ):
             if candidate is not None:
                 deadlines.append(candidate)
@@ -247,8 +253,21 @@ class CallEngine(Faults, Listening):  # Faults first: Listening stubs its hooks
         needed = self.turns.interrupt_min_words
         words = self._words.in_run
         if words is None:
-            return needed >= 2 and self._words.interims_seen
-        return words < needed
+            return (needed >= 2 and self._words.interims_seen) or self._may_be_backchannel()
+        return words < needed or self._may_be_backchannel()
+
+    def _may_be_backchannel(self) -> bool:
+        """Speech over the bot that is, so far, only "uh-huh" (or no words yet, with a
+        transcriber that streams interims: they decide). The first word that is not a
+        backchannel barges in at once; so does a run longer than ``backchannelMaxMs``."""
+        limit = self.turns.backchannel_max_ms
+        if not limit or not self._backchannels.enabled or not self._words.interims_seen:
+            return False
+        if self.speech.run_ms >= limit:
+            return False
+        if not self._words.in_run:
+            return True
+        return self._backchannels.judge(self._words.run_text)
 
     def _barge_in(self, now: float, *, reason: str) -> None:
         """The one place that stops the bot: clear the line, cancel, keep what was heard."""
@@ -260,6 +279,8 @@ class CallEngine(Faults, Listening):  # Faults first: Listening stubs its hooks
         self.playout.clear(now)
         self.conversation.add_assistant(heard)
         self.barge_ins += 1
+        if reason == "speech":
+            self._arm_resumption(now, spoken, heard)  # in case no words follow
         self._record(
             reply.record(spoken, heard, now, interrupted=True)
             if reply
@@ -335,7 +356,10 @@ class CallEngine(Faults, Listening):  # Faults first: Listening stubs its hooks
         if self.playout.busy():
             return  # sent, but the line has not played it all yet
         spoken = self.playout.spoken_text()
-        self.conversation.add_assistant(spoken)
+        if reply.kind is ReplyKind.RESUMPTION:
+            self.conversation.continue_assistant(spoken)
+        else:
+            self.conversation.add_assistant(spoken)
         self._record(reply.record(spoken, spoken, now))
         self.playout.finish_utterance()
         self._replies.current = None
@@ -396,6 +420,7 @@ class CallEngine(Faults, Listening):  # Faults first: Listening stubs its hooks
             self._finish_user_turn(now)
             return
         self._check_hold(now)
+        self._check_resumption(now)
         if self.phase is Phase.LISTENING and self._idle_at is not None and now >= self._idle_at:
             self._idle_at = None
             if self._reprompts < self.turns.idle_max_reprompts:

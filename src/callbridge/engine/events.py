@@ -84,6 +84,7 @@ class ReplyKind(Enum):
     GOODBYE = "goodbye"
     APOLOGY = "apology"
     ANNOUNCEMENT = "announcement"
+    RESUMPTION = "resumption"  # the rest of a reply a false interruption stopped
 
 
 # ---------------------------------------------------------------- inputs from the reply task
@@ -298,6 +299,10 @@ CallEventKind = Literal[
     "stt_restored",
     "hold",
     "transfer_failed",
+    "backchannel",
+    "false_interruption",
+    "resumed",
+    "resume_cancelled",
 ]
 
 

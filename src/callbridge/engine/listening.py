@@ -16,9 +16,11 @@ from callbridge.assistant import TurnTaking
 from callbridge.audio import ulaw as ulaw_codec
 from callbridge.audio.frames import ULAW_FRAME_BYTES
 from callbridge.audio.levels import rms_dbfs
+from callbridge.engine.backchannel import BackchannelJudge
 from callbridge.engine.conversation import Conversation
 from callbridge.engine.events import (
     SPEAKING_PHASES,
+    CallEventKind,
     Command,
     FinalizeStt,
     Phase,
@@ -27,6 +29,7 @@ from callbridge.engine.events import (
 )
 from callbridge.engine.playout import Playout
 from callbridge.engine.replies import Replies, Reply
+from callbridge.engine.resumption import Pending
 from callbridge.engine.speech import SpeechTracker
 from callbridge.engine.turn_end import looks_finished
 from callbridge.engine.words import CallerWords
@@ -67,6 +70,25 @@ class Listening:
 
     def _record(self, turn: TurnRecord) -> None:
         raise NotImplementedError  # CallEngine's
+
+    # Resumption's (false interruptions, backchannels)
+    _backchannels: BackchannelJudge
+    _pending_resume: Pending | None
+
+    def _resumes_instead(self, text: str, now: float) -> bool:
+        raise NotImplementedError
+
+    def _event(self, kind: CallEventKind, level: int = 20, **data: str | int | float) -> None:
+        raise NotImplementedError  # CallEngine's
+
+    def _new_words(self) -> str:
+        raise NotImplementedError
+
+    def _cancel_resumption(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def _record_backchannel(self, text: str, now: float) -> None:
+        raise NotImplementedError
 
     # ------------------------------------------------------------ caller audio and turns
 
@@ -142,7 +164,19 @@ class Listening:
             self._finish_user_turn(now)
 
     def _on_transcript(self, update: TranscriptUpdate, now: float) -> None:
-        if not self._words.hear(update, self.speech.run_id, self.speech.run_ms > 0):
+        added = self._words.hear(update, self.speech.run_id, self.speech.run_ms > 0)
+        if self.phase in SPEAKING_PHASES:
+            if added and self._backchannels.judge(update.text):
+                self._words.drop_last()  # "uh-huh" over the bot: kept, not answered
+                self._record_backchannel(update.text.strip(), now)
+            elif self.speech.run_ms >= self.turns.interrupt_min_ms:
+                self._consider_barge_in(now)  # these words may be what it waited for
+            return
+        if self._pending_resume is not None and self.phase is Phase.USER_SPEAKING:
+            words = self._new_words()
+            if words and not self._backchannels.judge(words):
+                self._cancel_resumption("caller_spoke")
+        if not added:
             return
         if self.phase is Phase.USER_SPEAKING and self._held() is not None:
             self._drop_speculation()  # more words: answer them all
@@ -177,6 +211,10 @@ class Listening:
         if held is not None and dtmf is None:
             self._commit_speculation(held, now)
             return
+        if dtmf is not None:
+            self._cancel_resumption("dtmf")
+        elif self._resumes_instead(self._new_words(), now):
+            return
         text = self._words.take()
         content = text if dtmf is None else (f"{text} (pressed {dtmf})".strip())
         self.conversation.add_user(Message("user", content, dtmf=dtmf))
@@ -194,6 +232,8 @@ class Listening:
         """The caller kept talking before hearing our answer: drop it, unheard."""
         reply = self._replies.current
         answering = reply is not None and reply.kind is ReplyKind.ANSWER
+        if reply is not None and reply.kind is ReplyKind.RESUMPTION:
+            self._event("resume_cancelled", reason="caller_spoke")
         self._replies.cancel()
         if answering:
             withdrawn = self.conversation.take_last_user()
@@ -213,6 +253,7 @@ class Listening:
             self.turns.speculate_ms == 0
             or self.speech.silence_ms < self.turns.speculate_ms
             or self._replies.current is not None
+            or self._pending_resume is not None  # it may be a false interruption
             or (self._stt and self._words.owed())
         ):
             return

@@ -17,6 +17,8 @@ class CallerWords:
         self.in_run: int | None = None  # words heard in the current speech run (None: none yet)
         self._run_finals = 0  # words of this run already finalised (a run can span finals)
         self._count_run = -1  # the speech run ``in_run`` counts
+        self.run_text = ""  # the words of the current speech run (finals + open interim)
+        self._run_final_text = ""
         self.interims_seen = False  # this transcriber streams interims (finals-only ones don't)
         self._parts: list[str] = []
         self._interim = ""
@@ -32,11 +34,13 @@ class CallerWords:
             # Interims are cumulative within a span; a final closes the span, and the
             # run's count is its finalised words plus the open span's.
             if run_id != self._count_run or self.in_run is None:
-                self._count_run, self._run_finals = run_id, 0
+                self._count_run, self._run_finals, self._run_final_text = run_id, 0, ""
             words = len(text.split())
             self.in_run = self._run_finals + words
+            self.run_text = f"{self._run_final_text} {text}".strip()
             if update.is_final:
                 self._run_finals += words
+                self._run_final_text = self.run_text
         if not update.is_final:
             self._interim = text
             return False
@@ -54,6 +58,14 @@ class CallerWords:
     def unfinished(self) -> bool:
         """STT is hearing words it has not finalised yet."""
         return bool(self._interim)
+
+    def drop_last(self) -> str:
+        """Take back the newest final (a backchannel: recorded, not answered)."""
+        return self._parts.pop() if self._parts else ""
+
+    def heard(self) -> str:
+        """Everything heard of the turn so far, the open interim included."""
+        return f"{self.text()} {self._interim}".strip()
 
     def prepend(self, text: str) -> None:
         self._parts.insert(0, text)
