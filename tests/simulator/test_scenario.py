@@ -11,6 +11,7 @@ from callbridge.simulator.scenario import (
     Dtmf,
     ExpectBotSpeech,
     ExpectClear,
+    ExpectNoClear,
     Hangup,
     Interrupt,
     Pause,
@@ -110,3 +111,17 @@ def test_the_shipped_examples_parse() -> None:
     assert len(files) >= 5
     for path in files:
         assert load_scenario(path).steps
+
+
+def test_interrupt_makes_a_sound_or_says_words_but_not_both() -> None:
+    wav = "name: x\nsteps:\n  - interrupt: {after_bot_speech_ms: 500, play: door.wav}\n"
+    (step,) = parse_scenario(wav).steps
+    assert isinstance(step, Interrupt) and step.play == "door.wav" and step.say is None
+    for bad in ("{after_bot_speech_ms: 5}", "{after_bot_speech_ms: 5, say: hi, play: a.wav}"):
+        with pytest.raises(ConfigError, match="exactly one"):
+            parse_scenario(f"name: x\nsteps:\n  - interrupt: {bad}\n")
+
+
+def test_expect_no_clear_takes_a_window() -> None:
+    (step,) = parse_scenario("name: x\nsteps:\n  - expect_no_clear: 900\n").steps
+    assert step == ExpectNoClear(for_ms=900, line=3)

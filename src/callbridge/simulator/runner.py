@@ -25,6 +25,7 @@ from callbridge.simulator.scenario import (
     ExpectBotSpeech,
     ExpectClear,
     ExpectHangup,
+    ExpectNoClear,
     ExpectSilence,
     Hangup,
     Interrupt,
@@ -51,7 +52,9 @@ def prepare_voices(scenario: Scenario, base_dir: Path) -> dict[int, voice.Uttera
     for i, step in enumerate(scenario.steps):
         if isinstance(step, Say):
             out[i] = voice.from_text(step.text, step.voice)
-        elif isinstance(step, Interrupt):
+        elif isinstance(step, Interrupt) and step.play is not None:
+            out[i] = voice.from_wav(base_dir / step.play)
+        elif isinstance(step, Interrupt) and step.say is not None:
             out[i] = voice.from_text(step.say, step.voice)
         elif isinstance(step, Play):
             out[i] = voice.from_wav(base_dir / step.path)
@@ -176,6 +179,13 @@ async def _run_step(
                 lambda: any(t >= since for t in call.clear_times), ms / 1000.0
             ):
                 return f"no clear within {ms} ms"
+        case ExpectNoClear(for_ms=ms):
+            latest = call.tracker.current
+            since = latest.onset_s if latest is not None else call.t0_s
+            await call.wait_until(lambda: call.ended, ms / 1000.0)
+            cleared = [t for t in call.clear_times if t >= since]
+            if cleared:
+                return f"the bot was stopped (clear {1000 * (cleared[0] - since):.0f} ms in)"
         case ExpectHangup(within_ms=ms):
             if not await call.wait_until(lambda: call.ended, ms / 1000.0):
                 return f"the server did not hang up within {ms} ms"

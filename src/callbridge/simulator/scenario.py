@@ -22,10 +22,10 @@ the field, because whoever reads them is editing that file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from callbridge.errors import ConfigError
 
@@ -36,6 +36,7 @@ __all__ = [
     "ExpectBotSpeech",
     "ExpectClear",
     "ExpectHangup",
+    "ExpectNoClear",
     "ExpectSilence",
     "Hangup",
     "Interrupt",
@@ -90,12 +91,20 @@ class Dtmf(Step):
 
 
 class Interrupt(Step):
-    """Start talking once the bot's current reply has played ``after_bot_speech_ms``."""
+    """Start talking (``say``) or make a sound (``play``, a WAV: a cough, a door) once
+    the bot's current reply has played ``after_bot_speech_ms``."""
 
     after_bot_speech_ms: int = Field(ge=0, le=600_000)
-    say: str = Field(min_length=1)
+    say: str | None = Field(None, min_length=1)
+    play: str | None = Field(None, min_length=1)
     voice: str = "en-us"
     timeout_ms: int = Field(30_000, ge=0, le=600_000)
+
+    @model_validator(mode="after")
+    def _one_sound(self) -> Self:
+        if (self.say is None) == (self.play is None):
+            raise ValueError("give exactly one of 'say' and 'play'")
+        return self
 
 
 class Hangup(Step):
@@ -153,6 +162,14 @@ class ExpectClear(Step):
     within_ms: int = Field(2000, ge=0, le=600_000)
 
 
+class ExpectNoClear(Step):
+    """The bot was not stopped: no ``clear`` since the caller's latest sound began, nor
+    within the window (a backchannel or a cough over the bot)."""
+
+    shorthand = "for_ms"
+    for_ms: int = Field(1500, ge=0, le=600_000)
+
+
 class ExpectBotSays(Step):
     """A regex the bot's stored turns must match (checked via the call-records API)."""
 
@@ -175,6 +192,7 @@ STEP_TYPES: dict[str, type[Step]] = {
     "max_bargein_ms": MaxBargeinMs,
     "expect_hangup": ExpectHangup,
     "expect_clear": ExpectClear,
+    "expect_no_clear": ExpectNoClear,
     "expect_bot_says": ExpectBotSays,
 }
 
