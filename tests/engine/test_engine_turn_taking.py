@@ -283,3 +283,20 @@ def test_false_interruption_off_keeps_todays_behaviour() -> None:
     h.silence(3000)
     assert not h.starts(ReplyKind.RESUMPTION)
     assert not _events(h, "false_interruption")
+
+
+def test_an_uh_huh_whose_final_comes_after_the_bot_ended_is_not_answered() -> None:
+    h = Harness(stt=True)
+    _bot_explaining(h, "Short one.")
+    h.speak(100)
+    h.feed(TranscriptUpdate("mm", is_final=False))
+    h.silence(100)
+    h.wait_until(lambda: h.engine.phase is Phase.LISTENING)
+    h.feed(TranscriptUpdate("Mm-hm.", is_final=True))
+    h.silence(2000)
+    assert len(h.starts(ReplyKind.ANSWER)) == 1
+    assert [t.text for t in _turns(h, "backchannel")] == ["Mm-hm."]
+    h.speak(400)
+    h.feed(TranscriptUpdate("one more thing", is_final=True))
+    h.wait_until(lambda: h.engine.phase is Phase.THINKING)
+    assert h.starts(ReplyKind.ANSWER)[-1].messages[-1].content == "one more thing"

@@ -165,11 +165,18 @@ class Listening:
 
     def _on_transcript(self, update: TranscriptUpdate, now: float) -> None:
         added = self._words.hear(update, self.speech.run_id, self.speech.run_ms > 0)
-        if self.phase in SPEAKING_PHASES:
-            if added and self._backchannels.judge(update.text):
-                self._words.drop_last()  # "uh-huh" over the bot: kept, not answered
-                self._record_backchannel(update.text.strip(), now)
-            elif self.speech.run_ms >= self.turns.interrupt_min_ms:
+        over_bot = self.phase in SPEAKING_PHASES
+        if (
+            added
+            and (over_bot or self.phase is Phase.LISTENING)  # (an "uh-huh" as the bot ended)
+            and self.turns.backchannel_max_ms
+            and self._backchannels.judge(update.text)
+        ):
+            self._words.drop_last()  # kept on record, not answered
+            self._record_backchannel(update.text.strip(), now)
+            return
+        if over_bot:
+            if self.speech.run_ms >= self.turns.interrupt_min_ms:
                 self._consider_barge_in(now)  # these words may be what it waited for
             return
         if self._pending_resume is not None and self.phase is Phase.USER_SPEAKING:
