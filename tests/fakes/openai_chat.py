@@ -57,9 +57,9 @@ class FakeOpenAI(HttpFake):
 
     def __init__(
         self, replies: Script = (), *, api_key: str | None = "test-openai-key",
-        default: Reply = _OK,
+        default: Reply = _OK, new_connection_s: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(new_connection_s=new_connection_s)
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
