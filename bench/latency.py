@@ -41,7 +41,7 @@ from callbridge.simulator import voice
 from callbridge.simulator.dialer import CallOptions, dial, sign
 from callbridge.simulator.lean import LeanCall, Script
 from callbridge.simulator.leanws import Handshake
-from callbridge.simulator.load import SERVER_CORE, CLIENT_CORE, _free_port, _stop, _wait_port
+from callbridge.simulator.load import CLIENT_CORE, SERVER_CORE, _free_port, _stop, _wait_port
 from callbridge.simulator.loadworker import LeanConnection, Scheduler
 from callbridge.simulator.metrics import percentile
 from callbridge.simulator.wire import new_sid

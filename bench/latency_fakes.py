@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fakes.deepgram import FakeDeepgram  # noqa: E402
-from fakes.elevenlabs import FakeElevenLabs  # noqa: E402
-from fakes.openai_chat import FakeOpenAI  # noqa: E402
-from fakes.script import Reply  # noqa: E402
+from fakes.deepgram import FakeDeepgram
+from fakes.elevenlabs import FakeElevenLabs
+from fakes.openai_chat import FakeOpenAI
+from fakes.script import Reply
 
 ANSWER = ("Sure, let me check that for you. ", "Your balance is forty two dollars.")
 STT_FINAL_S = 0.100
