@@ -40,6 +40,7 @@ from callbridge.engine.reply import ToolExecutor, run_reply
 from callbridge.engine.transport import CallerAudio, CallInfo, CallTransport, LineEvent
 from callbridge.providers.base import (
     LanguageModel,
+    PerCallTextToSpeech,
     SpeechToText,
     SpeechToTextStream,
     TextToSpeech,
@@ -107,6 +108,7 @@ class CallSession:
         self._inbox: asyncio.Queue[EngineEvent] = asyncio.Queue()
         self._replies: dict[int, asyncio.Task[None]] = {}
         self._stt: SpeechToTextStream | None = None
+        self._tts: TextToSpeech = voice.tts
         self._group: asyncio.TaskGroup | None = None
 
     @classmethod
@@ -144,6 +146,10 @@ class CallSession:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
+                # The call's own TTS connection starts opening now, beside STT's.
+                call_tts = _tts_for_call(self._voice.tts)
+                if call_tts is not None:
+                    self._tts = call_tts
                 self._stt = await self._voice.stt.open_stream()
                 transcripts = group.create_task(self._pump_transcripts(self._stt))
                 try:
@@ -155,6 +161,8 @@ class CallSession:
                     await self._stt.aclose()
         finally:
             self._group = None
+            if self._tts is not self._voice.tts:
+                await _close_tts(self._tts)
 
     async def _loop(self) -> None:
         """Wait on the inbox only. The engine's next deadline is a timer that posts a
@@ -220,7 +228,7 @@ class CallSession:
     def _start_reply(self, request: StartReply) -> None:
         assert self._group is not None
         voice = self._voice
-        tts = voice.fallback_tts if request.kind is ReplyKind.APOLOGY else voice.tts
+        tts = voice.fallback_tts if request.kind is ReplyKind.APOLOGY else self._tts
         task = self._group.create_task(
             run_reply(
                 request,
@@ -253,3 +261,13 @@ class CallSession:
     async def _pump_transcripts(self, stream: SpeechToTextStream) -> None:
         async for event in stream.events():
             self.post(event)
+
+
+def _tts_for_call(tts: TextToSpeech) -> TextToSpeech | None:
+    return tts.for_call() if isinstance(tts, PerCallTextToSpeech) else None
+
+
+async def _close_tts(tts: TextToSpeech) -> None:
+    aclose = getattr(tts, "aclose", None)
+    if aclose is not None:
+        await aclose()

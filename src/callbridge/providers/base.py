@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "LanguageModel",
     "LlmEvent",
     "Message",
+    "PerCallTextToSpeech",
     "RemoteAgent",
     "RemoteEvent",
     "RemoteSession",
@@ -28,6 +29,7 @@ __all__ = [
     "SttUtteranceEnd",
     "TextDelta",
     "TextToSpeech",
+    "TextToSpeechCall",
     "ToolCall",
     "ToolSpec",
     "TranscriptUpdate",
@@ -178,6 +180,23 @@ class TextToSpeech(Protocol):
     name: str
 
     def synthesize(self, text: str) -> AsyncIterator[bytes]: ...
+
+
+class TextToSpeechCall(TextToSpeech, Protocol):
+    """A TTS bound to one call's own vendor connection, opened when the call starts so no
+    sentence pays for connection set-up; ``aclose`` when the call ends."""
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class PerCallTextToSpeech(Protocol):
+    """A TTS that serves each call over one connection of its own (``for_call``
+    returns at once; the connection opens in the background)."""
+
+    name: str
+
+    def for_call(self) -> TextToSpeechCall: ...
 
 
 # ---------------------------------------------------------------- remote agents (bridge mode)
