@@ -254,3 +254,23 @@ async def test_compatible_server_without_key_gets_the_placeholder() -> None:
         events = await collect(llm)
     assert events == [TextDelta("hi")]
     assert "sk-must-not-leak" not in fake.headers[0].get("authorization", "")
+
+
+async def test_warm_opens_the_connection_the_turns_then_reuse() -> None:
+    # Behind a relay that charges every new connection, as a vendor far away does.
+    async with FakeOpenAI([Reply(text=("Hi.",))], new_connection_s=0.02) as fake:
+        llm = make(fake)
+        await llm.warm()
+        assert fake.models_requests == 1 and fake.link is not None
+        assert fake.link.connections == 1
+        for _ in range(3):
+            assert await collect(llm) == [TextDelta("Hi.")]
+    assert fake.link.connections == 1  # every turn rode the warmed connection
+    assert fake.completed == 3
+
+
+async def test_a_failed_warm_up_is_harmless() -> None:
+    async with FakeOpenAI([Reply(text=("Hi.",))], api_key="another-key") as fake:
+        llm = make(fake)
+        await llm.warm()  # 401: logged, not raised; the turn will say what is wrong
+    assert fake.models_requests == 1

@@ -37,6 +37,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OPENAI_DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
+KEEPALIVE_S: Final = 120.0
 _PLACEHOLDER_KEY: Final = "not-needed"  # self-hosted servers ignore it; the SDK wants one
 
 
@@ -72,6 +73,14 @@ class OpenAIChat:
         self.toolset = toolset
         self.system_prompt = config.prompt()
         self._client = client
+
+    async def warm(self) -> None:
+        """Open (or refresh) a kept-alive connection before a turn needs it: a cheap
+        ``GET /models``. A failure only means the turn pays for its own connection."""
+        try:
+            await self._client.models.list()
+        except (openai.APIError, httpx2.TransportError) as exc:
+            log.info("llm.warm_failed provider=%s error=%s", self.name, _message(exc))
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
@@ -214,8 +223,15 @@ def _message(exc: Exception) -> str:
 
 
 def _client(config: _ChatBlock, api_key: str, url: str) -> openai.AsyncOpenAI:
+    # One client per process, its connections kept open between turns: the SDK's 5 s
+    # keep-alive would drop them between two turns of a call, and a new connection to
+    # the vendor (TCP + TLS) costs a turn ~150 ms.
+    limits = httpx2.Limits(
+        max_connections=1000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
+    )
     return openai.AsyncOpenAI(
-        api_key=api_key, base_url=url, max_retries=0, timeout=config.timeout_s
+        api_key=api_key, base_url=url, max_retries=0, timeout=config.timeout_s,
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=config.timeout_s),
     )
 
 
