@@ -55,6 +55,7 @@ class Playout:
         self._by_mark: dict[str, _Segment] = {}
         self._order: list[_Segment] = []  # segments of the current utterance, in order
         self._mark_counter = 0
+        self._carry = b""  # the last partial frame of a sentence, for the next one to finish
         self.play_end = 0.0
         self.dropped_frames = 0
         self.sent_frames = 0
@@ -63,7 +64,9 @@ class Playout:
 
     def begin_segment(self, key: SegmentKey, text: str) -> None:
         self._mark_counter += 1
-        segment = _Segment(key=key, text=text, mark=f"m{self._mark_counter}-r{key[0]}s{key[1]}")
+        segment = _Segment(key=key, text=text, mark=f"m{self._mark_counter}-r{key[0]}s{key[1]}",
+                           pending=self._carry)
+        self._carry = b""
         self._segments[key] = segment
         self._by_mark[segment.mark] = segment
         self._order.append(segment)
@@ -81,11 +84,16 @@ class Playout:
         segment.pending = data[whole:]
         self._enforce_bound()
 
-    def end_segment(self, key: SegmentKey) -> None:
+    def end_segment(self, key: SegmentKey, *, more_follows: bool = False) -> None:
+        """No more audio for ``key``. Its last partial frame is padded with silence, unless
+        ``more_follows``: then the next sentence's audio completes it, and the caller hears
+        no inserted gap between sentences (up to 19 ms each)."""
         segment = self._segments.get(key)
         if segment is None or segment.ended:
             return
-        if segment.pending:
+        if segment.pending and more_follows:
+            self._carry, segment.pending = segment.pending, b""
+        elif segment.pending:
             padded = segment.pending + _SILENCE * (ULAW_FRAME_BYTES - len(segment.pending))
             self._queue.append((segment, padded))
             segment.frames_queued += 1
@@ -181,6 +189,7 @@ class Playout:
         self._segments.clear()
         self._by_mark.clear()
         self._order.clear()
+        self._carry = b""
         self.play_end = now
 
     def finish_utterance(self) -> None:
@@ -189,6 +198,7 @@ class Playout:
             self._segments.pop(segment.key, None)
             self._by_mark.pop(segment.mark, None)
         self._order.clear()
+        self._carry = b""
 
     def _enforce_bound(self) -> None:
         while self._frames_in_queue > self._max_frames:
