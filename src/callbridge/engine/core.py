@@ -99,6 +99,9 @@ class CallEngine(Listening):
         self._endpoint_at: float | None = None
         self._await_final_until: float | None = None
         self._pending_ulaw = b""
+        self._finalized_run = -1
+        self._guess: str | None = None
+        self._guess_base = ""
         self._ending_deadline: float | None = None
 
     # ------------------------------------------------------------ shell interface
