@@ -63,6 +63,7 @@ class Row:
     failed: int = 0
     why: set[str] = field(default_factory=set)
     counts: dict[str, Any] = field(default_factory=dict)
+    server_log: str = ""
 
     def line(self) -> str:
         p50, p95 = percentile(self.latencies, 50), percentile(self.latencies, 95)
@@ -171,7 +172,7 @@ def run_row(row: Row, question: voice.Utterance, transcripts: list[str],
             "CALLBRIDGE_ASSISTANT": str(ROOT / "examples" / "assistant-seed.yaml"),
             "CALLBRIDGE_DATA_DIR": tempfile.mkdtemp(prefix="callbridge-latency-"),
             "CALLBRIDGE_STREAM_SECRET": "bench-stream-secret-0123456789",
-            "LOG_LEVEL": "WARNING", "PUBLIC_URL": "",
+            "LOG_LEVEL": args.log_level, "PUBLIC_URL": "",
         }
         server_cmd = ["taskset", "-c", str(SERVER_CORE), sys.executable, "-m", "callbridge.cli",
                       "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -194,6 +195,13 @@ def run_row(row: Row, question: voice.Utterance, transcripts: list[str],
             if not outcome["ok"]:
                 row.failed += 1
                 row.why.add(str(outcome["why"]))
+        if args.server_log:
+            log.seek(0)
+            with open(args.server_log, "ab") as keep:
+                keep.write(log.read())
+        if row.failed:
+            log.seek(0)
+            row.server_log = "\n".join(log.read().decode(errors="replace").splitlines()[-15:])
     return row
 
 
@@ -217,6 +225,8 @@ def main() -> int:
     parser.add_argument("--connection-ms", type=float, default=150.0)
     parser.add_argument("--pauses", type=int, nargs="*", default=[400, 600])
     parser.add_argument("--no-pauses", action="store_true")
+    parser.add_argument("--log-level", default="WARNING", help="the server's")
+    parser.add_argument("--server-log", type=Path, help="append the server's log here")
     args = parser.parse_args()
     with contextlib.suppress(OSError):  # the parent must not take the server's core
         os.sched_setaffinity(0, {CLIENT_CORE})
@@ -224,7 +234,7 @@ def main() -> int:
     rows = []
     for n in args.counts:
         row = run_row(Row(f"question, {n} call(s)", n), question, [QUESTION], args)
-        print(row.line(), file=sys.stderr, flush=True)
+        print(row.line(), row.counts, file=sys.stderr, flush=True)
         rows.append(row)
     for pause_ms in [] if args.no_pauses else args.pauses:
         row = run_row(Row(f"pause {pause_ms} ms mid-sentence, 1 call", 1),
@@ -240,7 +250,7 @@ def main() -> int:
         print(row.line())
     for row in rows:
         if row.why:
-            print(f"{row.name}: {sorted(row.why)[:3]}")
+            print(f"{row.name}: {sorted(row.why)[:3]}\nserver log, last lines:\n{row.server_log}")
     return 0
 
 
