@@ -12,6 +12,7 @@ from fakes.script import Failure, Reply, ScriptedToolCall
 
 from callbridge.errors import ConfigError, ProviderError
 from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
+from callbridge.providers.llm import openai as openai_llm
 from callbridge.providers.llm.openai import (
     OpenAIChat,
     OpenAICompatibleConfig,
@@ -139,25 +140,47 @@ async def test_maps_dtmf_tool_calls_and_results_to_api_messages() -> None:
     ]
 
 
-async def test_cancel_stops_the_stream_and_closes_the_response() -> None:
+async def _cancel_after_first(llm: OpenAIChat) -> tuple[asyncio.Task[None], list[LlmEvent], int]:
+    received: list[LlmEvent] = []
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in llm.stream(HELLO, ()):
+            received.append(event)
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 5)
+    task.cancel()
+    await asyncio.wait({task})
+    return task, received, len(received)
+
+
+async def test_a_cancelled_stream_stops_at_once_and_its_connection_stays_warm() -> None:
     reply = Reply(text=tuple(f"w{i} " for i in range(50)), chunk_delay_s=0.01)
+    async with FakeOpenAI([reply, Reply(text=("Next.",))], new_connection_s=0.02) as fake:
+        llm = make(fake)
+        task, received, count = await _cancel_after_first(llm)
+        assert task.cancelled()
+        assert 1 <= count < 50
+        # The rest is read in the background (the caller hears none of it) …
+        await wait_for(lambda: fake.completed == 1)
+        assert len(received) == count
+        # … so the next turn rides the same connection instead of paying for a new one.
+        assert await collect(llm) == [TextDelta("Next.")]
+        assert fake.link is not None and fake.link.connections == 1
+    assert fake.aborted == 0
+
+
+async def test_an_abandoned_long_stream_is_cut_after_the_drain_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(openai_llm, "DRAIN_S", 0.1)
+    reply = Reply(text=tuple(f"w{i} " for i in range(500)), chunk_delay_s=0.01)
     async with FakeOpenAI([reply]) as fake:
-        received: list[LlmEvent] = []
-        first = asyncio.Event()
-
-        async def consume() -> None:
-            async for event in make(fake).stream(HELLO, ()):
-                received.append(event)
-                first.set()
-
-        task = asyncio.create_task(consume())
-        await asyncio.wait_for(first.wait(), 5)
-        task.cancel()
-        await asyncio.wait({task})
-        count = len(received)
+        task, received, count = await _cancel_after_first(make(fake))
         await wait_for(lambda: fake.aborted == 1)
-    assert task.cancelled()
-    assert 1 <= count < 50 and len(received) == count  # nothing arrived after the cancel
+    assert task.cancelled() and len(received) == count
     assert fake.completed == 0
 
 
