@@ -54,10 +54,11 @@ async def serve(transcripts: list[str], connection_s: float) -> None:
         print(json.dumps(env), flush=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it
-        links = {"deepgram": deepgram.link, "openai": openai.link, "elevenlabs": elevenlabs.link}
-        counts = {f"{name}_connections": link.connections if link else None
-                  for name, link in links.items()}
-        counts["elevenlabs_sockets"] = elevenlabs.connections
+        counts = {
+            "deepgram_connections": len(deepgram.sessions),
+            "openai_connections": openai.link.connections if openai.link else None,
+            "elevenlabs_sockets": elevenlabs.connections,
+        }
         counts["llm_requests"] = len(openai.requests)
         print(json.dumps(counts), flush=True)
 

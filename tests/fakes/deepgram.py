@@ -18,7 +18,8 @@ of silence, as Deepgram does; ``final_latency_s`` is how long the final takes af
 endpoint or after ``Finalize`` (the socket keeps taking audio meanwhile);
 ``interim_every_frames`` sends a growing interim every that many frames while an
 utterance is open (during a pause it already holds every word); ``new_connection_s`` is
-what opening a socket costs (TCP + TLS to a vendor far away, ``fakes._link``).
+what opening a socket costs (TCP + TLS to a vendor far away), paid before the upgrade
+answer.
 Not modelled: word timings beyond a flat split, confidence, multichannel, diarization,
 keyterms, ``Metadata`` fields other than the ids, and the 2 s Finalize dedup window.
 """
@@ -39,7 +40,6 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from fakes._link import CostlyLink
 from fakes._ws import port_of, refuse
 
 _ENCODINGS = {"linear16", "flac", "mulaw", "alaw", "amr-nb", "amr-wb", "opus", "speex", "g729"}
@@ -91,7 +91,6 @@ class FakeDeepgram:
         self.words_per_s = words_per_s
         self.cycle = cycle
         self.new_connection_s = new_connection_s
-        self.link: CostlyLink | None = None
         self.api_key = api_key
         self.interim_after_frames = interim_after_frames
         self.endpointing_frames = endpointing_frames
@@ -111,16 +110,12 @@ class FakeDeepgram:
     @property
     def base_url(self) -> str:
         assert self._server is not None, "use 'async with FakeDeepgram(...)'"
-        port = self.link.port if self.link is not None else port_of(self._server)
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{port_of(self._server)}"
 
     async def __aenter__(self) -> FakeDeepgram:
         self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._check_upgrade, compression=None
+            self._handle, "127.0.0.1", 0, process_request=self._upgrade, compression=None
         )
-        if self.new_connection_s > 0:
-            self.link = CostlyLink(port_of(self._server), self.new_connection_s)
-            await self.link.start()
         return self
 
     async def __aexit__(
@@ -130,10 +125,15 @@ class FakeDeepgram:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
-        if self.link is not None:
-            await self.link.close()
 
     # ---------------------------------------------------------------- handshake
+
+    async def _upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
+        """A socket is one connection: its set-up cost is paid before the upgrade answer
+        (TCP + TLS happen before the request in real life; the client waits the same)."""
+        if self.new_connection_s > 0:
+            await asyncio.sleep(self.new_connection_s)
+        return self._check_upgrade(connection, request)
 
     def _check_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
         request_id = str(uuid.uuid4())

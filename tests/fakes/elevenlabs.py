@@ -14,7 +14,8 @@ on a refused upgrade.
 Audio is a μ-law 440 Hz tone, ``ms_per_char`` long per character, in ``chunk_ms`` pieces.
 ``multi-stream-input`` (many contexts on one socket) is served by ``elevenlabs_multi``.
 ``first_audio_delay_s`` is the wait before each generation's first audio;
-``new_connection_s`` is what opening a socket costs (``fakes._link``); ``connections``
+``new_connection_s`` is what opening a socket costs (paid before the upgrade answer);
+``connections``
 counts the sockets opened.
 Not modelled: real speech, the chunk_length_schedule buffer (text is generated on flush
 or at the end), SSML, pronunciation dictionaries, ``sync_alignment``.
@@ -36,7 +37,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from callbridge.audio import levels, ulaw
-from fakes._link import CostlyLink
 from fakes._ws import port_of, refuse
 from fakes.elevenlabs_multi import audio_message, serve_multi
 
@@ -87,7 +87,6 @@ class FakeElevenLabs:
     ) -> None:
         self.api_key = api_key
         self.new_connection_s = new_connection_s
-        self.link: CostlyLink | None = None
         self.ms_per_char = ms_per_char
         self.chunk_ms = chunk_ms
         self.first_audio_delay_s = first_audio_delay_s
@@ -108,8 +107,7 @@ class FakeElevenLabs:
     @property
     def base_url(self) -> str:
         assert self._server is not None, "use 'async with FakeElevenLabs(...)'"
-        port = self.link.port if self.link is not None else port_of(self._server)
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{port_of(self._server)}"
 
     @property
     def connections(self) -> int:
@@ -123,11 +121,8 @@ class FakeElevenLabs:
 
     async def __aenter__(self) -> FakeElevenLabs:
         self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._check_upgrade, compression=None
+            self._handle, "127.0.0.1", 0, process_request=self._upgrade, compression=None
         )
-        if self.new_connection_s > 0:
-            self.link = CostlyLink(port_of(self._server), self.new_connection_s)
-            await self.link.start()
         return self
 
     async def __aexit__(
@@ -138,8 +133,13 @@ class FakeElevenLabs:
         self._release.set()
         self._server.close()
         await self._server.wait_closed()
-        if self.link is not None:
-            await self.link.close()
+
+    async def _upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
+        """A socket is one connection: its set-up cost is paid before the upgrade answer
+        (TCP + TLS happen before the request in real life; the client waits the same)."""
+        if self.new_connection_s > 0:
+            await asyncio.sleep(self.new_connection_s)
+        return self._check_upgrade(connection, request)
 
     def _check_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
