@@ -41,7 +41,16 @@ from callbridge.simulator import voice
 from callbridge.simulator.dialer import CallOptions, dial, sign
 from callbridge.simulator.lean import LeanCall, Script
 from callbridge.simulator.leanws import Handshake
-from callbridge.simulator.load import CLIENT_CORE, SERVER_CORE, _free_port, _stop, _wait_port
+from callbridge.simulator.load import (
+    CLIENT_CORE,
+    CLIENT_LAG_LIMIT_MS,
+    SERVER_CORE,
+    _free_port,
+    _stop,
+    _wait_port,
+    cpu_pct,
+    proc_sample,
+)
 from callbridge.simulator.loadworker import LeanConnection, Scheduler
 from callbridge.simulator.metrics import percentile
 from callbridge.simulator.wire import new_sid
@@ -64,13 +73,19 @@ class Row:
     why: set[str] = field(default_factory=set)
     counts: dict[str, Any] = field(default_factory=dict)
     server_log: str = ""
+    send_lag_ms: list[float] = field(default_factory=list)
+    server_cpu_pct: float | None = None
 
     def line(self) -> str:
         p50, p95 = percentile(self.latencies, 50), percentile(self.latencies, 95)
         conns = self.counts.get("elevenlabs_sockets")
         per_call = f"{conns / self.calls:.1f}" if isinstance(conns, int) else "-"
+        lag = percentile(self.send_lag_ms, 99)
+        bound = "CLIENT" if lag is None or lag > CLIENT_LAG_LIMIT_MS else "server"
+        cpu = "-" if self.server_cpu_pct is None else f"{self.server_cpu_pct:.0f}"
         return (f"| {self.name} | {self.calls} | {len(self.latencies)} | {_ms(p50)} | "
-                f"{_ms(p95)} | {self.cut}/{self.turns} | {per_call} | {self.failed} |")
+                f"{_ms(p95)} | {self.cut}/{self.turns} | {per_call} | {self.failed} | {cpu} | "
+                f"{_ms(lag)} {bound} |")
 
 
 def _ms(value: float | None) -> str:
@@ -181,14 +196,17 @@ def run_row(row: Row, question: voice.Utterance, transcripts: list[str],
         stack.callback(_stop, server)
         _wait_port(port, server)
         time.sleep(0.5)
+        before = proc_sample([server.pid])
         results = asyncio.run(place_calls(f"http://127.0.0.1:{port}", row.calls, question,
                                           args.duration))
+        row.server_cpu_pct = cpu_pct(before, proc_sample([server.pid]))
         for result in results:
             if isinstance(result, str):
                 row.failed += 1
                 row.why.add(result)
                 continue
             outcome = result.result()
+            row.send_lag_ms += result.send_lag_ms
             row.latencies += outcome["latency_ms"]  # type: ignore[operator]
             row.turns += sum(1 for t in result.tracker.turns if t.end_s is not None)
             row.cut += cut_turns(result)
@@ -243,11 +261,15 @@ def main() -> int:
         rows.append(row)
     print(f"\nturn latency, seed assistant, new vendor connection {args.connection_ms:g} ms "
           f"(goal p50 ≤ {GOAL_P50_MS:g}, p95 ≤ {GOAL_P95_MS:g} ms)")
-    print("| scenario | calls | turns measured | p50 ms | p95 ms | cut mid-sentence "
-          "| TTS sockets/call | failed calls |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| scenario | calls | turns measured | p50 ms | p95 ms | bot over caller "
+          "| TTS sockets/call | failed calls | server CPU % | caller lag p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(row.line())
+    print(f"bot over caller: turns where the caller heard the bot start (or got clear) before "
+          f"finishing its sentence (the cut, in the pause rows). CLIENT: the callers' send "
+          f"lag p99 > {CLIENT_LAG_LIMIT_MS:g} ms, the load generator (callers + vendor fakes, "
+          f"one core) fell behind and the row measures it, not the server.")
     for row in rows:
         if row.why:
             print(f"{row.name}: {sorted(row.why)[:3]}\nserver log, last lines:\n{row.server_log}")
