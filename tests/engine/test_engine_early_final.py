@@ -123,3 +123,29 @@ def test_a_caller_pausing_400_ms_mid_sentence_hears_nothing() -> None:
     assert _user_turns(h) == ["I would like to check the balance on my account."]
     before_answer = h.commands[: h.commands.index(answer)]
     assert not [c for c in before_answer if isinstance(c, SendAudio)]
+
+
+def test_a_final_in_pieces_confirms_the_guess_once_whole() -> None:
+    h = Harness(stt=True, speculate_ms=200)
+    h.speak(600)
+    h.feed(TranscriptUpdate("check my bill please", is_final=False))
+    h.silence(220)
+    (guess,) = h.starts(ReplyKind.ANSWER)
+    h.feed(TranscriptUpdate("Check my", is_final=True))  # a span boundary inside the words
+    assert h.count(CancelReply) == 0
+    h.feed(TranscriptUpdate("bill please.", is_final=True, from_finalize=True))
+    assert h.count(CancelReply) == 0 and h.starts(ReplyKind.ANSWER) == [guess]
+    h.answer(guess, "Sure.")
+    h.wait_until(lambda: h.line.audio_frames > 0)
+    assert _user_turns(h) == ["Check my bill please."]
+
+
+def test_a_flushed_final_shorter_than_the_guess_restarts_the_answer() -> None:
+    h = Harness(stt=True, speculate_ms=200)
+    h.speak(600)
+    h.feed(TranscriptUpdate("check my bill please", is_final=False))
+    h.silence(220)
+    (guess,) = h.starts(ReplyKind.ANSWER)
+    h.feed(TranscriptUpdate("Check my bill.", is_final=True, from_finalize=True))
+    assert CancelReply(guess.reply_id) in h.commands
+    assert h.starts(ReplyKind.ANSWER)[-1].messages[-1].content == "Check my bill."

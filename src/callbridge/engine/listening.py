@@ -31,7 +31,7 @@ from callbridge.engine.playout import Playout
 from callbridge.engine.replies import Replies, Reply
 from callbridge.engine.speech import SpeechTracker
 from callbridge.engine.turn_end import looks_finished
-from callbridge.engine.words import CallerWords, same_words
+from callbridge.engine.words import CallerWords, same_words, starts_with_words
 from callbridge.providers.base import Message, TranscriptUpdate, VadStream
 
 __all__ = ["Listening"]
@@ -169,6 +169,11 @@ class Listening:
             if guess is not None and same_words(self._words.text(), guess):
                 self._confirm_guess(now)
                 return
+            flush_ended = update.from_finalize or update.speech_final
+            if guess is not None and not flush_ended and starts_with_words(
+                guess, self._words.text()
+            ):
+                return  # the first span of a final that comes in pieces: wait for the rest
             self._drop_speculation()  # other or more words: answer them all
         if self.phase is Phase.USER_SPEAKING and self._await_final_until is not None:
             self._finish_user_turn(now)

@@ -11,9 +11,15 @@ import re
 
 from callbridge.providers.base import TranscriptUpdate
 
-__all__ = ["CallerWords", "same_words"]
+__all__ = ["CallerWords", "same_words", "starts_with_words"]
 
 _WORD = re.compile(r"[\w']+")
+
+
+def starts_with_words(text: str, prefix: str) -> bool:
+    """``prefix``'s words are the first words of ``text`` (case and punctuation aside)."""
+    words, head = _WORD.findall(text.lower()), _WORD.findall(prefix.lower())
+    return words[: len(head)] == head
 
 
 def same_words(a: str, b: str) -> bool:

@@ -69,11 +69,13 @@ class VadModel(Protocol):
 @dataclass(frozen=True, slots=True)
 class TranscriptUpdate:
     """Text heard so far in the current span. ``is_final``: this span will not change;
-    ``speech_final``: the provider's own endpointing saw the speaker stop."""
+    ``speech_final``: the provider's own endpointing saw the speaker stop;
+    ``from_finalize``: the answer to ``finalize()``, the last of what was heard."""
 
     text: str
     is_final: bool
     speech_final: bool = False
+    from_finalize: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -275,7 +275,8 @@ def _transcript(message: Mapping[str, Any]) -> TranscriptUpdate | None:
     if not text and not is_final:
         return None
     return TranscriptUpdate(
-        text=text, is_final=is_final, speech_final=bool(message.get("speech_final", False))
+        text=text, is_final=is_final, speech_final=bool(message.get("speech_final", False)),
+        from_finalize=bool(message.get("from_finalize", False)),
     )
 
 
