@@ -22,3 +22,4 @@ def test_finished(text: str) -> None:
 )
 def test_not_finished(text: str) -> None:
     assert not looks_finished(text)
+

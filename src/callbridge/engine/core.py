@@ -32,6 +32,7 @@ from callbridge.engine.events import (
     SendClear,
     Tick,
     Transfer,
+    TurnJudged,
     TurnRecord,
 )
 from callbridge.engine.listening import Listening
@@ -76,6 +77,7 @@ class CallEngine(Listening):
         vad: VadStream,
         vad_threshold: float,
         stt_enabled: bool,
+        judge_turns: bool = False,
     ) -> None:
         self.turns = turns
         self.script = script
@@ -100,6 +102,10 @@ class CallEngine(Listening):
         self._await_final_until: float | None = None
         self._pending_ulaw = b""
         self._finalized_run = -1
+        self._judge_turns = judge_turns and turns.end_of_turn == "smart-turn"
+        self._turn_audio = bytearray()
+        self._eot_asked_run = -1
+        self._eot_verdict: tuple[int, bool] | None = None
         self._guess: str | None = None
         self._guess_base = ""
         self._ending_deadline: float | None = None
@@ -165,6 +171,8 @@ class CallEngine(Listening):
                 self._on_reply_failed(error, now)
             case CallerHungUp(reason=reason):
                 self._on_hung_up(reason, now)
+            case TurnJudged(run_id=run_id, finished_probability=probability):
+                self._on_turn_judged(run_id, probability)
             case SttSpeechStarted() | SttUtteranceEnd() | Tick():
                 pass
             case _:

@@ -29,6 +29,7 @@ __all__ = [
     "EngineEvent",
     "FinalizeStt",
     "Hangup",
+    "JudgeTurn",
     "Phase",
     "RecordEvent",
     "RecordTurn",
@@ -44,6 +45,7 @@ __all__ = [
     "StartReply",
     "Tick",
     "Transfer",
+    "TurnJudged",
     "TurnRecord",
 ]
 
@@ -113,6 +115,14 @@ class Tick:
     """A deadline the engine asked for has passed."""
 
 
+@dataclass(frozen=True, slots=True)
+class TurnJudged:
+    """The end-of-turn model's verdict on the silence after speech run ``run_id``."""
+
+    run_id: int
+    finished_probability: float
+
+
 EngineEvent = (
     CallerAudio
     | CallerDtmf
@@ -127,6 +137,7 @@ EngineEvent = (
     | ReplyDone
     | ReplyFailed
     | Tick
+    | TurnJudged
 )
 
 
@@ -166,6 +177,15 @@ class CancelReply:
 @dataclass(frozen=True, slots=True)
 class FinalizeStt:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeTurn:
+    """Ask the end-of-turn model whether the caller sounds finished (the silence of
+    speech run ``run_id`` just began); ``pcm16`` is the turn's last ≤ 8 s, 8 kHz."""
+
+    run_id: int
+    pcm16: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +250,7 @@ Command = (
     | StartReply
     | CancelReply
     | FinalizeStt
+    | JudgeTurn
     | Hangup
     | Transfer
     | RecordTurn

@@ -23,6 +23,7 @@ from callbridge.engine.events import (
     SPEAKING_PHASES,
     Command,
     FinalizeStt,
+    JudgeTurn,
     Phase,
     ReplyKind,
     TurnRecord,
@@ -35,6 +36,8 @@ from callbridge.engine.words import CallerWords, same_words, starts_with_words
 from callbridge.providers.base import Message, TranscriptUpdate, VadStream
 
 __all__ = ["Listening"]
+
+_TURN_AUDIO_BYTES = 8 * 8000 * 2  # the end-of-turn model hears at most 8 s
 
 
 
@@ -59,6 +62,10 @@ class Listening:
     _finalized_run: int  # the speech run whose silence STT was already asked to finalise
     _guess: str | None  # interim words a held reply answers, until a final confirms them
     _guess_base: str  # the final words that came before that guess
+    _judge_turns: bool  # an end-of-turn model hears each silence onset
+    _turn_audio: bytearray  # the caller's latest audio (8 kHz PCM), for that model
+    _eot_asked_run: int
+    _eot_verdict: tuple[int, bool] | None  # (speech run, the model heard it finished)
 
     def _consider_barge_in(self, now: float) -> None:
         raise NotImplementedError  # CallEngine's
@@ -81,6 +88,8 @@ class Listening:
             probability = self._vad.speech_probability(pcm)
             frame_stamp = None if stamp is None else stamp + offset // 8
             level = rms_dbfs(pcm)
+            if self._judge_turns:
+                self._keep_turn_audio(pcm)
             self.speech.update(probability >= self._threshold, level, 20, now, frame_stamp)
             self._after_frame(now)
 
@@ -97,6 +106,7 @@ class Listening:
             if run >= self.turns.start_ms and self._held() is not None:
                 self._drop_speculation()  # the caller went on: the early reply is unheard
             elif run == 0 and self._endpoint_at is None:
+                self._ask_judge()
                 if self.speech.silence_ms >= self._endpoint_silence_ms():
                     self._endpoint(now)
                 else:
@@ -120,6 +130,9 @@ class Listening:
         turns = self.turns
         if not self._stt or turns.end_of_turn == "off" or self._words.unfinished():
             return turns.endpointing_ms
+        verdict = self._eot_verdict
+        if verdict is not None and verdict[0] == self.speech.run_id and not verdict[1]:
+            return turns.endpointing_ms  # the model hears a sentence that goes on
         held = self._held()
         text = self.conversation.messages()[-1].content if held else self._words.text()
         if looks_finished(text):
@@ -143,6 +156,25 @@ class Listening:
             self._await_final_until = now + self.turns.stt_timeout_ms / 1000
         else:
             self._finish_user_turn(now)
+
+    # ------------------------------------------------------------ end-of-turn model
+
+    def _keep_turn_audio(self, pcm: bytes) -> None:
+        audio = self._turn_audio
+        audio += pcm
+        if len(audio) > 2 * _TURN_AUDIO_BYTES:
+            del audio[: len(audio) - _TURN_AUDIO_BYTES]
+
+    def _ask_judge(self) -> None:
+        """Once per silence onset: the model hears the turn's last 8 s, off this path."""
+        if self._judge_turns and self._eot_asked_run != self.speech.run_id:
+            self._eot_asked_run = self.speech.run_id
+            audio = bytes(self._turn_audio[-_TURN_AUDIO_BYTES:])
+            self._out.append(JudgeTurn(self.speech.run_id, audio))
+
+    def _on_turn_judged(self, run_id: int, finished_probability: float) -> None:
+        if run_id == self.speech.run_id:  # still the silence it was asked about
+            self._eot_verdict = (run_id, finished_probability >= 0.5)
 
     def _finalize_early(self) -> None:
         """The first silence the VAD is sure of: ask STT for its final words now, so they

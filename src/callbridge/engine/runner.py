@@ -13,7 +13,7 @@ from callbridge.engine.core import Script
 from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
-from callbridge.providers.base import TextToSpeech, ToolCall
+from callbridge.providers.base import TextToSpeech, ToolCall, TurnJudge
 
 __all__ = ["CallStats", "make_runner", "script_for"]
 
@@ -60,6 +60,7 @@ def make_runner(
     assistant: BuiltAssistant,
     *,
     fallback_tts: TextToSpeech | None = None,
+    turn_judge: TurnJudge | None = None,
     on_turn: Callable[[CallInfo, TurnRecord], None] | None = None,
     on_end: Callable[[CallInfo, CallStats], None] | None = None,
     on_event: Callable[[CallInfo, CallEvent], None] | None = None,
@@ -70,6 +71,7 @@ def make_runner(
         llm=assistant.llm,
         tts=assistant.tts,
         fallback_tts=fallback_tts,
+        turn_judge=turn_judge,
         **_tools_of(assistant.llm),
     )
     script = script_for(assistant)

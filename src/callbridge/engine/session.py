@@ -24,6 +24,7 @@ from callbridge.engine.events import (
     EngineEvent,
     FinalizeStt,
     Hangup,
+    JudgeTurn,
     Phase,
     RecordEvent,
     RecordTurn,
@@ -34,6 +35,7 @@ from callbridge.engine.events import (
     StartReply,
     Tick,
     Transfer,
+    TurnJudged,
     TurnRecord,
 )
 from callbridge.engine.reply import ToolExecutor, run_reply
@@ -45,6 +47,7 @@ from callbridge.providers.base import (
     SpeechToTextStream,
     TextToSpeech,
     ToolSpec,
+    TurnJudge,
     VadModel,
 )
 from callbridge.providers.retry import DEFAULT_DELAYS_S
@@ -71,7 +74,9 @@ class Voice:
         tools: Sequence[ToolSpec] = (),
         execute_tool: ToolExecutor | None = None,
         retry_delays_s: Sequence[float] = DEFAULT_DELAYS_S,
+        turn_judge: TurnJudge | None = None,
     ) -> None:
+        self.turn_judge = turn_judge
         self.vad = vad
         self.stt = stt
         self.llm = llm
@@ -130,6 +135,7 @@ class CallSession:
             vad=voice.vad.new_stream(),
             vad_threshold=voice.vad.threshold,
             stt_enabled=voice.transcribes,
+            judge_turns=voice.turn_judge is not None,
         )
         return cls(
             info, transport, voice, engine, clock=clock, on_turn=on_turn, on_event=on_event
@@ -212,6 +218,8 @@ class CallSession:
                 case FinalizeStt():
                     if self._stt is not None:
                         self._stt.finalize()
+                case JudgeTurn():
+                    self._judge_turn(command)
                 case Hangup(reason=reason):
                     log.info("call.hangup reason=%s", reason)
                     await transport.hangup()
@@ -258,6 +266,12 @@ class CallSession:
             async with asyncio.timeout(_CANCEL_WAIT_S):
                 await asyncio.wait({task})
 
+    def _judge_turn(self, request: JudgeTurn) -> None:
+        judge = self._voice.turn_judge
+        if judge is None or self._group is None:
+            return
+        self._group.create_task(_judge(judge, request, self.post))
+
     async def _pump_transcripts(self, stream: SpeechToTextStream) -> None:
         async for event in stream.events():
             self.post(event)
@@ -271,3 +285,16 @@ async def _close_tts(tts: TextToSpeech) -> None:
     aclose = getattr(tts, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+async def _judge(
+    judge: TurnJudge, request: JudgeTurn, post: Callable[[EngineEvent], None]
+) -> None:
+    """The model's verdict goes to the inbox like any event; a failure leaves the lexical
+    rule in charge of this silence."""
+    try:
+        probability = await judge.judge(request.pcm16)
+    except Exception as exc:
+        log.warning("end_of_turn.judge_failed error=%r", exc)
+        return
+    post(TurnJudged(request.run_id, probability))

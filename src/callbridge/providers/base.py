@@ -33,6 +33,7 @@ __all__ = [
     "ToolCall",
     "ToolSpec",
     "TranscriptUpdate",
+    "TurnJudge",
     "VadModel",
     "VadStream",
 ]
@@ -199,6 +200,19 @@ class PerCallTextToSpeech(Protocol):
     name: str
 
     def for_call(self) -> TextToSpeechCall: ...
+
+
+# ---------------------------------------------------------------- end of turn
+
+
+class TurnJudge(Protocol):
+    """An end-of-turn model loaded once per process, shared (and batched) by all calls."""
+
+    name: str
+
+    async def judge(self, pcm16: bytes) -> float:
+        """The turn so far (8 kHz PCM, its last ≤ 8 s) → probability the caller finished."""
+        ...
 
 
 # ---------------------------------------------------------------- remote agents (bridge mode)
