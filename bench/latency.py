@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import yaml
 
 from callbridge.audio import ulaw
 from callbridge.errors import CallbridgeError
@@ -184,7 +185,7 @@ def run_row(row: Row, question: voice.Utterance, transcripts: list[str],
         env = {
             **os.environ, **vendor_env,
             "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_ACCOUNT_SID": "",
-            "CALLBRIDGE_ASSISTANT": str(ROOT / "examples" / "assistant-seed.yaml"),
+            "CALLBRIDGE_ASSISTANT": str(_assistant(args.end_of_turn)),
             "CALLBRIDGE_DATA_DIR": tempfile.mkdtemp(prefix="callbridge-latency-"),
             "CALLBRIDGE_STREAM_SECRET": "bench-stream-secret-0123456789",
             "LOG_LEVEL": args.log_level, "PUBLIC_URL": "",
@@ -223,6 +224,18 @@ def run_row(row: Row, question: voice.Utterance, transcripts: list[str],
     return row
 
 
+def _assistant(end_of_turn: str | None) -> Path:
+    """The seed assistant, with ``turnTaking.endOfTurn`` replaced when asked."""
+    seed = ROOT / "examples" / "assistant-seed.yaml"
+    if end_of_turn is None:
+        return seed
+    config = yaml.safe_load(seed.read_text())
+    config.setdefault("turnTaking", {})["endOfTurn"] = end_of_turn
+    path = Path(tempfile.mkdtemp(prefix="callbridge-latency-")) / "assistant.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def _stop_fakes(fakes: subprocess.Popen[str], row: Row) -> None:
     assert fakes.stdin is not None and fakes.stdout is not None
     fakes.stdin.close()
@@ -244,6 +257,8 @@ def main() -> int:
     parser.add_argument("--pauses", type=int, nargs="*", default=[400, 600])
     parser.add_argument("--no-pauses", action="store_true")
     parser.add_argument("--log-level", default="WARNING", help="the server's")
+    parser.add_argument("--end-of-turn", choices=["lexical", "smart-turn", "off"],
+                        help="override the seed assistant's turnTaking.endOfTurn")
     parser.add_argument("--server-log", type=Path, help="append the server's log here")
     args = parser.parse_args()
     with contextlib.suppress(OSError):  # the parent must not take the server's core
@@ -259,7 +274,8 @@ def main() -> int:
                       paused_question(pause_ms), list(PAUSE_PARTS), args)
         print(row.line(), file=sys.stderr, flush=True)
         rows.append(row)
-    print(f"\nturn latency, seed assistant, new vendor connection {args.connection_ms:g} ms "
+    print(f"\nturn latency, seed assistant (endOfTurn: {args.end_of_turn or 'as in the file'}), "
+          f"new vendor connection {args.connection_ms:g} ms "
           f"(goal p50 ≤ {GOAL_P50_MS:g}, p95 ≤ {GOAL_P95_MS:g} ms)")
     print("| scenario | calls | turns measured | p50 ms | p95 ms | bot over caller "
           "| TTS sockets/call | failed calls | server CPU % | caller lag p99 ms |")

@@ -11,8 +11,9 @@ from callbridge.engine.events import JudgeTurn, Phase, TurnJudged
 from callbridge.providers.base import TranscriptUpdate
 
 
-def _judged(probability: float | None) -> tuple[Harness, int]:
-    """Finished-looking words; the model (if it answers) says ``probability``."""
+def _judged(probability: float | None, after_ms: int = 0) -> tuple[Harness, int]:
+    """Finished-looking words; the model (if it answers) says ``probability``, ``after_ms``
+    after the silence onset."""
     h = Harness(stt=True, judge_turns=True, end_of_turn="smart-turn", speculate_ms=0)
     h.speak(800)
     h.feed(TranscriptUpdate("Check my bill.", is_final=True))
@@ -20,8 +21,9 @@ def _judged(probability: float | None) -> tuple[Harness, int]:
     (asked,) = [c for c in h.commands if isinstance(c, JudgeTurn)]
     assert 0 < len(asked.pcm16) <= 8 * 8000 * 2 and asked.pcm16[-320:] == bytes(320)
     if probability is not None:
+        h.silence(after_ms)
         h.feed(TurnJudged(asked.run_id, probability))
-    return h, 80 + h.wait_until(lambda: h.engine.phase is not Phase.USER_SPEAKING)
+    return h, 80 + after_ms + h.wait_until(lambda: h.engine.phase is not Phase.USER_SPEAKING)
 
 
 def test_the_model_hearing_more_to_come_keeps_the_full_endpoint() -> None:
@@ -34,9 +36,14 @@ def test_the_model_agreeing_lets_the_quick_endpoint_stand() -> None:
     assert 240 <= waited <= 280
 
 
-def test_without_a_verdict_the_lexical_rule_decides() -> None:
+def test_a_late_finished_verdict_ends_the_turn_when_it_comes() -> None:
+    _, waited = _judged(0.9, after_ms=300)  # slower than the short endpoint (250 ms)
+    assert 380 <= waited <= 420  # onset 80 + 300: the turn ends on the verdict
+
+
+def test_a_verdict_still_owed_holds_the_short_endpoint() -> None:
     h, waited = _judged(None)
-    assert 240 <= waited <= 280
+    assert 480 <= waited <= 520  # the model never answered: the safe full endpoint
     assert sum(isinstance(c, JudgeTurn) for c in h.commands) == 1  # asked once per silence
 
 
@@ -47,6 +54,10 @@ def test_a_verdict_on_an_older_silence_is_ignored() -> None:
     (first,) = [c for c in h.commands if isinstance(c, JudgeTurn)]
     h.speak(400)  # the caller went on: a new speech run
     h.feed(TranscriptUpdate("Check my bill.", is_final=True))
+    h.silence(80)
+    second = [c for c in h.commands if isinstance(c, JudgeTurn)][-1]
+    assert second.run_id != first.run_id
+    h.feed(TurnJudged(second.run_id, 0.9))
     h.feed(TurnJudged(first.run_id, 0.0))  # late, about the old silence
-    waited = h.wait_until(lambda: h.engine.phase is not Phase.USER_SPEAKING)
+    waited = 80 + h.wait_until(lambda: h.engine.phase is not Phase.USER_SPEAKING)
     assert waited <= 280  # the quick endpoint: the stale "not finished" did not count

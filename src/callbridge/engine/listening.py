@@ -130,9 +130,12 @@ class Listening:
         turns = self.turns
         if not self._stt or turns.end_of_turn == "off" or self._words.unfinished():
             return turns.endpointing_ms
-        verdict = self._eot_verdict
-        if verdict is not None and verdict[0] == self.speech.run_id and not verdict[1]:
-            return turns.endpointing_ms  # the model hears a sentence that goes on
+        if self._judge_turns and self._eot_asked_run == self.speech.run_id:
+            verdict = self._eot_verdict
+            if verdict is None or verdict[0] != self.speech.run_id or not verdict[1]:
+                # The model hears a sentence that goes on, or has not answered yet: the
+                # short endpoint needs its agreement.
+                return turns.endpointing_ms
         held = self._held()
         text = self.conversation.messages()[-1].content if held else self._words.text()
         if looks_finished(text):
