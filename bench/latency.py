@@ -76,6 +76,7 @@ class Row:
     server_log: str = ""
     send_lag_ms: list[float] = field(default_factory=list)
     server_cpu_pct: float | None = None
+    fakes_cpu_pct: float | None = None
 
     def line(self) -> str:
         p50, p95 = percentile(self.latencies, 50), percentile(self.latencies, 95)
@@ -84,6 +85,8 @@ class Row:
         lag = percentile(self.send_lag_ms, 99)
         bound = "CLIENT" if lag is None or lag > CLIENT_LAG_LIMIT_MS else "server"
         cpu = "-" if self.server_cpu_pct is None else f"{self.server_cpu_pct:.0f}"
+        if self.fakes_cpu_pct is not None:
+            cpu += f" / {self.fakes_cpu_pct:.0f}"
         return (f"| {self.name} | {self.calls} | {len(self.latencies)} | {_ms(p50)} | "
                 f"{_ms(p95)} | {self.cut}/{self.turns} | {per_call} | {self.failed} | {cpu} | "
                 f"{_ms(lag)} {bound} |")
@@ -197,10 +200,11 @@ def run_row(row: Row, question: voice.Utterance, transcripts: list[str],
         stack.callback(_stop, server)
         _wait_port(port, server)
         time.sleep(0.5)
-        before = proc_sample([server.pid])
+        before, fakes_before = proc_sample([server.pid]), proc_sample([fakes.pid])
         results = asyncio.run(place_calls(f"http://127.0.0.1:{port}", row.calls, question,
                                           args.duration))
         row.server_cpu_pct = cpu_pct(before, proc_sample([server.pid]))
+        row.fakes_cpu_pct = cpu_pct(fakes_before, proc_sample([fakes.pid]))
         for result in results:
             if isinstance(result, str):
                 row.failed += 1
@@ -278,7 +282,7 @@ def main() -> int:
           f"new vendor connection {args.connection_ms:g} ms "
           f"(goal p50 ≤ {GOAL_P50_MS:g}, p95 ≤ {GOAL_P95_MS:g} ms)")
     print("| scenario | calls | turns measured | p50 ms | p95 ms | bot over caller "
-          "| TTS sockets/call | failed calls | server CPU % | caller lag p99 ms |")
+          "| TTS sockets/call | failed calls | CPU % server / fakes | caller lag p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(row.line())
