@@ -22,4 +22,3 @@ def test_finished(text: str) -> None:
 )
 def test_not_finished(text: str) -> None:
     assert not looks_finished(text)
-
