@@ -115,3 +115,14 @@ async def test_a_refused_key_is_reported_not_retried() -> None:
         finally:
             await call.aclose()
     assert not failed.value.retryable and "401" in str(failed.value)
+
+
+async def test_a_context_the_vendor_never_answers_times_out_retryably() -> None:
+    async with FakeElevenLabs(hang=True) as fake:
+        call = make(fake, readTimeoutS=0.2).for_call()
+        try:
+            with pytest.raises(ProviderError, match="no answer") as failed:
+                await speak(call, "Hello?")
+        finally:
+            await call.aclose()
+    assert failed.value.retryable

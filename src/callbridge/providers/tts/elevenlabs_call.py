@@ -73,9 +73,16 @@ class ElevenLabsCall:
         self._counter += 1
         context_id = f"s{self._counter}"
         queue: asyncio.Queue[object] = asyncio.Queue()
-        async with self._room:
-            await self._room.wait_for(lambda: len(self._open) < MAX_CONTEXTS)
-            self._open.add(context_id)
+        read_timeout = self._owner.config.read_timeout_s
+        try:
+            async with asyncio.timeout(read_timeout), self._room:
+                await self._room.wait_for(lambda: len(self._open) < MAX_CONTEXTS)
+                self._open.add(context_id)
+        except TimeoutError:
+            raise ProviderError(
+                NAME, f"{MAX_CONTEXTS} contexts still open after {read_timeout:g} s",
+                retryable=True,
+            ) from None
         self._contexts[context_id] = queue
         try:
             try:
@@ -85,12 +92,12 @@ class ElevenLabsCall:
                 await ws.send(json.dumps({"context_id": context_id, "close_context": True}))
             except ConnectionClosed as exc:
                 raise ProviderError(NAME, f"socket closed: {exc}", retryable=True) from exc
-            read_timeout = self._owner.config.read_timeout_s
             while True:
                 try:
                     async with asyncio.timeout(read_timeout):
                         item = await queue.get()
                 except TimeoutError:
+                    await self._forget(context_id)  # the vendor lost it: free its slot
                     raise ProviderError(
                         NAME, f"no answer for {read_timeout:g} s", retryable=True
                     ) from None
@@ -103,6 +110,11 @@ class ElevenLabsCall:
         finally:
             # Cancelled (barge-in) or done: late audio of this context is dropped on arrival.
             self._contexts.pop(context_id, None)
+
+    async def _forget(self, context_id: str) -> None:
+        async with self._room:
+            self._open.discard(context_id)
+            self._room.notify_all()
 
     async def aclose(self) -> None:
         """The call is over: close the socket politely, stop reconnecting."""
