@@ -24,6 +24,7 @@ class CostlyLink:
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def port(self) -> int:
@@ -37,10 +38,12 @@ class CostlyLink:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._pipes):
-            task.cancel()
+        for writer in list(self._writers):  # the pipes see their sockets end and return
+            writer.close()
         if self._pipes:
-            await asyncio.wait(self._pipes)
+            _, stuck = await asyncio.wait(self._pipes, timeout=1.0)
+            for task in stuck:
+                task.cancel()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -50,20 +53,24 @@ class CostlyLink:
         task = asyncio.current_task()
         assert task is not None
         self._pipes.add(task)
+        self._writers.add(client_w)
         try:
             await asyncio.sleep(self.cost_s)  # the handshakes a real vendor connection needs
             try:
                 vendor_r, vendor_w = await asyncio.open_connection("127.0.0.1", self.target_port)
             except OSError:
                 return
+            self._writers.add(vendor_w)
             _nodelay(client_w)
             _nodelay(vendor_w)
             try:
                 await asyncio.gather(_pipe(client_r, vendor_w), _pipe(vendor_r, client_w))
             finally:
                 vendor_w.close()
+                self._writers.discard(vendor_w)
         finally:
             client_w.close()
+            self._writers.discard(client_w)
             self._pipes.discard(task)
 
 

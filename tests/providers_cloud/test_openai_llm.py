@@ -164,7 +164,7 @@ async def test_a_cancelled_stream_stops_at_once_and_its_connection_stays_warm() 
         assert task.cancelled()
         assert 1 <= count < 50
         # The rest is read in the background (the caller hears none of it) …
-        await wait_for(lambda: fake.completed == 1)
+        await wait_for(lambda: fake.completed == 1 and openai_llm.exchanges_in_flight() == 0)
         assert len(received) == count
         # … so the next turn rides the same connection instead of paying for a new one.
         assert await collect(llm) == [TextDelta("Next.")]

@@ -156,6 +156,11 @@ _END: Final = object()
 _exchanges: set[asyncio.Task[None]] = set()
 
 
+def exchanges_in_flight() -> int:
+    """HTTP exchanges still reading (an abandoned one drains for up to ``DRAIN_S``)."""
+    return len(_exchanges)
+
+
 @dataclass
 class _PartialCall:
     id: str = ""
