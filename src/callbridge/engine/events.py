@@ -47,6 +47,7 @@ __all__ = [
     "Transfer",
     "TurnJudged",
     "TurnRecord",
+    "WarmUp",
 ]
 
 
@@ -180,6 +181,12 @@ class FinalizeStt:
 
 
 @dataclass(frozen=True, slots=True)
+class WarmUp:
+    """The caller started a turn: have a kept-alive connection to the model ready for
+    the answer (one opens now, while they talk, if every one is busy)."""
+
+
+@dataclass(frozen=True, slots=True)
 class JudgeTurn:
     """Ask the end-of-turn model whether the caller sounds finished (the silence of
     speech run ``run_id`` just began); ``pcm16`` is the turn's last ≤ 8 s, 8 kHz."""
@@ -251,6 +258,7 @@ Command = (
     | CancelReply
     | FinalizeStt
     | JudgeTurn
+    | WarmUp
     | Hangup
     | Transfer
     | RecordTurn

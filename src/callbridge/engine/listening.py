@@ -27,6 +27,7 @@ from callbridge.engine.events import (
     Phase,
     ReplyKind,
     TurnRecord,
+    WarmUp,
 )
 from callbridge.engine.playout import Playout
 from callbridge.engine.replies import Replies, Reply
@@ -118,6 +119,8 @@ class Listening:
             self._consider_barge_in(now)
 
     def _begin_user_turn(self, now: float) -> None:
+        if self.phase is not Phase.USER_SPEAKING:
+            self._out.append(WarmUp())
         self.phase = Phase.USER_SPEAKING
         self._user_started_at = self.speech.onset_at or now
         self._idle_at = None

@@ -13,6 +13,7 @@ from callbridge.engine.core import Script
 from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
+from callbridge.engine.warm import warm_up
 from callbridge.providers.base import TextToSpeech, ToolCall, TurnJudge
 
 __all__ = ["CallStats", "make_runner", "script_for"]
@@ -78,7 +79,7 @@ def make_runner(
     turns = assistant.config.turns()
 
     async def run(info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]) -> None:
-        _warm(assistant.llm)
+        warm_up(assistant.llm)
         def record(turn: TurnRecord) -> None:
             log.info(
                 "turn role=%s interrupted=%s latency_ms=%s",
@@ -112,16 +113,3 @@ def make_runner(
 
     return run
 
-
-_warming: set[asyncio.Task[None]] = set()
-
-
-def _warm(llm: object) -> None:
-    """A call has started: have a kept-alive connection to the model ready before the
-    caller's first turn (the greeting takes seconds), in the background."""
-    warm = getattr(llm, "warm", None)
-    if warm is None:
-        return
-    task: asyncio.Task[None] = asyncio.get_running_loop().create_task(warm(), name="llm.warm")
-    _warming.add(task)
-    task.add_done_callback(_warming.discard)

@@ -37,9 +37,11 @@ from callbridge.engine.events import (
     Transfer,
     TurnJudged,
     TurnRecord,
+    WarmUp,
 )
 from callbridge.engine.reply import ToolExecutor, run_reply
 from callbridge.engine.transport import CallerAudio, CallInfo, CallTransport, LineEvent
+from callbridge.engine.warm import warm_up
 from callbridge.providers.base import (
     LanguageModel,
     PerCallTextToSpeech,
@@ -220,6 +222,8 @@ class CallSession:
                         self._stt.finalize()
                 case JudgeTurn():
                     self._judge_turn(command)
+                case WarmUp():
+                    warm_up(self._voice.llm)
                 case Hangup(reason=reason):
                     log.info("call.hangup reason=%s", reason)
                     await transport.hangup()
