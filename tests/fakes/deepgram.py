@@ -20,6 +20,8 @@ endpoint or after ``Finalize`` (the socket keeps taking audio meanwhile);
 utterance is open (during a pause it already holds every word); ``new_connection_s`` is
 what opening a socket costs (TCP + TLS to a vendor far away), paid before the upgrade
 answer.
+``Finalize`` ends the scripted utterance wherever the speaker is: a sentence spoken with
+a pause longer than the client's Finalize delay must be scripted as two utterances.
 Not modelled: word timings beyond a flat split, confidence, multichannel, diarization,
 keyterms, ``Metadata`` fields other than the ids, and the 2 s Finalize dedup window.
 """
