@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: serve test lint lint-deploy bench soak clean browser screenshots
 
 # The same script builds the container image (Dockerfile): one install, tested here.
-$(STAMP): pyproject.toml scripts/install.sh
+$(STAMP): pyproject.toml scripts/install.sh scripts/fetch_smart_turn.py
 	PYTHON=$(PYTHON) bash scripts/install.sh venv $(VENV) dev
 	touch $(STAMP)
 

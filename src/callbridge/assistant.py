@@ -57,7 +57,9 @@ class TurnTaking(_Camel):
     # With a transcriber: when the caller's words read as a finished sentence
     # (engine/turn_end.py), this much silence ends the turn; "off" always waits
     # endpointingMs.
-    end_of_turn: Literal["lexical", "off"] = "lexical"
+    # "smart-turn": the Smart Turn model (if installed) also hears each silence and can
+    # keep a turn open that reads finished but sounds unfinished; never closes one early.
+    end_of_turn: Literal["lexical", "smart-turn", "off"] = "lexical"
     quick_endpointing_ms: int = Field(250, ge=100, le=10000)
     stt_timeout_ms: int = Field(1000, ge=0, le=10000)
     interrupt_min_ms: int = Field(200, ge=20, le=5000)

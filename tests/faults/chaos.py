@@ -14,6 +14,10 @@ vendor. Faults are made at the wire:
 - ``Stall``: after some server bytes nothing more is relayed (the socket stays open);
 - ``Cut``: after some server bytes both sides are reset (no close frame: 1006).
 
+``spare_paths``: HTTP requests whose path starts with one of these (a client warming its
+connection with ``GET /v1/models``) pass through without taking a plan, so the plans
+land on the calls a test means (the chat completion).
+
 ``strike(plan)`` applies a ``WsClose``, ``WsGarbage``, ``Stall`` or ``Cut`` to every live connection
 now, so a test can time a fault to the caller's speech (mid-utterance, say).
 
@@ -94,6 +98,7 @@ class ChaosProxy:
     plans: list[Plan] = field(default_factory=list)
     default: Plan = field(default_factory=Pass)
     choose: Callable[[int], Plan] | None = None
+    spare_paths: tuple[str, ...] = ()
     connections: int = 0
     applied: list[Plan] = field(default_factory=list)
     _server: asyncio.Server | None = None
@@ -174,7 +179,10 @@ class ChaosProxy:
         assert task is not None
         self._tasks.add(task)
         try:
-            await self._serve(self._next_plan(), reader, writer)
+            head = await reader.readuntil(b"\r\n\r\n") if self.spare_paths else b""
+            path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else ""
+            spared = any(path.startswith(prefix) for prefix in self.spare_paths)
+            await self._serve(Pass() if spared else self._next_plan(), reader, writer, head)
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -182,15 +190,19 @@ class ChaosProxy:
             _reset(writer)
 
     async def _serve(
-        self, plan: Plan, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, plan: Plan, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        head: bytes,
     ) -> None:
+        """``head``: the request head already read (to choose the plan), sent on first."""
         if isinstance(plan, Refuse):
             return
         if isinstance(plan, HttpError):
-            await _answer_error(plan, reader, writer)
+            await _answer_error(plan, reader, writer, head)
             return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         try:
+            if head:
+                up_writer.write(head)
             link = _Link(plan, reader, writer, up_reader, up_writer)
             self._links.add(link)
             try:
@@ -338,9 +350,9 @@ def _text_frame(text: str) -> bytes:
 
 
 async def _answer_error(
-    plan: HttpError, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    plan: HttpError, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
 ) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
+    head = head or await reader.readuntil(b"\r\n\r\n")
     for line in head.decode("latin-1").split("\r\n"):
         name, _, value = line.partition(":")
         if name.strip().lower() == "content-length" and value.strip().isdigit():

@@ -227,7 +227,10 @@ async def seed_stack(
                        ) as oa,
             FakeElevenLabs(**el_options) as el,
             ChaosProxy.before(dg.base_url, stt_plans, **chaos.get("stt", {})) as stt,
-            ChaosProxy.before(oa.base_url, llm_plans, **chaos.get("llm", {})) as llm,
+            ChaosProxy.before(
+                # The client warms its connection (GET /v1/models): plans are for chats.
+                oa.base_url, llm_plans, **{"spare_paths": ("/v1/models",), **chaos.get("llm", {})}
+            ) as llm,
             ChaosProxy.before(el.base_url, tts_plans, **chaos.get("tts", {})) as tts,
         ):
             env = {

@@ -40,6 +40,7 @@ from callbridge.engine.events import (
     Transfer,
     TransferDone,
     TransferFailed,
+    TurnJudged,
     TurnRecord,
 )
 from callbridge.engine.faults import Faults
@@ -102,6 +103,7 @@ class CallEngine(Faults, Resumption, Listening):  # Listening last: it stubs the
         vad: VadStream,
         vad_threshold: float,
         stt_enabled: bool,
+        judge_turns: bool = False,
     ) -> None:
         self.turns = turns
         self.script = script
@@ -127,6 +129,13 @@ class CallEngine(Faults, Resumption, Listening):  # Listening last: it stubs the
         self._endpoint_at: float | None = None
         self._await_final_until: float | None = None
         self._pending_ulaw = b""
+        self._finalized_run = -1
+        self._judge_turns = judge_turns and turns.end_of_turn == "smart-turn"
+        self._turn_audio = bytearray()
+        self._eot_asked_run = -1
+        self._eot_verdict: tuple[int, bool] | None = None
+        self._guess: str | None = None
+        self._guess_base = ""
         self._ending_deadline: float | None = None
         self._announcements: list[str] = []  # SayText waiting for the bot's next pause
         self._init_faults(
@@ -218,6 +227,8 @@ class CallEngine(Faults, Resumption, Listening):  # Listening last: it stubs the
                 self._on_transfer_done()
             case TransferFailed(error=error):
                 self._on_transfer_failed(error, now)
+            case TurnJudged(run_id=run_id, finished_probability=probability):
+                self._on_turn_judged(run_id, probability)
             case SttSpeechStarted() | SttUtteranceEnd() | Tick():
                 pass
             case _:

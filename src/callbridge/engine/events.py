@@ -38,6 +38,7 @@ __all__ = [
     "Hangup",
     "HoldAudio",
     "HoldDone",
+    "JudgeTurn",
     "Phase",
     "RecordEvent",
     "RecordTurn",
@@ -59,7 +60,9 @@ __all__ = [
     "Transfer",
     "TransferDone",
     "TransferFailed",
+    "TurnJudged",
     "TurnRecord",
+    "WarmUp",
 ]
 
 
@@ -181,6 +184,14 @@ class Tick:
     """A deadline the engine asked for has passed."""
 
 
+@dataclass(frozen=True, slots=True)
+class TurnJudged:
+    """The end-of-turn model's verdict on the silence after speech run ``run_id``."""
+
+    run_id: int
+    finished_probability: float
+
+
 EngineEvent = (
     CallerAudio
     | CallerDtmf
@@ -204,6 +215,7 @@ EngineEvent = (
     | TransferDone
     | TransferFailed
     | Tick
+    | TurnJudged
 )
 
 
@@ -252,6 +264,21 @@ class CancelReply:
 @dataclass(frozen=True, slots=True)
 class FinalizeStt:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class WarmUp:
+    """The caller started a turn: have a kept-alive connection to the model ready for
+    the answer (one opens now, while they talk, if every one is busy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeTurn:
+    """Ask the end-of-turn model whether the caller sounds finished (the silence of
+    speech run ``run_id`` just began); ``pcm16`` is the turn's last ≤ 8 s, 8 kHz."""
+
+    run_id: int
+    pcm16: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +354,8 @@ Command = (
     | SpeakHold
     | CancelReply
     | FinalizeStt
+    | JudgeTurn
+    | WarmUp
     | Hangup
     | Transfer
     | RecordTurn

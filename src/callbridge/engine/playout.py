@@ -56,6 +56,7 @@ class Playout:
         self._order: list[_Segment] = []  # segments of the current utterance, in order
         self._told = 0  # segments of _order already recorded as a turn (a failed reply)
         self._mark_counter = 0
+        self._carry = b""  # the last partial frame of a sentence, for the next one to finish
         self.play_end = 0.0
         self.last_frame_end = 0.0  # when the last frame sent finishes playing
         self.dropped_frames = 0
@@ -67,7 +68,9 @@ class Playout:
         """``before_unsent``: a line said while the reply waits for its audio ("one
         moment") goes before the reply's segments that have no audio yet, as it is heard."""
         self._mark_counter += 1
-        segment = _Segment(key=key, text=text, mark=f"m{self._mark_counter}-r{key[0]}s{key[1]}")
+        segment = _Segment(key=key, text=text, mark=f"m{self._mark_counter}-r{key[0]}s{key[1]}",
+                           pending=self._carry)
+        self._carry = b""
         self._segments[key] = segment
         self._by_mark[segment.mark] = segment
         at = len(self._order)
@@ -89,11 +92,16 @@ class Playout:
         segment.pending = data[whole:]
         self._enforce_bound()
 
-    def end_segment(self, key: SegmentKey) -> None:
+    def end_segment(self, key: SegmentKey, *, more_follows: bool = False) -> None:
+        """No more audio for ``key``. Its last partial frame is padded with silence, unless
+        ``more_follows``: then the next sentence's audio completes it, and the caller hears
+        no inserted gap between sentences (up to 19 ms each)."""
         segment = self._segments.get(key)
         if segment is None or segment.ended:
             return
-        if segment.pending:
+        if segment.pending and more_follows:
+            self._carry, segment.pending = segment.pending, b""
+        elif segment.pending:
             padded = segment.pending + _SILENCE * (ULAW_FRAME_BYTES - len(segment.pending))
             self._queue.append((segment, padded))
             segment.frames_queued += 1
@@ -196,6 +204,7 @@ class Playout:
         self._by_mark.clear()
         self._order.clear()
         self._told = 0
+        self._carry = b""
         self.play_end = now
 
     def finish_utterance(self) -> None:
@@ -205,6 +214,7 @@ class Playout:
             self._by_mark.pop(segment.mark, None)
         self._order.clear()
         self._told = 0
+        self._carry = b""
 
     def _enforce_bound(self) -> None:
         while self._frames_in_queue > self._max_frames:

@@ -14,7 +14,8 @@ from callbridge.engine.core import Script
 from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
-from callbridge.providers.base import TextToSpeech, ToolCall
+from callbridge.engine.warm import warm_up
+from callbridge.providers.base import TextToSpeech, ToolCall, TurnJudge
 
 __all__ = ["CallStats", "make_runner", "script_for"]
 
@@ -72,6 +73,7 @@ def make_runner(
     assistant: BuiltAssistant,
     *,
     fallback_tts: TextToSpeech | None = None,
+    turn_judge: TurnJudge | None = None,
     on_turn: Callable[[CallInfo, TurnRecord], None] | None = None,
     on_end: Callable[[CallInfo, CallStats], None] | None = None,
     on_event: Callable[[CallInfo, CallEvent], None] | None = None,
@@ -85,12 +87,14 @@ def make_runner(
         retry_delays_s=assistant.config.faults.retry_delays_s,
         stt_resend_s=assistant.config.faults.stt_resend_s,
         stt_final_timeout_s=_stt_final_timeout_s(assistant),
+        turn_judge=turn_judge,
         **_tools_of(assistant.llm),
     )
     script = script_for(assistant)
     turns = assistant.config.turns()
 
     async def run(info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]) -> None:
+        warm_up(assistant.llm)
         def record(turn: TurnRecord) -> None:
             log.info(
                 "turn role=%s interrupted=%s latency_ms=%s",
@@ -123,3 +127,4 @@ def make_runner(
                 )
 
     return run
+

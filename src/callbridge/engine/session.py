@@ -29,6 +29,7 @@ from callbridge.engine.events import (
     Hangup,
     HoldAudio,
     HoldDone,
+    JudgeTurn,
     Phase,
     RecordEvent,
     RecordTurn,
@@ -42,16 +43,21 @@ from callbridge.engine.events import (
     Transfer,
     TransferDone,
     TransferFailed,
+    TurnJudged,
     TurnRecord,
+    WarmUp,
 )
 from callbridge.engine.reply import ToolExecutor, run_reply
 from callbridge.engine.stt_link import DEFAULT_FINAL_TIMEOUT_S, DEFAULT_RESEND_S, SttLink
 from callbridge.engine.transport import CallerAudio, CallInfo, CallTransport, LineEvent
+from callbridge.engine.warm import warm_up
 from callbridge.providers.base import (
     LanguageModel,
+    PerCallTextToSpeech,
     SpeechToText,
     TextToSpeech,
     ToolSpec,
+    TurnJudge,
     VadModel,
 )
 from callbridge.providers.retry import DEFAULT_DELAYS_S, Sleep
@@ -81,7 +87,9 @@ class Voice:
         stt_resend_s: float = DEFAULT_RESEND_S,
         stt_final_timeout_s: float = DEFAULT_FINAL_TIMEOUT_S,
         sleep: Sleep = asyncio.sleep,
+        turn_judge: TurnJudge | None = None,
     ) -> None:
+        self.turn_judge = turn_judge
         self.vad = vad
         self.stt = stt
         self.llm = llm
@@ -121,6 +129,7 @@ class CallSession:
         self._inbox: asyncio.Queue[EngineEvent] = asyncio.Queue()
         self._replies: dict[int, asyncio.Task[None]] = {}
         self._stt: SttLink | None = None
+        self._tts: TextToSpeech = voice.tts
         self._group: asyncio.TaskGroup | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()  # hold lines, transfers
 
@@ -143,6 +152,7 @@ class CallSession:
             vad=voice.vad.new_stream(),
             vad_threshold=voice.vad.threshold,
             stt_enabled=voice.transcribes,
+            judge_turns=voice.turn_judge is not None,
         )
         return cls(
             info, transport, voice, engine, clock=clock, on_turn=on_turn, on_event=on_event
@@ -159,6 +169,10 @@ class CallSession:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
+                # The call's own TTS connection starts opening now, beside STT's.
+                call_tts = _tts_for_call(self._voice.tts)
+                if call_tts is not None:
+                    self._tts = call_tts
                 voice = self._voice
                 # Opened (and re-opened) in the background: the greeting does not wait
                 # for the transcriber, and its faults reach the engine as events.
@@ -180,6 +194,8 @@ class CallSession:
                     await self._stt.aclose()
         finally:
             self._group = None
+            if self._tts is not self._voice.tts:
+                await _close_tts(self._tts)
 
     async def _loop(self) -> None:
         """Wait on the inbox only. The engine's next deadline is a timer that posts a
@@ -229,6 +245,10 @@ class CallSession:
                 case FinalizeStt():
                     if self._stt is not None:
                         self._stt.finalize()
+                case JudgeTurn():
+                    self._judge_turn(command)
+                case WarmUp():
+                    warm_up(self._voice.llm)
                 case Hangup(reason=reason):
                     log.info("call.hangup reason=%s", reason)
                     await transport.hangup()
@@ -247,7 +267,7 @@ class CallSession:
     def _start_reply(self, request: StartReply) -> None:
         assert self._group is not None
         voice = self._voice
-        tts = voice.fallback_tts if request.kind is ReplyKind.APOLOGY else voice.tts
+        tts = voice.fallback_tts if request.kind is ReplyKind.APOLOGY else self._tts
         task = self._group.create_task(
             run_reply(
                 request,
@@ -305,3 +325,32 @@ class CallSession:
             log.warning("call.hold_failed error=%r", exc)
         finally:
             self.post(HoldDone(hold_id))
+
+    def _judge_turn(self, request: JudgeTurn) -> None:
+        judge = self._voice.turn_judge
+        if judge is None or self._group is None:
+            return
+        self._group.create_task(_judge(judge, request, self.post))
+
+
+def _tts_for_call(tts: TextToSpeech) -> TextToSpeech | None:
+    return tts.for_call() if isinstance(tts, PerCallTextToSpeech) else None
+
+
+async def _close_tts(tts: TextToSpeech) -> None:
+    aclose = getattr(tts, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _judge(
+    judge: TurnJudge, request: JudgeTurn, post: Callable[[EngineEvent], None]
+) -> None:
+    """The model's verdict goes to the inbox like any event; a failure leaves the lexical
+    rule in charge of this silence."""
+    try:
+        probability = await judge.judge(request.pcm16)
+    except Exception as exc:
+        log.warning("end_of_turn.judge_failed error=%r", exc)
+        return
+    post(TurnJudged(request.run_id, probability))
