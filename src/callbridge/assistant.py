@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from callbridge.errors import ConfigError
@@ -85,6 +85,14 @@ class TurnTaking(_Camel):
     send_ahead_ms: int = Field(200, ge=20, le=2000)
     playout_max_s: float = Field(120.0, gt=0, le=3600)
     hangup_mark_timeout_s: float = Field(10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _backchannels_judged_before_stale(self) -> TurnTaking:
+        # Past interruptMaxLagMs a barge-in is dropped as stale: a real interruption
+        # held back as a possible backchannel must be decided before that.
+        if self.backchannel_max_ms >= self.interrupt_max_lag_ms:
+            raise ValueError("backchannelMaxMs must be below interruptMaxLagMs (0: no filter)")
+        return self
 
 
 class FaultHandling(_Camel):

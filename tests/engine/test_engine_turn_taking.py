@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from engine_harness import Harness
+from pydantic import ValidationError
 
+from callbridge.assistant import TurnTaking
 from callbridge.engine.backchannel import BackchannelJudge
 from callbridge.engine.events import (
     CallEvent,
@@ -300,3 +303,9 @@ def test_an_uh_huh_whose_final_comes_after_the_bot_ended_is_not_answered() -> No
     h.feed(TranscriptUpdate("one more thing", is_final=True))
     h.wait_until(lambda: h.engine.phase is Phase.THINKING)
     assert h.starts(ReplyKind.ANSWER)[-1].messages[-1].content == "one more thing"
+
+
+def test_backchannels_must_be_judged_before_a_barge_in_goes_stale() -> None:
+    with pytest.raises(ValidationError, match="backchannelMaxMs must be below"):
+        TurnTaking.model_validate({"backchannelMaxMs": 1000, "interruptMaxLagMs": 1000})
+    assert TurnTaking.model_validate({"backchannelMaxMs": 0}).backchannel_max_ms == 0
