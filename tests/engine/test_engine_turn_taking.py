@@ -309,3 +309,18 @@ def test_backchannels_must_be_judged_before_a_barge_in_goes_stale() -> None:
     with pytest.raises(ValidationError, match="backchannelMaxMs must be below"):
         TurnTaking.model_validate({"backchannelMaxMs": 1000, "interruptMaxLagMs": 1000})
     assert TurnTaking.model_validate({"backchannelMaxMs": 0}).backchannel_max_ms == 0
+
+
+def test_the_late_final_of_an_okay_does_not_cancel_the_resumption() -> None:
+    h = Harness(stt=True)
+    _interrupt_mid_sentence(h)
+    h.feed(TranscriptUpdate("okay", is_final=False))
+    h.wait_until(lambda: bool(h.starts(ReplyKind.RESUMPTION)))
+    h.feed(TranscriptUpdate("Okay.", is_final=True))  # its final, after the resumption began
+    [resumption] = h.starts(ReplyKind.RESUMPTION)
+    assert not any(
+        isinstance(c, CancelReply) and c.reply_id == resumption.reply_id for c in h.commands
+    )
+    assert h.engine.phase is Phase.THINKING
+    assert [t.text for t in _turns(h, "backchannel")] == ["Okay."]
+    assert not _events(h, "resume_cancelled")

@@ -230,9 +230,12 @@ class Listening:
     def _on_transcript(self, update: TranscriptUpdate, now: float) -> None:
         added = self._words.hear(update, self.speech.run_id, self.speech.run_ms > 0)
         over_bot = self.phase in SPEAKING_PHASES
+        reply = self._replies.current
+        resuming = reply is not None and reply.kind is ReplyKind.RESUMPTION
         if (
             added
-            and (over_bot or self.phase is Phase.LISTENING)  # (an "uh-huh" as the bot ended)
+            # LISTENING: an "uh-huh" said as the bot ended; resuming: its final came late
+            and (over_bot or self.phase is Phase.LISTENING or resuming)
             and self.turns.backchannel_max_ms
             and self._backchannels.judge(update.text)
         ):

@@ -123,13 +123,14 @@ class Resumption:
         pending = self._pending_resume
         assert pending is not None
         self._pending_resume = None
+        final = not self._words.unfinished()  # else its final is recorded when it comes
         self._words.take()  # what there was is on record below, not a turn to answer
         self._endpoint_at = None
         self._await_final_until = None
         self._event(
             "false_interruption", words=len(backchannel.split()), backchannel=backchannel
         )
-        if backchannel:
+        if backchannel and final:
             self._record_backchannel(backchannel, now)
         prefix = (self.turns.resume_message or "").strip()
         text = f"{prefix} {pending.rest}".strip()
