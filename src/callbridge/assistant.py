@@ -142,10 +142,15 @@ class AssistantConfig(_Camel):
         return self.error_message or self.apology_message
 
     def turns(self) -> TurnTaking:
-        """``maxDurationSeconds`` (VAPI's name) wins over ``turnTaking.maxDurationS``."""
-        if self.max_duration_seconds is None:
-            return self.turn_taking
-        return self.turn_taking.model_copy(update={"max_duration_s": self.max_duration_seconds})
+        """``maxDurationSeconds`` (VAPI's name) wins over ``turnTaking.maxDurationS``; the
+        transcriber's ``language`` picks the backchannel list unless turnTaking names one."""
+        update: dict[str, Any] = {}
+        if self.max_duration_seconds is not None:
+            update["max_duration_s"] = self.max_duration_seconds
+        spoken = self.transcriber.get("language")
+        if "language" not in self.turn_taking.model_fields_set and isinstance(spoken, str):
+            update["language"] = spoken
+        return self.turn_taking.model_copy(update=update) if update else self.turn_taking
 
 
 _BLOCKS: tuple[tuple[str, Kind], ...] = (

@@ -6,7 +6,7 @@ import pytest
 from engine_harness import Harness
 from pydantic import ValidationError
 
-from callbridge.assistant import TurnTaking
+from callbridge.assistant import AssistantConfig, TurnTaking
 from callbridge.engine.backchannel import BackchannelJudge
 from callbridge.engine.events import (
     CallEvent,
@@ -324,3 +324,13 @@ def test_the_late_final_of_an_okay_does_not_cancel_the_resumption() -> None:
     assert h.engine.phase is Phase.THINKING
     assert [t.text for t in _turns(h, "backchannel")] == ["Okay."]
     assert not _events(h, "resume_cancelled")
+
+
+def test_the_transcribers_language_picks_the_list_unless_turn_taking_names_one() -> None:
+    spanish = AssistantConfig.model_validate({"transcriber": {"provider": "x", "language": "es"}})
+    assert spanish.turns().language == "es"
+    named = AssistantConfig.model_validate(
+        {"transcriber": {"language": "es"}, "turnTaking": {"language": "fr"}}
+    )
+    assert named.turns().language == "fr"
+    assert AssistantConfig.model_validate({}).turns().language == "en"
