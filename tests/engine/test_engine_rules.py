@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from engine_harness import SPEECH, Harness, LaggyVad
 
 from callbridge.engine.core import Script
@@ -374,6 +375,19 @@ def test_the_answer_is_prepared_in_the_silence_and_plays_at_the_endpoint() -> No
     h.wait_until(lambda: h.engine.phase is Phase.LISTENING)
     turn = [c.turn for c in h.commands if isinstance(c, RecordTurn)][-1]
     assert turn.latency_ms["first_frame"] == 0.0 and turn.latency_ms["speculated_ms"] >= 280
+    assert turn.latency_ms["first_sentence"] == 0.0  # ready before the endpoint
+
+
+def test_a_turn_records_when_its_first_sentence_was_ready() -> None:
+    """The dashboard's waterfall draws the model's first sentence apart from TTS audio."""
+    h = Harness()
+    h.feed(CallerDtmf("1"))  # straight to THINKING: the reply starts now
+    h.silence(120)
+    h.answer_latest("Billing, one moment.")
+    h.wait_until(lambda: h.engine.phase is Phase.LISTENING)
+    turn = [c.turn for c in h.commands if isinstance(c, RecordTurn)][-1]
+    assert turn.latency_ms["first_sentence"] == pytest.approx(120.0)
+    assert turn.latency_ms["first_sentence"] <= turn.latency_ms["first_audio"]
 
 
 def test_a_held_answer_is_dropped_unheard_when_the_caller_goes_on() -> None:

@@ -196,7 +196,7 @@ class CallEngine(Faults, Resumption, Listening):  # Listening last: it stubs the
             case MarkPlayed(name=name):
                 self.playout.mark_played(name, now)
             case ReplySegment(reply_id=rid, index=index, text=text) if current(rid):
-                self._replies.on_segment(index, text)
+                self._replies.on_segment(index, text, now)
             case ReplyAudio(reply_id=rid, index=index, ulaw=data) if current(rid):
                 self._on_reply_audio(index, data, now)
             case ReplyAction(reply_id=rid, call=call) if current(rid):

@@ -390,6 +390,8 @@ class Listening:
         reply.latency_ms["speculated_ms"] = (now - reply.started_at) * 1000
         reply.latency_ms["stt"] = 0.0
         reply.started_at = now
+        if reply.first_segment_at is not None:
+            reply.latency_ms["first_sentence"] = max(0.0, reply.first_segment_at - now) * 1000
         if reply.first_audio_at is not None:
             reply.latency_ms["first_audio"] = max(0.0, reply.first_audio_at - now) * 1000
         self.phase = Phase.BOT_SPEAKING if reply.first_audio_at is not None else Phase.THINKING

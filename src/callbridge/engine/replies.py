@@ -25,6 +25,7 @@ class Reply:
     segments: int = 0
     done: bool = False
     first_audio_at: float | None = None
+    first_segment_at: float | None = None  # the model's first speakable sentence
     first_sent_at: float | None = None
     all_sent_at: float | None = None
     hangup_after: bool = False
@@ -75,8 +76,11 @@ class Replies:
             self._out.append(CancelReply(self.current.id))
             self.current = None
 
-    def on_segment(self, index: int, text: str) -> None:
+    def on_segment(self, index: int, text: str, now: float) -> None:
         reply = self._require()
+        if reply.first_segment_at is None:
+            reply.first_segment_at = now
+            reply.latency_ms["first_sentence"] = (now - reply.started_at) * 1000
         if index > 0:
             self._playout.end_segment((reply.id, index - 1), more_follows=True)
         self._playout.begin_segment((reply.id, index), text)
