@@ -10,8 +10,9 @@ base URLs); the process ends when its stdin closes.
 
 Timing: Deepgram ends an utterance after 300 ms of silence (the seed's ``endpointing:
 300``), the model answers after 150 ms in a few chunks and ElevenLabs sends its first
-audio 100 ms after a flush, 40 ms of audio a character. Realistic vendor timing is ``bench/latency.py``'s business;
-here the delays only need to be fixed, so that the server's share is what changes.
+audio 100 ms after a flush (40 ms of audio a character). Realistic vendor timing is
+``bench/latency.py``'s business; here the delays only need to be fixed, so that the
+server's share is what changes.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fakes.deepgram import FakeDeepgram  # noqa: E402
-from fakes.elevenlabs import FakeElevenLabs  # noqa: E402
-from fakes.openai_chat import FakeOpenAI  # noqa: E402
-from fakes.script import Reply  # noqa: E402
+from fakes.deepgram import FakeDeepgram
+from fakes.elevenlabs import FakeElevenLabs
+from fakes.openai_chat import FakeOpenAI
+from fakes.script import Reply
 
 HEARD = ("Hello, I would like to check my bill please.", "Wait, stop, I have another question.")
 ANSWER = (  # about 3 s of speech: long enough for the caller's barge-in at 0.8 s
