@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY scripts/install.sh scripts/install.sh
+COPY scripts/install.sh scripts/fetch_smart_turn.py scripts/
 COPY src src
 RUN bash scripts/install.sh venv /opt/callbridge
 COPY examples examples

@@ -4,10 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint lint-deploy bench clean browser screenshots
+.PHONY: serve test lint lint-deploy bench soak clean browser screenshots
 
 # The same script builds the container image (Dockerfile): one install, tested here.
-$(STAMP): pyproject.toml scripts/install.sh
+$(STAMP): pyproject.toml scripts/install.sh scripts/fetch_smart_turn.py
 	PYTHON=$(PYTHON) bash scripts/install.sh venv $(VENV) dev
 	touch $(STAMP)
 
@@ -41,6 +41,12 @@ screenshots: $(STAMP) browser
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/bargein.py
+
+# Calls under random vendor faults (minutes; not part of `make test`):
+# `make soak SOAK_ARGS="10 60"` for a short run (calls, seconds, fault rate, seed).
+SOAK_ARGS ?= 50 300 0.15
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@
 #
 #   scripts/install.sh venv DIR        → DIR/bin/callbridge, the project installed (pip)
 #   scripts/install.sh venv DIR dev    → the same, editable, with the dev tools
+#   (both also install the Smart Turn model file: scripts/fetch_smart_turn.py)
 #
 # espeak-ng needs no system package: the espeakng-loader wheel ships the library and its
 # voice data, on a developer's machine and in the image alike.
@@ -19,6 +20,8 @@ venv() {
   else
     "$dir/bin/python" -m pip install -q --no-cache-dir .
   fi
+  # The end-of-turn model (one pinned file out of a wheel; see the script).
+  "$dir/bin/python" "$(dirname "$0")/fetch_smart_turn.py"
 }
 
 case "${1:-}" in

@@ -18,7 +18,14 @@ from pydantic.alias_generators import to_camel
 from callbridge.errors import ConfigError
 from callbridge.providers.registry import Kind, ProviderBlock, build_provider, spec_for
 
-__all__ = ["AssistantConfig", "BuiltAssistant", "TurnTaking", "build_assistant", "load_assistant"]
+__all__ = [
+    "AssistantConfig",
+    "BuiltAssistant",
+    "FaultHandling",
+    "TurnTaking",
+    "build_assistant",
+    "load_assistant",
+]
 
 
 class _Camel(BaseModel):
@@ -38,7 +45,9 @@ class TurnTaking(_Camel):
     # With a transcriber: when the caller's words read as a finished sentence
     # (engine/turn_end.py), this much silence ends the turn; "off" always waits
     # endpointingMs.
-    end_of_turn: Literal["lexical", "off"] = "lexical"
+    # "smart-turn": the Smart Turn model (if installed) also hears each silence and can
+    # keep a turn open that reads finished but sounds unfinished; never closes one early.
+    end_of_turn: Literal["lexical", "smart-turn", "off"] = "lexical"
     quick_endpointing_ms: int = Field(250, ge=100, le=10000)
     stt_timeout_ms: int = Field(1000, ge=0, le=10000)
     interrupt_min_ms: int = Field(200, ge=20, le=5000)
@@ -52,6 +61,26 @@ class TurnTaking(_Camel):
     hangup_mark_timeout_s: float = Field(10.0, gt=0, le=120)
 
 
+class FaultHandling(_Camel):
+    """What a call does while a vendor fails (README "When things fail")."""
+
+    # The retry policy of every provider call (DESIGN.md §3): one wait per retry.
+    retry_delays_s: tuple[float, ...] = Field((1.0, 2.0, 4.0), max_length=8)
+    # Silence a caller may wait while retries run before hearing ``holdMessage``
+    # (fallback TTS); null turns the line off.
+    hold_after_s: float = Field(3.0, gt=0, le=60)
+    hold_message: str | None = "One moment, please."
+    transfer_failed_message: str | None = (
+        "Sorry, I couldn't transfer your call. I can keep helping you here."
+    )
+    # Caller audio kept since the transcriber's last final, re-sent after a reconnect.
+    stt_resend_s: float = Field(5.0, ge=0.2, le=30)
+    # A transcriber that owes a final this long after Finalize is stalled: reconnect
+    # (with the audio re-sent). Default: 3/4 of turnTaking.sttTimeoutMs, so the words
+    # are rescued before the turn would be answered without them.
+    stt_final_timeout_s: float | None = Field(None, gt=0, le=60)
+
+
 class AssistantConfig(_Camel):
     name: str = "assistant"
     # ``vapi``: a VAPI assistant serves the call (bridge mode) and the ``vapi`` block says
@@ -62,6 +91,10 @@ class AssistantConfig(_Camel):
     end_call_message: str | None = "Goodbye."
     idle_message: str = "Are you still there?"
     apology_message: str = "Sorry, I'm having trouble right now. Please call again later."
+    # Said (fallback TTS) before hanging up when a vendor cannot be repaired; wins over
+    # apologyMessage (endCallMessage-style name).
+    error_message: str | None = None
+    faults: FaultHandling = Field(default_factory=lambda: FaultHandling.model_validate({}))
     recording_enabled: bool = False
     model: dict[str, Any] = Field(default_factory=dict)  # required by the pipeline engine
     voice: dict[str, Any] = Field(default_factory=lambda: {"provider": "espeak"})
@@ -69,6 +102,10 @@ class AssistantConfig(_Camel):
     vad: dict[str, Any] = Field(default_factory=lambda: {"provider": "silero"})
     turn_taking: TurnTaking = Field(default_factory=lambda: TurnTaking.model_validate({}))
     max_duration_seconds: float | None = Field(None, gt=0)
+
+    @property
+    def spoken_apology(self) -> str:
+        return self.error_message or self.apology_message
 
     def turns(self) -> TurnTaking:
         """``maxDurationSeconds`` (VAPI's name) wins over ``turnTaking.maxDurationS``."""

@@ -18,6 +18,7 @@ from callbridge.engine.transport import CallInfo, CallRunner
 from callbridge.providers import vapi
 from callbridge.providers.base import TextToSpeech
 from callbridge.providers.registry import build_provider, spec_for
+from callbridge.providers.turn.smart_turn import load_smart_turn
 
 __all__ = ["agent_env", "build_bridge_runner", "build_runner"]
 
@@ -48,8 +49,11 @@ def build_runner(
             config, env, fallback_tts=fallback, on_end=on_end, on_event=on_event
         )
     assistant = build_assistant(config, env)
+    # The end-of-turn model is loaded here, at start-up, once for every call.
+    judge = load_smart_turn() if config.turns().end_of_turn == "smart-turn" else None
     return make_runner(
-        assistant, fallback_tts=fallback, on_turn=on_turn, on_end=on_end, on_event=on_event
+        assistant, fallback_tts=fallback, turn_judge=judge, on_turn=on_turn, on_end=on_end,
+        on_event=on_event,
     )
 
 
@@ -81,7 +85,7 @@ def build_bridge_runner(
         vapi.build(block, env),
         options,
         apology_tts=fallback_tts,
-        apology_message=config.apology_message,
+        apology_message=config.spoken_apology,
         on_end=ended,
         on_event=on_event,
     )

@@ -205,6 +205,7 @@ async def test_vapi_dropping_mid_call_is_apologised_for_then_hung_up(
             assert vapi_call.closed.is_set() and vapi_call.caller_frames >= 40
         report = call.report()
         assert report.hangup_by == "server" and not report.protocol_errors
+        assert report.close_code != 1011  # a clean close, never an internal error of ours
         # After the greeting was cut, the caller heard speech that is not VAPI's: espeak.
         greeting_end = max(at for at, greeting in heard.frames if greeting)
         apology_frames = [at for at, greeting in heard.frames if not greeting and at > greeting_end]

@@ -69,6 +69,7 @@ class Harness:
         stt: bool = False,
         script: Script | None = None,
         vad: object | None = None,
+        judge_turns: bool = False,
         **turns: object,
     ) -> None:
         self.clock = ManualClock(100.0)
@@ -78,6 +79,7 @@ class Harness:
             vad=vad or EnergyVad(),  # type: ignore[arg-type]
             vad_threshold=0.5,
             stt_enabled=stt,
+            judge_turns=judge_turns,
         )
         self.line = Line()
         self.commands: list[Command] = []

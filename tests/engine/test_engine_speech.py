@@ -52,3 +52,26 @@ def test_short_dips_do_not_break_a_run_but_a_gap_does() -> None:
     assert tracker.run_ms == 180
     _feed(tracker, [(False, QUIET)] * 4, start_ms=180)
     assert tracker.run_ms == 0 and tracker.silence_ms == 80
+
+
+def test_a_late_silence_verdict_counts_the_quiet_frames_before_it() -> None:
+    tracker = SpeechTracker()
+    _feed(tracker, [(False, QUIET)] * 25 + [(True, LOUD)] * 40)  # 800 ms of speech
+    # The caller stops at 1300 ms; the model says "silence" only on the 6th quiet frame.
+    _feed(tracker, [(True, QUIET)] * 5, start_ms=1300)
+    assert tracker.silence_ms == 0 and tracker.run_ms > 0
+    _feed(tracker, [(False, QUIET)], start_ms=1400)
+    assert tracker.silence_ms == 120  # the caller's silence, not the model's 20 ms
+    assert tracker.run_ms == 0
+
+
+def test_the_silence_backdate_is_capped() -> None:
+    tracker = SpeechTracker(backdate_max_ms=160)
+    _feed(tracker, [(True, LOUD)] * 40 + [(True, QUIET)] * 30 + [(False, QUIET)])
+    assert tracker.silence_ms == 160 + 20
+
+
+def test_a_loud_tail_is_not_backdated() -> None:
+    tracker = SpeechTracker()
+    _feed(tracker, [(True, LOUD)] * 40 + [(False, LOUD)])
+    assert tracker.silence_ms == 20

@@ -12,10 +12,18 @@ interim result after ``interim_after_frames`` speech frames, and ends with a fin
 on ``Finalize`` (``from_finalize: true``) or, if ``endpointing_frames`` is set, after that
 many silent frames (``speech_final: true``), followed by ``UtteranceEnd``.
 
-Live interims: ``interim_every_frames`` sends a growing interim every that many frames
-while an utterance is open (``words_per_s`` of it recognised so far, all of it once a
-pause began); before ``first_word_s`` of speech Deepgram has recognised nothing yet and
-the interim is empty (``"transcript": ""``), as on a real stream.
+Realistic timing (off by default, so tests stay fast; the latency benchmark turns it on):
+``endpointing_from_request`` ends an utterance after the request's own ``endpointing`` ms
+of silence, as Deepgram does; ``final_latency_s`` is how long the final takes after that
+endpoint or after ``Finalize`` (the socket keeps taking audio meanwhile);
+``interim_every_frames`` sends a growing interim every that many frames while an
+utterance is open (during a pause it already holds every word); ``new_connection_s`` is
+what opening a socket costs (TCP + TLS to a vendor far away), paid before the upgrade
+answer.
+``Finalize`` ends the scripted utterance wherever the speaker is: a sentence spoken with
+a pause longer than the client's Finalize delay must be scripted as two utterances.
+Before ``first_word_s`` of speech Deepgram has recognised nothing yet and the interim
+is empty (``"transcript": ""``), as on a real stream.
 Not modelled: word timings beyond a flat split, confidence, multichannel, diarization,
 keyterms, ``Metadata`` fields other than the ids, and the 2 s Finalize dedup window.
 """
@@ -23,6 +31,7 @@ keyterms, ``Metadata`` fields other than the ids, and the 2 s Finalize dedup win
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from collections.abc import Sequence
@@ -76,14 +85,22 @@ class FakeDeepgram:
         close_code: int = 1011,
         close_reason: str = "NET-0000",
         malformed_after_frames: int | None = None,
+        endpointing_from_request: bool = False,
+        final_latency_s: float = 0.0,
         interim_every_frames: int | None = None,
         words_per_s: float = 3.0,
         first_word_s: float = 0.0,
+        cycle: bool = False,
+        new_connection_s: float = 0.0,
     ) -> None:
         self.transcripts = list(transcripts)
+        self.endpointing_from_request = endpointing_from_request
+        self.final_latency_s = final_latency_s
         self.interim_every_frames = interim_every_frames
         self.words_per_s = words_per_s
         self.first_word_s = first_word_s
+        self.cycle = cycle
+        self.new_connection_s = new_connection_s
         self.api_key = api_key
         self.interim_after_frames = interim_after_frames
         self.endpointing_frames = endpointing_frames
@@ -107,7 +124,7 @@ class FakeDeepgram:
 
     async def __aenter__(self) -> FakeDeepgram:
         self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._check_upgrade, compression=None
+            self._handle, "127.0.0.1", 0, process_request=self._upgrade, compression=None
         )
         return self
 
@@ -120,6 +137,13 @@ class FakeDeepgram:
         await self._server.wait_closed()
 
     # ---------------------------------------------------------------- handshake
+
+    async def _upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
+        """A socket is one connection: its set-up cost is paid before the upgrade answer
+        (TCP + TLS happen before the request in real life; the client waits the same)."""
+        if self.new_connection_s > 0:
+            await asyncio.sleep(self.new_connection_s)
+        return self._check_upgrade(connection, request)
 
     def _check_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
         request_id = str(uuid.uuid4())
@@ -191,7 +215,14 @@ class _Stream:
     def __init__(self, fake: FakeDeepgram, ws: ServerConnection, session: DeepgramSession) -> None:
         self.fake, self.ws, self.session = fake, ws, session
         self.request_id = str(uuid.uuid4())
-        self.script = iter(fake.transcripts)
+        self.script = itertools.cycle(fake.transcripts) if fake.cycle and fake.transcripts else (
+            iter(fake.transcripts))
+        self.endpointing_frames = fake.endpointing_frames
+        requested = session.query.get("endpointing", "")
+        if fake.endpointing_from_request and requested.isdigit():
+            self.endpointing_frames = max(1, int(requested) // 20)
+        self.pending_frames = 0  # frames since the utterance began (speech and pauses)
+        self.later: set[asyncio.Task[None]] = set()
         self.audio_s = 0.0
         self.in_speech = False
         self.pending = False  # speech heard since the last final
@@ -236,7 +267,7 @@ class _Stream:
             await self._speech_frame()
         elif self.in_speech:
             self.silent_frames += 1
-            endpointing = fake.endpointing_frames
+            endpointing = self.endpointing_frames
             if endpointing is not None and self.silent_frames >= endpointing:
                 await self._final(from_finalize=False)
         if self.pending and fake.interim_every_frames:
@@ -283,7 +314,9 @@ class _Stream:
             kind = None
         self.session.controls.append(str(kind))
         if kind == "Finalize":
-            if self.fake.final_delay_s:
+            if self.fake.final_latency_s:
+                await self._final(from_finalize=True)
+            elif self.fake.final_delay_s:
                 await asyncio.sleep(self.fake.final_delay_s)
             await self._final(from_finalize=True)
         elif kind == "CloseStream":
@@ -293,14 +326,33 @@ class _Stream:
 
     async def _final(self, *, from_finalize: bool) -> None:
         text = self.current if self.pending else ""
-        await self._results(text, is_final=True, speech_final=not from_finalize,
-                            from_finalize=from_finalize)
-        if self.pending:
-            await self._send({"type": "UtteranceEnd", "channel": [0, 1],
-                              "last_word_end": round(self.audio_s, 3)})
+        pending = self.pending
         self.pending = self.in_speech = False
         self.current = ""
         self.session.finals_sent += 1
+        if self.fake.final_latency_s:
+            # The vendor's answer takes a while; the socket keeps taking audio meanwhile.
+            message = self._results_message(text, is_final=True, speech_final=not from_finalize,
+                                            from_finalize=from_finalize)
+            task = asyncio.create_task(self._send_later(message, pending))
+            self.later.add(task)
+            task.add_done_callback(self.later.discard)
+            return
+        await self._results(text, is_final=True, speech_final=not from_finalize,
+                            from_finalize=from_finalize)
+        if pending:
+            await self._send({"type": "UtteranceEnd", "channel": [0, 1],
+                              "last_word_end": round(self.audio_s, 3)})
+
+    async def _send_later(self, message: dict[str, Any], utterance_end: bool) -> None:
+        await asyncio.sleep(self.fake.final_latency_s)
+        try:
+            await self._send(message)
+            if utterance_end:
+                await self._send({"type": "UtteranceEnd", "channel": [0, 1],
+                                  "last_word_end": round(self.audio_s, 3)})
+        except ConnectionClosed:
+            pass
 
     async def _close_stream(self) -> None:
         if self.pending:
@@ -315,11 +367,18 @@ class _Stream:
     async def _results(
         self, text: str, *, is_final: bool, speech_final: bool = False, from_finalize: bool = False
     ) -> None:
+        await self._send(self._results_message(text, is_final=is_final,
+                                               speech_final=speech_final,
+                                               from_finalize=from_finalize))
+
+    def _results_message(
+        self, text: str, *, is_final: bool, speech_final: bool = False, from_finalize: bool = False
+    ) -> dict[str, Any]:
         start = self.speech_start_s if text else self.audio_s
         duration = max(0.0, self.audio_s - start)
         words = text.split()
         step = duration / len(words) if words else 0.0
-        await self._send({
+        return {
             "type": "Results", "channel_index": [0, 1], "duration": round(duration, 3),
             "start": round(start, 3), "is_final": is_final, "speech_final": speech_final,
             "from_finalize": from_finalize,
@@ -335,7 +394,7 @@ class _Stream:
             "metadata": {"request_id": self.request_id, "model_uuid": str(uuid.uuid4()),
                          "model_info": {"name": "2-general-nova", "version": "fake",
                                         "arch": "nova-2"}},
-        })
+        }
 
     async def _send(self, message: dict[str, Any]) -> None:
         self.session.sent.append(message)

@@ -12,8 +12,13 @@ after the first message, 20 s without input), HTTP ``{"detail": {"status", "mess
 on a refused upgrade.
 
 Audio is a μ-law 440 Hz tone, ``ms_per_char`` long per character, in ``chunk_ms`` pieces.
+``multi-stream-input`` (many contexts on one socket) is served by ``elevenlabs_multi``.
+``first_audio_delay_s`` is the wait before each generation's first audio;
+``new_connection_s`` is what opening a socket costs (paid before the upgrade answer);
+``connections``
+counts the sockets opened.
 Not modelled: real speech, the chunk_length_schedule buffer (text is generated on flush
-or at the end), SSML, pronunciation dictionaries, ``sync_alignment``, multi-stream-input.
+or at the end), SSML, pronunciation dictionaries, ``sync_alignment``.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from websockets.http11 import Request, Response
 
 from callbridge.audio import levels, ulaw
 from fakes._ws import port_of, refuse
+from fakes.elevenlabs_multi import audio_message, serve_multi
 
-_PATH = re.compile(r"^/v1/text-to-speech/([^/]+)/stream-input$")
+_PATH = re.compile(r"^/v1/text-to-speech/([^/]+)/(stream-input|multi-stream-input)$")
 _FORMATS = {"mp3_44100", "mp3_44100_128", "mp3_22050_32", "pcm_16000", "pcm_22050",
             "pcm_24000", "pcm_44100", "ulaw_8000", "alaw_8000", "opus_48000_64"}
 _VOICE_SETTINGS_ERROR = ("voice_settings field must be provided in the first message and "
@@ -47,8 +53,11 @@ class ElevenLabsSession:
     query: dict[str, str]
     headers: dict[str, str]
     messages: list[dict[str, Any]] = field(default_factory=list)
+    multi: bool = False
     chunks_sent: int = 0
     final_sent: bool = False
+    contexts_opened: list[str] = field(default_factory=list)
+    contexts_closed: list[str] = field(default_factory=list)
     close_code: int | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -74,8 +83,10 @@ class FakeElevenLabs:
         error: tuple[str, str] = ("We are sorry, something went wrong.", "internal_error"),
         malformed_after_chunks: int | None = None,
         hang: bool = False,
+        new_connection_s: float = 0.0,
     ) -> None:
         self.api_key = api_key
+        self.new_connection_s = new_connection_s
         self.ms_per_char = ms_per_char
         self.chunk_ms = chunk_ms
         self.first_audio_delay_s = first_audio_delay_s
@@ -98,6 +109,11 @@ class FakeElevenLabs:
         assert self._server is not None, "use 'async with FakeElevenLabs(...)'"
         return f"http://127.0.0.1:{port_of(self._server)}"
 
+    @property
+    def connections(self) -> int:
+        """Sockets opened (upgraded) so far."""
+        return len(self.sessions)
+
     def audio_for(self, text: str) -> bytes:
         """The exact μ-law bytes this fake speaks for ``text`` (for assertions)."""
         ms = max(self.chunk_ms, len(text) * self.ms_per_char)
@@ -105,7 +121,7 @@ class FakeElevenLabs:
 
     async def __aenter__(self) -> FakeElevenLabs:
         self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._check_upgrade, compression=None
+            self._handle, "127.0.0.1", 0, process_request=self._upgrade, compression=None
         )
         return self
 
@@ -117,6 +133,13 @@ class FakeElevenLabs:
         self._release.set()
         self._server.close()
         await self._server.wait_closed()
+
+    async def _upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
+        """A socket is one connection: its set-up cost is paid before the upgrade answer
+        (TCP + TLS happen before the request in real life; the client waits the same)."""
+        if self.new_connection_s > 0:
+            await asyncio.sleep(self.new_connection_s)
+        return self._check_upgrade(connection, request)
 
     def _check_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
@@ -145,10 +168,14 @@ class FakeElevenLabs:
             voice_id=match.group(1),
             query={k: v[-1] for k, v in parse_qs(parts.query).items()},
             headers={k.lower(): v for k, v in ws.request.headers.raw_items()},
+            multi=match.group(2) == "multi-stream-input",
         )
         self.sessions.append(session)
         try:
-            await self._serve(ws, session)
+            if session.multi:
+                await serve_multi(self, ws, session)
+            else:
+                await self._serve(ws, session)
         except ConnectionClosed:
             pass
         finally:
@@ -195,13 +222,19 @@ class FakeElevenLabs:
                 buffered = ""
 
     async def _speak(self, ws: ServerConnection, session: ElevenLabsSession, text: str) -> bool:
-        """Send the audio for ``text``; False when a scripted failure ended the socket."""
+        return await self.speak_into(ws, session, text, None)
+
+    async def speak_into(
+        self, ws: ServerConnection, session: ElevenLabsSession, text: str, context_id: str | None
+    ) -> bool:
+        """Send the audio for ``text`` (of ``context_id`` on a multi-context socket); False
+        when a scripted failure ended the socket."""
         if not text.strip():
             return True
         if self.hang:
             await self._release.wait()
             return False
-        if self.first_audio_delay_s and session.chunks_sent == 0:
+        if self.first_audio_delay_s:
             await asyncio.sleep(self.first_audio_delay_s)
         audio = self.audio_for(text.strip())
         size = self.chunk_ms * 8
@@ -227,10 +260,7 @@ class FakeElevenLabs:
                 "charStartTimesMs": [start + i * self.ms_per_char for i in range(len(span))],
                 "charDurationsMs": [self.ms_per_char] * len(span),
             }
-            await ws.send(json.dumps({
-                "audio": base64.b64encode(piece).decode(), "isFinal": None,
-                "normalizedAlignment": alignment, "alignment": alignment,
-            }))
+            await ws.send(audio_message(base64.b64encode(piece).decode(), alignment, context_id))
             session.chunks_sent += 1
         return True
 

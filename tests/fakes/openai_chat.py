@@ -57,18 +57,33 @@ class FakeOpenAI(HttpFake):
 
     def __init__(
         self, replies: Script = (), *, api_key: str | None = "test-openai-key",
-        default: Reply = _OK,
+        default: Reply = _OK, new_connection_s: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(new_connection_s=new_connection_s)
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.completed = 0  # streams that reached [DONE]
         self.aborted = 0  # streams the client walked away from
+        self.models_requests = 0
         self._cursor = ScriptCursor(replies, default)
 
     def app(self) -> ASGIApp:
-        return Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        return Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ])
+
+    async def _models(self, request: Request) -> Response:
+        """``GET /v1/models``: the list the key may use (clients warm connections with it)."""
+        self.models_requests += 1
+        if self.api_key is not None and (
+            request.headers.get("authorization") != f"Bearer {self.api_key}"
+        ):
+            return _error(401, "Incorrect API key provided.")
+        return JSONResponse({"object": "list", "data": [
+            {"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
+        ]})
 
     async def _chat(self, request: Request) -> Response:
         self.headers.append({k.lower(): v for k, v in request.headers.items()})

@@ -60,7 +60,7 @@ async def test_transcribes_an_utterance_and_forwards_ulaw_untouched() -> None:
     assert events == [
         SttSpeechStarted(),
         TranscriptUpdate("check", is_final=False),
-        TranscriptUpdate("check my bill", is_final=True, speech_final=False),
+        TranscriptUpdate("check my bill", is_final=True, from_finalize=True),
         SttUtteranceEnd(),
     ]
     session = fake.sessions[0]
@@ -123,7 +123,7 @@ async def test_finalize_without_speech_gives_an_empty_final() -> None:
         stream.finalize()
         events = await take_until(stream.events(), is_final)
         await stream.aclose()
-    assert events == [TranscriptUpdate("", is_final=True)]
+    assert events == [TranscriptUpdate("", is_final=True, from_finalize=True)]
 
 
 async def test_keepalive_flows_while_no_audio_does() -> None:
@@ -143,7 +143,7 @@ async def test_aclose_ends_the_event_stream_cleanly() -> None:
         await stream.aclose()
         events = [e async for e in stream.events()]
     # CloseStream flushes the pending utterance before the server closes with 1000.
-    assert TranscriptUpdate("hello there", is_final=True) in events
+    assert TranscriptUpdate("hello there", is_final=True, from_finalize=True) in events
     assert fake.sessions[0].close_code == 1000
     stream.push_audio(SPEECH)  # after close: ignored, never raises
     stream.finalize()
@@ -219,7 +219,7 @@ async def test_malformed_json_is_logged_counted_and_skipped() -> None:
         stream.finalize()
         events = await take_until(stream.events(), is_final)
         await stream.aclose()
-    assert events[-1] == TranscriptUpdate("still works", is_final=True)
+    assert events[-1] == TranscriptUpdate("still works", is_final=True, from_finalize=True)
     assert stream.malformed_messages == 1
 
 

@@ -12,6 +12,7 @@ from fakes.script import Failure, Reply, ScriptedToolCall
 
 from callbridge.errors import ConfigError, ProviderError
 from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
+from callbridge.providers.llm import openai as openai_llm
 from callbridge.providers.llm.openai import (
     OpenAIChat,
     OpenAICompatibleConfig,
@@ -139,25 +140,47 @@ async def test_maps_dtmf_tool_calls_and_results_to_api_messages() -> None:
     ]
 
 
-async def test_cancel_stops_the_stream_and_closes_the_response() -> None:
+async def _cancel_after_first(llm: OpenAIChat) -> tuple[asyncio.Task[None], list[LlmEvent], int]:
+    received: list[LlmEvent] = []
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in llm.stream(HELLO, ()):
+            received.append(event)
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 5)
+    task.cancel()
+    await asyncio.wait({task})
+    return task, received, len(received)
+
+
+async def test_a_cancelled_stream_stops_at_once_and_its_connection_stays_warm() -> None:
     reply = Reply(text=tuple(f"w{i} " for i in range(50)), chunk_delay_s=0.01)
+    async with FakeOpenAI([reply, Reply(text=("Next.",))], new_connection_s=0.02) as fake:
+        llm = make(fake)
+        task, received, count = await _cancel_after_first(llm)
+        assert task.cancelled()
+        assert 1 <= count < 50
+        # The rest is read in the background (the caller hears none of it) …
+        await wait_for(lambda: fake.completed == 1 and openai_llm.exchanges_in_flight() == 0)
+        assert len(received) == count
+        # … so the next turn rides the same connection instead of paying for a new one.
+        assert await collect(llm) == [TextDelta("Next.")]
+        assert fake.link is not None and fake.link.connections == 1
+    assert fake.aborted == 0
+
+
+async def test_an_abandoned_long_stream_is_cut_after_the_drain_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(openai_llm, "DRAIN_S", 0.1)
+    reply = Reply(text=tuple(f"w{i} " for i in range(500)), chunk_delay_s=0.01)
     async with FakeOpenAI([reply]) as fake:
-        received: list[LlmEvent] = []
-        first = asyncio.Event()
-
-        async def consume() -> None:
-            async for event in make(fake).stream(HELLO, ()):
-                received.append(event)
-                first.set()
-
-        task = asyncio.create_task(consume())
-        await asyncio.wait_for(first.wait(), 5)
-        task.cancel()
-        await asyncio.wait({task})
-        count = len(received)
+        task, received, count = await _cancel_after_first(make(fake))
         await wait_for(lambda: fake.aborted == 1)
-    assert task.cancelled()
-    assert 1 <= count < 50 and len(received) == count  # nothing arrived after the cancel
+    assert task.cancelled() and len(received) == count
     assert fake.completed == 0
 
 
@@ -254,3 +277,23 @@ async def test_compatible_server_without_key_gets_the_placeholder() -> None:
         events = await collect(llm)
     assert events == [TextDelta("hi")]
     assert "sk-must-not-leak" not in fake.headers[0].get("authorization", "")
+
+
+async def test_warm_opens_the_connection_the_turns_then_reuse() -> None:
+    # Behind a relay that charges every new connection, as a vendor far away does.
+    async with FakeOpenAI([Reply(text=("Hi.",))], new_connection_s=0.02) as fake:
+        llm = make(fake)
+        await llm.warm()
+        assert fake.models_requests == 1 and fake.link is not None
+        assert fake.link.connections == 1
+        for _ in range(3):
+            assert await collect(llm) == [TextDelta("Hi.")]
+    assert fake.link.connections == 1  # every turn rode the warmed connection
+    assert fake.completed == 3
+
+
+async def test_a_failed_warm_up_is_harmless() -> None:
+    async with FakeOpenAI([Reply(text=("Hi.",))], api_key="another-key") as fake:
+        llm = make(fake)
+        await llm.warm()  # 401: logged, not raised; the turn will say what is wrong
+    assert fake.models_requests == 1

@@ -20,6 +20,8 @@ from callbridge.engine.events import (
     Command,
     EngineEvent,
     Hangup,
+    HoldAudio,
+    HoldDone,
     Phase,
     RecordEvent,
     RecordTurn,
@@ -30,10 +32,17 @@ from callbridge.engine.events import (
     ReplyKind,
     ReplySegment,
     SendClear,
+    SttDown,
+    SttFailed,
+    SttUp,
     Tick,
     Transfer,
+    TransferDone,
+    TransferFailed,
+    TurnJudged,
     TurnRecord,
 )
+from callbridge.engine.faults import Faults
 from callbridge.engine.listening import Listening
 from callbridge.engine.playout import Playout
 from callbridge.engine.replies import Replies
@@ -70,10 +79,18 @@ class Script:
     idle_message: str = "Are you still there?"
     apology_message: str = "Sorry, I'm having trouble right now. Please call again later."
     system_prompt: str | None = None
+    # Said (fallback TTS) when the caller has waited this long in silence while a
+    # provider is retried; None: never.
+    hold_message: str | None = "One moment, please."
+    hold_after_s: float = 3.0
+    transfer_failed_message: str | None = (
+        "Sorry, I couldn't transfer your call. I can keep helping you here."
+    )
 
 
-class CallEngine(Listening):
-    """One call's rules; the caller's side of them lives in ``listening.py``."""
+class CallEngine(Faults, Listening):  # Faults first: Listening stubs its hooks
+    """One call's rules; the caller's side of them lives in ``listening.py``, what
+    happens when a vendor fails in ``faults.py``."""
 
     def __init__(
         self,
@@ -83,6 +100,7 @@ class CallEngine(Listening):
         vad: VadStream,
         vad_threshold: float,
         stt_enabled: bool,
+        judge_turns: bool = False,
     ) -> None:
         self.turns = turns
         self.script = script
@@ -106,8 +124,20 @@ class CallEngine(Listening):
         self._endpoint_at: float | None = None
         self._await_final_until: float | None = None
         self._pending_ulaw = b""
+        self._finalized_run = -1
+        self._judge_turns = judge_turns and turns.end_of_turn == "smart-turn"
+        self._turn_audio = bytearray()
+        self._eot_asked_run = -1
+        self._eot_verdict: tuple[int, bool] | None = None
+        self._guess: str | None = None
+        self._guess_base = ""
         self._ending_deadline: float | None = None
         self._announcements: list[str] = []  # SayText waiting for the bot's next pause
+        self._init_faults(
+            hold_message=script.hold_message,
+            hold_after_s=script.hold_after_s,
+            transfer_failed_message=script.transfer_failed_message,
+        )
 
     # ------------------------------------------------------------ shell interface
 
@@ -137,6 +167,7 @@ class CallEngine(Listening):
             self._await_final_until,
             self._hangup_deadline(),
             self._ending_deadline,
+            self._hold_deadline(),
         ):
             if candidate is not None:
                 deadlines.append(candidate)
@@ -166,8 +197,8 @@ class CallEngine(Listening):
                 self._replies.on_action(call.name, call.arguments)
             case ReplyDone(reply_id=rid) if current(rid):
                 self._replies.on_done()
-            case ReplyFailed(reply_id=rid, error=error) if current(rid):
-                self._on_reply_failed(error, now)
+            case ReplyFailed(reply_id=rid, error=error, provider=provider) if current(rid):
+                self._on_reply_failed(error, provider, now)
             case CallerHungUp(reason=reason):
                 self._on_hung_up(reason, now)
             case EndCall(reason=reason, message=message):
@@ -176,6 +207,22 @@ class CallEngine(Listening):
                 self._announcements.append(text)
                 if self.phase is Phase.LISTENING:
                     self._listen(now)
+            case SttDown(provider=provider, error=error):
+                self._on_stt_down(provider, error, now)
+            case SttUp(provider=provider, resent_ms=resent_ms):
+                self._on_stt_up(provider, resent_ms, now, self.turns.stt_timeout_ms / 1000)
+            case SttFailed(provider=provider, error=error):
+                self._on_stt_failed(provider, error, now, self.script.apology_message)
+            case HoldAudio(hold_id=hold_id, ulaw=data):
+                self._on_hold_audio(hold_id, data)
+            case HoldDone(hold_id=hold_id):
+                self._on_hold_done(hold_id, now)
+            case TransferDone():
+                self._on_transfer_done()
+            case TransferFailed(error=error):
+                self._on_transfer_failed(error, now)
+            case TurnJudged(run_id=run_id, finished_probability=probability):
+                self._on_turn_judged(run_id, probability)
             case SttSpeechStarted() | SttUtteranceEnd() | Tick():
                 pass
             case _:
@@ -187,8 +234,9 @@ class CallEngine(Listening):
     def _consider_barge_in(self, now: float) -> None:
         if self._judged_run == self.speech.run_id:
             return
-        if self._stt and self._waits_for_words():
+        if self._stt and not self.stt_down and self._waits_for_words():
             return  # the transcriber has not heard enough words of this speech yet
+        # (While STT is down, barge-in runs on the VAD alone: no words are coming.)
         self._judged_run = self.speech.run_id
         onset = self.speech.onset_at if self.speech.onset_at is not None else now
         if (now - onset) * 1000 > self.turns.interrupt_max_lag_ms:
@@ -244,9 +292,20 @@ class CallEngine(Listening):
             self.phase = Phase.BOT_SPEAKING
         self._replies.on_audio(index, data, now)
 
-    def _on_reply_failed(self, error: str, now: float) -> None:
+    def _on_reply_failed(self, error: str, provider: str, now: float) -> None:
         self._event("reply_failed", logging.ERROR, error=error)
+        if provider:
+            self._event("provider_failed", logging.ERROR, stage="reply", provider=provider,
+                        error=error)
+        reply, spoken = self._replies.current, self.playout.spoken_text()
         self._replies.on_failed()
+        if reply is not None and spoken.strip():
+            # Its words still play out; on record it is a reply cut short, not the apology.
+            self._record(reply.record(spoken, spoken, now, interrupted=True))
+            self.playout.mark_told()
+        if self.phase is Phase.ENDING:
+            self._hang_up("ending_failed")  # the goodbye or apology itself failed: no loop
+            return
         self._end_call(now, ReplyKind.APOLOGY, self.script.apology_message)
 
     def _end_call(self, now: float, kind: ReplyKind, text: str | None) -> None:
@@ -296,7 +355,7 @@ class CallEngine(Listening):
         elif reply.transfer_to is not None:
             self._event("transfer")
             self._out.append(Transfer(reply.transfer_to))
-            self.phase = Phase.ENDED
+            self._begin_transfer(now)  # ENDED once the line confirms, or talk on if it fails
         elif reply.hangup_after:
             if spoken.strip():
                 self._hang_up("end_call")
@@ -341,9 +400,13 @@ class CallEngine(Listening):
             self._hang_up("mark_timeout")
             return
         if self._await_final_until is not None and now >= self._await_final_until:
+            if self.stt_down:
+                self._await_final_until = None  # the words come with the reconnect
+                return
             self._event("stt_timeout")
             self._finish_user_turn(now)
             return
+        self._check_hold(now)
         if self.phase is Phase.LISTENING and self._idle_at is not None and now >= self._idle_at:
             self._idle_at = None
             if self._reprompts < self.turns.idle_max_reprompts:

@@ -36,6 +36,9 @@ __all__ = [
     "EngineEvent",
     "FinalizeStt",
     "Hangup",
+    "HoldAudio",
+    "HoldDone",
+    "JudgeTurn",
     "Phase",
     "RecordEvent",
     "RecordTurn",
@@ -48,10 +51,18 @@ __all__ = [
     "SendAudio",
     "SendClear",
     "SendMark",
+    "SpeakHold",
     "StartReply",
+    "SttDown",
+    "SttFailed",
+    "SttUp",
     "Tick",
     "Transfer",
+    "TransferDone",
+    "TransferFailed",
+    "TurnJudged",
     "TurnRecord",
+    "WarmUp",
 ]
 
 
@@ -114,11 +125,70 @@ class ReplyDone:
 class ReplyFailed:
     reply_id: int
     error: str
+    provider: str = ""  # the vendor that failed, when a provider did
+
+
+# ---------------------------------------------------------------- inputs about faults
+
+
+@dataclass(frozen=True, slots=True)
+class SttDown:
+    """The transcriber's stream dropped mid-call; it is being reconnected."""
+
+    provider: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class SttUp:
+    """The transcriber is back; ``resent_ms`` of unfinalised caller audio went again."""
+
+    provider: str
+    resent_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SttFailed:
+    """The transcriber could not be (re)opened within the retry policy: the call ends."""
+
+    provider: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAudio:
+    """Audio of the "one moment" line the shell is synthesising (fallback TTS)."""
+
+    hold_id: int
+    ulaw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HoldDone:
+    hold_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDone:
+    """The line accepted the transfer: the caller is on the other number."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFailed:
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
 class Tick:
     """A deadline the engine asked for has passed."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnJudged:
+    """The end-of-turn model's verdict on the silence after speech run ``run_id``."""
+
+    run_id: int
+    finished_probability: float
 
 
 EngineEvent = (
@@ -136,7 +206,15 @@ EngineEvent = (
     | ReplyAction
     | ReplyDone
     | ReplyFailed
+    | SttDown
+    | SttUp
+    | SttFailed
+    | HoldAudio
+    | HoldDone
+    | TransferDone
+    | TransferFailed
     | Tick
+    | TurnJudged
 )
 
 
@@ -169,6 +247,15 @@ class StartReply:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeakHold:
+    """Say the short "one moment" line with the fallback TTS: the caller has waited in
+    silence long enough while a provider is being retried."""
+
+    hold_id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class CancelReply:
     reply_id: int
 
@@ -176,6 +263,21 @@ class CancelReply:
 @dataclass(frozen=True, slots=True)
 class FinalizeStt:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class WarmUp:
+    """The caller started a turn: have a kept-alive connection to the model ready for
+    the answer (one opens now, while they talk, if every one is busy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeTurn:
+    """Ask the end-of-turn model whether the caller sounds finished (the silence of
+    speech run ``run_id`` just began); ``pcm16`` is the turn's last ≤ 8 s, 8 kHz."""
+
+    run_id: int
+    pcm16: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +321,10 @@ CallEventKind = Literal[
     "stt_timeout",
     "provider_failed",
     "end_requested",
+    "stt_lost",
+    "stt_restored",
+    "hold",
+    "transfer_failed",
 ]
 
 
@@ -240,8 +346,11 @@ Command = (
     | SendMark
     | SendClear
     | StartReply
+    | SpeakHold
     | CancelReply
     | FinalizeStt
+    | JudgeTurn
+    | WarmUp
     | Hangup
     | Transfer
     | RecordTurn

@@ -2,9 +2,11 @@
 
 A turn starts after ``startMs`` of speech and ends after ``endpointingMs`` of silence
 and the transcriber's final words (or its timeout). After ``speculateMs`` of silence the
-answer is started early and held: the endpoint releases it at once, and if the caller
-goes on it is dropped unheard. Speech while the bot talks is judged for barge-in by
-``CallEngine``.
+transcriber is asked for its final words at once (``Finalize``) instead of at the
+endpoint, and the answer is started early and held, from the words in hand, interim ones
+included: a final with the same words keeps it, other words restart it. The endpoint
+releases it at once, and if the caller goes on it is dropped unheard. Speech while the
+bot talks is judged for barge-in by ``CallEngine``.
 
 ``Listening`` is a part of ``CallEngine`` (a mixin): it shares the engine's state, which
 is declared here for the type checker, and calls back into the engine's barge-in.
@@ -21,18 +23,22 @@ from callbridge.engine.events import (
     SPEAKING_PHASES,
     Command,
     FinalizeStt,
+    JudgeTurn,
     Phase,
     ReplyKind,
     TurnRecord,
+    WarmUp,
 )
 from callbridge.engine.playout import Playout
 from callbridge.engine.replies import Replies, Reply
 from callbridge.engine.speech import SpeechTracker
 from callbridge.engine.turn_end import looks_finished
-from callbridge.engine.words import CallerWords
+from callbridge.engine.words import CallerWords, same_words, starts_with_words
 from callbridge.providers.base import Message, TranscriptUpdate, VadStream
 
 __all__ = ["Listening"]
+
+_TURN_AUDIO_BYTES = 8 * 8000 * 2  # the end-of-turn model hears at most 8 s
 
 
 
@@ -54,6 +60,17 @@ class Listening:
     _endpoint_at: float | None
     _await_final_until: float | None
     _pending_ulaw: bytes
+    _finalized_run: int  # the speech run whose silence STT was already asked to finalise
+    _guess: str | None  # interim words a held reply answers, until a final confirms them
+    _guess_base: str  # the final words that came before that guess
+    _judge_turns: bool  # an end-of-turn model hears each silence onset
+    _turn_audio: bytearray  # the caller's latest audio (8 kHz PCM), for that model
+    _eot_asked_run: int
+    _eot_verdict: tuple[int, bool] | None  # (speech run, the model heard it finished)
+    stt_down: bool  # Faults': the transcriber is reconnecting
+
+    def _arm_hold(self, now: float) -> None:
+        raise NotImplementedError  # Faults'
 
     def _consider_barge_in(self, now: float) -> None:
         raise NotImplementedError  # CallEngine's
@@ -76,6 +93,8 @@ class Listening:
             probability = self._vad.speech_probability(pcm)
             frame_stamp = None if stamp is None else stamp + offset // 8
             level = rms_dbfs(pcm)
+            if self._judge_turns:
+                self._keep_turn_audio(pcm)
             self.speech.update(probability >= self._threshold, level, 20, now, frame_stamp)
             self._after_frame(now)
 
@@ -92,9 +111,11 @@ class Listening:
             if run >= self.turns.start_ms and self._held() is not None:
                 self._drop_speculation()  # the caller went on: the early reply is unheard
             elif run == 0 and self._endpoint_at is None:
+                self._ask_judge()
                 if self.speech.silence_ms >= self._endpoint_silence_ms():
                     self._endpoint(now)
                 else:
+                    self._finalize_early()
                     self._maybe_speculate(now)
         elif phase is Phase.THINKING and run >= self.turns.start_ms:
             self._caller_went_on(now)
@@ -102,6 +123,8 @@ class Listening:
             self._consider_barge_in(now)
 
     def _begin_user_turn(self, now: float) -> None:
+        if self.phase is not Phase.USER_SPEAKING:
+            self._out.append(WarmUp())
         self.phase = Phase.USER_SPEAKING
         self._user_started_at = self.speech.onset_at or now
         self._idle_at = None
@@ -114,6 +137,12 @@ class Listening:
         turns = self.turns
         if not self._stt or turns.end_of_turn == "off" or self._words.unfinished():
             return turns.endpointing_ms
+        if self._judge_turns and self._eot_asked_run == self.speech.run_id:
+            verdict = self._eot_verdict
+            if verdict is None or verdict[0] != self.speech.run_id or not verdict[1]:
+                # The model hears a sentence that goes on, or has not answered yet: the
+                # short endpoint needs its agreement.
+                return turns.endpointing_ms
         held = self._held()
         text = self.conversation.messages()[-1].content if held else self._words.text()
         if looks_finished(text):
@@ -123,23 +152,78 @@ class Listening:
     def _endpoint(self, now: float) -> None:
         """Enough silence: the caller is done, unless STT still owes us their words."""
         self._endpoint_at = now
+        self._arm_hold(now)
         if not self._stt:
             self._finish_user_turn(now)
             return
-        self._out.append(FinalizeStt())
-        # A held answer already has the turn's words; only newer, unfinished ones count.
-        owed = self._words.unfinished() if self._held() is not None else self._words.owed()
-        if owed:
+        self._ask_for_final()
+        # A held answer already has the turn's words (once a final confirmed any guessed
+        # ones); only newer, unfinished ones count.
+        if self._held() is not None:
+            owed = self._words.unfinished() or self._guess is not None
+        else:
+            owed = self._words.owed()
+        if owed and self.stt_down:
+            pass  # its words come after the reconnect (SttUp starts the STT timeout)
+        elif owed:
             self._await_final_until = now + self.turns.stt_timeout_ms / 1000
         else:
             self._finish_user_turn(now)
 
+    # ------------------------------------------------------------ end-of-turn model
+
+    def _keep_turn_audio(self, pcm: bytes) -> None:
+        audio = self._turn_audio
+        audio += pcm
+        if len(audio) > 2 * _TURN_AUDIO_BYTES:
+            del audio[: len(audio) - _TURN_AUDIO_BYTES]
+
+    def _ask_judge(self) -> None:
+        """Once per silence onset: the model hears the turn's last 8 s, off this path."""
+        if self._judge_turns and self._eot_asked_run != self.speech.run_id:
+            self._eot_asked_run = self.speech.run_id
+            audio = bytes(self._turn_audio[-_TURN_AUDIO_BYTES:])
+            self._out.append(JudgeTurn(self.speech.run_id, audio))
+
+    def _on_turn_judged(self, run_id: int, finished_probability: float) -> None:
+        if run_id == self.speech.run_id:  # still the silence it was asked about
+            self._eot_verdict = (run_id, finished_probability >= 0.5)
+
+    def _finalize_early(self) -> None:
+        """The first silence the VAD is sure of: ask STT for its final words now, so they
+        are in hand by the endpoint instead of a round trip after it."""
+        if (
+            self._stt
+            and self.turns.speculate_ms
+            and self.speech.silence_ms >= self.turns.speculate_ms
+            and self._words.owed()
+        ):
+            self._ask_for_final()
+
+    def _ask_for_final(self) -> None:
+        if self._finalized_run != self.speech.run_id:  # once per silence
+            self._finalized_run = self.speech.run_id
+            self._out.append(FinalizeStt())
+
     def _on_transcript(self, update: TranscriptUpdate, now: float) -> None:
         if not self._words.hear(update, self.speech.run_id, self.speech.run_ms > 0):
             return
-        if self.phase is Phase.USER_SPEAKING and self._held() is not None:
-            self._drop_speculation()  # more words: answer them all
-        if self.phase is Phase.USER_SPEAKING and self._await_final_until is not None:
+        held = self._held()
+        if self.phase is Phase.USER_SPEAKING and held is not None:
+            guess = self._guess
+            if guess is not None and same_words(self._words.text(), guess):
+                self._confirm_guess(now)
+                return
+            flush_ended = update.from_finalize or update.speech_final
+            if guess is not None and not flush_ended and starts_with_words(
+                guess, self._words.text()
+            ):
+                return  # the first span of a final that comes in pieces: wait for the rest
+            self._drop_speculation()  # other or more words: answer them all
+        waiting = self._await_final_until is not None or (
+            self._endpoint_at is not None and self._stt  # a final after a reconnect
+        )
+        if self.phase is Phase.USER_SPEAKING and waiting:
             self._finish_user_turn(now)
         elif self.phase is Phase.USER_SPEAKING:
             self._maybe_speculate(now)
@@ -161,6 +245,8 @@ class Listening:
 
     def _finish_user_turn(self, now: float, dtmf: str | None = None) -> None:
         self._idle_at = None
+        if dtmf is not None:
+            self._arm_hold(now)
         held = self._held()
         if held is not None and dtmf is None:
             self._commit_speculation(held, now)
@@ -196,28 +282,54 @@ class Listening:
         return reply if reply is not None and reply.held else None
 
     def _maybe_speculate(self, now: float) -> None:
-        """Quiet long enough, words in hand: start the answer now, play it at the endpoint."""
+        """Quiet long enough, words in hand: start the answer now, play it at the endpoint.
+
+        Words STT has not finalised yet count: the final is ~100 ms away and nearly always
+        says the same, and the model's first token is the longest wait of the turn."""
         if (
             self.turns.speculate_ms == 0
             or self.speech.silence_ms < self.turns.speculate_ms
             or self._replies.current is not None
-            or (self._stt and self._words.owed())
         ):
             return
-        text = self._words.take()
+        self._guess = None
+        if self._stt and self._words.owed():
+            guess = self._words.interim
+            if not guess:
+                return  # nothing heard yet
+            self._guess, self._guess_base = guess, self._words.text()
+            text = f"{self._guess_base} {guess}".strip()
+            self._words.take()
+        else:
+            text = self._words.take()
         self.conversation.add_user(Message("user", text))
         reply = self._replies.start(now, ReplyKind.ANSWER, messages=self.conversation.messages())
         reply.held = True
+
+    def _confirm_guess(self, now: float) -> None:
+        """The final says what the held reply guessed: keep the reply, record the final."""
+        final = self._words.take()
+        self._guess = None
+        self.conversation.take_last_user()
+        self.conversation.add_user(Message("user", f"{self._guess_base} {final}".strip()))
+        if self._await_final_until is not None:
+            self._finish_user_turn(now)  # the endpoint was only waiting for these words
 
     def _drop_speculation(self) -> None:
         self._replies.cancel()
         self.playout.clear(self.playout.play_end)  # nothing of it was sent
         withdrawn = self.conversation.take_last_user()
-        if withdrawn is not None and withdrawn.content:
-            self._words.prepend(withdrawn.content)
+        if self._guess is not None:
+            # Guessed words are STT's to give: its final brings them (or others).
+            restore, self._guess = self._guess_base, None
+        else:
+            restore = withdrawn.content if withdrawn is not None else ""
+        if restore:
+            self._words.prepend(restore)
 
     def _commit_speculation(self, reply: Reply, now: float) -> None:
         """The endpoint confirms the turn the held reply answers: let it play."""
+        self._guess = None  # unconfirmed only if STT timed out: the guess stands
         user = self.conversation.messages()[-1]
         started = self._user_started_at or now
         self._record(TurnRecord(role="user", text=user.content, started_at=started, ended_at=now))

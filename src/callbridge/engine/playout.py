@@ -54,19 +54,30 @@ class Playout:
         self._segments: dict[SegmentKey, _Segment] = {}
         self._by_mark: dict[str, _Segment] = {}
         self._order: list[_Segment] = []  # segments of the current utterance, in order
+        self._told = 0  # segments of _order already recorded as a turn (a failed reply)
         self._mark_counter = 0
+        self._carry = b""  # the last partial frame of a sentence, for the next one to finish
         self.play_end = 0.0
+        self.last_frame_end = 0.0  # when the last frame sent finishes playing
         self.dropped_frames = 0
         self.sent_frames = 0
 
     # ------------------------------------------------------------ filling
 
-    def begin_segment(self, key: SegmentKey, text: str) -> None:
+    def begin_segment(self, key: SegmentKey, text: str, *, before_unsent: bool = False) -> None:
+        """``before_unsent``: a line said while the reply waits for its audio ("one
+        moment") goes before the reply's segments that have no audio yet, as it is heard."""
         self._mark_counter += 1
-        segment = _Segment(key=key, text=text, mark=f"m{self._mark_counter}-r{key[0]}s{key[1]}")
+        segment = _Segment(key=key, text=text, mark=f"m{self._mark_counter}-r{key[0]}s{key[1]}",
+                           pending=self._carry)
+        self._carry = b""
         self._segments[key] = segment
         self._by_mark[segment.mark] = segment
-        self._order.append(segment)
+        at = len(self._order)
+        if before_unsent:
+            while at > 0 and self._order[at - 1].frames_queued == 0:
+                at -= 1
+        self._order.insert(at, segment)
 
     def add_audio(self, key: SegmentKey, ulaw: bytes) -> None:
         segment = self._segments.get(key)
@@ -81,11 +92,16 @@ class Playout:
         segment.pending = data[whole:]
         self._enforce_bound()
 
-    def end_segment(self, key: SegmentKey) -> None:
+    def end_segment(self, key: SegmentKey, *, more_follows: bool = False) -> None:
+        """No more audio for ``key``. Its last partial frame is padded with silence, unless
+        ``more_follows``: then the next sentence's audio completes it, and the caller hears
+        no inserted gap between sentences (up to 19 ms each)."""
         segment = self._segments.get(key)
         if segment is None or segment.ended:
             return
-        if segment.pending:
+        if segment.pending and more_follows:
+            self._carry, segment.pending = segment.pending, b""
+        elif segment.pending:
             padded = segment.pending + _SILENCE * (ULAW_FRAME_BYTES - len(segment.pending))
             self._queue.append((segment, padded))
             segment.frames_queued += 1
@@ -117,6 +133,7 @@ class Playout:
             segment.frames_sent += 1
             self.sent_frames += 1
             self.play_end += _FRAME_S
+            self.last_frame_end = self.play_end
             out.append(SendAudio(frame))
         return out
 
@@ -147,7 +164,7 @@ class Playout:
     def heard_text(self, now: float) -> str:
         """The words the caller has heard of the current utterance so far."""
         words: list[str] = []
-        for segment in self._order:
+        for segment in self._order[self._told :]:
             if segment.played:
                 words.extend(segment.text.split())
                 continue
@@ -163,7 +180,12 @@ class Playout:
 
     def spoken_text(self) -> str:
         """Everything the current utterance was going to say."""
-        return " ".join(segment.text for segment in self._order)
+        return " ".join(segment.text for segment in self._order[self._told :])
+
+    def mark_told(self) -> None:
+        """What was said so far is on record (a reply that failed midway); what is said
+        next in this utterance (the apology) is a turn of its own."""
+        self._told = len(self._order)
 
     def busy(self) -> bool:
         """Audio still queued, or sent and not confirmed played (the bot is speaking)."""
@@ -181,6 +203,8 @@ class Playout:
         self._segments.clear()
         self._by_mark.clear()
         self._order.clear()
+        self._told = 0
+        self._carry = b""
         self.play_end = now
 
     def finish_utterance(self) -> None:
@@ -189,6 +213,8 @@ class Playout:
             self._segments.pop(segment.key, None)
             self._by_mark.pop(segment.mark, None)
         self._order.clear()
+        self._told = 0
+        self._carry = b""
 
     def _enforce_bound(self) -> None:
         while self._frames_in_queue > self._max_frames:

@@ -78,7 +78,7 @@ class Replies:
     def on_segment(self, index: int, text: str) -> None:
         reply = self._require()
         if index > 0:
-            self._playout.end_segment((reply.id, index - 1))
+            self._playout.end_segment((reply.id, index - 1), more_follows=True)
         self._playout.begin_segment((reply.id, index), text)
         reply.segments = index + 1
 

@@ -14,7 +14,8 @@ from callbridge.engine.core import Script
 from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
-from callbridge.providers.base import TextToSpeech, ToolCall
+from callbridge.engine.warm import warm_up
+from callbridge.providers.base import TextToSpeech, ToolCall, TurnJudge
 
 __all__ = ["CallStats", "make_runner", "script_for"]
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 def script_for(assistant: BuiltAssistant) -> Script:
     config = assistant.config
+    faults = config.faults
     # The model's provider knows how its block spells instructions (systemPrompt,
     # VAPI's messages list); fall back to the plain field.
     prompt = getattr(assistant.llm, "system_prompt", None) or config.model.get("systemPrompt")
@@ -30,8 +32,11 @@ def script_for(assistant: BuiltAssistant) -> Script:
         first_message=config.first_message,
         end_call_message=config.end_call_message,
         idle_message=config.idle_message,
-        apology_message=config.apology_message,
+        apology_message=config.spoken_apology,
         system_prompt=prompt if isinstance(prompt, str) else None,
+        hold_message=faults.hold_message,
+        hold_after_s=faults.hold_after_s,
+        transfer_failed_message=faults.transfer_failed_message,
     )
 
 
@@ -48,6 +53,13 @@ def _tools_of(llm: object) -> dict[str, Any]:
     return {"tools": tuple(toolset.specs), "execute_tool": execute}
 
 
+def _stt_final_timeout_s(assistant: BuiltAssistant) -> float:
+    configured = assistant.config.faults.stt_final_timeout_s
+    if configured is not None:
+        return configured
+    return max(0.25, 0.75 * assistant.config.turns().stt_timeout_ms / 1000)
+
+
 @dataclass(frozen=True, slots=True)
 class CallStats:
     """The engine's counters for one call, reported once when the call is over."""
@@ -61,6 +73,7 @@ def make_runner(
     assistant: BuiltAssistant,
     *,
     fallback_tts: TextToSpeech | None = None,
+    turn_judge: TurnJudge | None = None,
     on_turn: Callable[[CallInfo, TurnRecord], None] | None = None,
     on_end: Callable[[CallInfo, CallStats], None] | None = None,
     on_event: Callable[[CallInfo, CallEvent], None] | None = None,
@@ -71,12 +84,17 @@ def make_runner(
         llm=with_configured_actions(assistant.llm),
         tts=assistant.tts,
         fallback_tts=fallback_tts,
+        retry_delays_s=assistant.config.faults.retry_delays_s,
+        stt_resend_s=assistant.config.faults.stt_resend_s,
+        stt_final_timeout_s=_stt_final_timeout_s(assistant),
+        turn_judge=turn_judge,
         **_tools_of(assistant.llm),
     )
     script = script_for(assistant)
     turns = assistant.config.turns()
 
     async def run(info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]) -> None:
+        warm_up(assistant.llm)
         def record(turn: TurnRecord) -> None:
             log.info(
                 "turn role=%s interrupted=%s latency_ms=%s",
@@ -109,3 +127,4 @@ def make_runner(
                 )
 
     return run
+

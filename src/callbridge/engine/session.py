@@ -3,7 +3,10 @@
 It reads the call's one inbox (line events from the socket adapter, transcripts from
 STT, audio from the reply task, and its own timer), hands each event to the engine with
 the time, and carries out the engine's commands. Every task it starts lives in its
-TaskGroup, so nothing outlives the call.
+TaskGroup, so nothing outlives the call, and none of them lets a provider's exception
+out: the transcriber heals itself (``stt_link.py``), a reply reports its failure as an
+event, and a failed transfer or hold line is told to the engine, so a vendor fault is
+heard and recorded, never a socket error.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import cast
 
 from callbridge.assistant import TurnTaking
@@ -24,6 +27,9 @@ from callbridge.engine.events import (
     EngineEvent,
     FinalizeStt,
     Hangup,
+    HoldAudio,
+    HoldDone,
+    JudgeTurn,
     Phase,
     RecordEvent,
     RecordTurn,
@@ -31,22 +37,30 @@ from callbridge.engine.events import (
     SendAudio,
     SendClear,
     SendMark,
+    SpeakHold,
     StartReply,
     Tick,
     Transfer,
+    TransferDone,
+    TransferFailed,
+    TurnJudged,
     TurnRecord,
+    WarmUp,
 )
 from callbridge.engine.reply import ToolExecutor, run_reply
+from callbridge.engine.stt_link import DEFAULT_FINAL_TIMEOUT_S, DEFAULT_RESEND_S, SttLink
 from callbridge.engine.transport import CallerAudio, CallInfo, CallTransport, LineEvent
+from callbridge.engine.warm import warm_up
 from callbridge.providers.base import (
     LanguageModel,
+    PerCallTextToSpeech,
     SpeechToText,
-    SpeechToTextStream,
     TextToSpeech,
     ToolSpec,
+    TurnJudge,
     VadModel,
 )
-from callbridge.providers.retry import DEFAULT_DELAYS_S
+from callbridge.providers.retry import DEFAULT_DELAYS_S, Sleep
 
 __all__ = ["CallSession", "Voice"]
 
@@ -70,7 +84,12 @@ class Voice:
         tools: Sequence[ToolSpec] = (),
         execute_tool: ToolExecutor | None = None,
         retry_delays_s: Sequence[float] = DEFAULT_DELAYS_S,
+        stt_resend_s: float = DEFAULT_RESEND_S,
+        stt_final_timeout_s: float = DEFAULT_FINAL_TIMEOUT_S,
+        sleep: Sleep = asyncio.sleep,
+        turn_judge: TurnJudge | None = None,
     ) -> None:
+        self.turn_judge = turn_judge
         self.vad = vad
         self.stt = stt
         self.llm = llm
@@ -79,6 +98,9 @@ class Voice:
         self.tools = tuple(tools)
         self.execute_tool = execute_tool
         self.retry_delays_s = tuple(retry_delays_s)
+        self.stt_resend_s = stt_resend_s
+        self.stt_final_timeout_s = stt_final_timeout_s
+        self.sleep = sleep  # the retry policy's waits (tests run it without waiting)
 
     @property
     def transcribes(self) -> bool:
@@ -106,8 +128,10 @@ class CallSession:
         self._on_event = on_event
         self._inbox: asyncio.Queue[EngineEvent] = asyncio.Queue()
         self._replies: dict[int, asyncio.Task[None]] = {}
-        self._stt: SpeechToTextStream | None = None
+        self._stt: SttLink | None = None
+        self._tts: TextToSpeech = voice.tts
         self._group: asyncio.TaskGroup | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()  # hold lines, transfers
 
     @classmethod
     def create(
@@ -128,6 +152,7 @@ class CallSession:
             vad=voice.vad.new_stream(),
             vad_threshold=voice.vad.threshold,
             stt_enabled=voice.transcribes,
+            judge_turns=voice.turn_judge is not None,
         )
         return cls(
             info, transport, voice, engine, clock=clock, on_turn=on_turn, on_event=on_event
@@ -144,17 +169,33 @@ class CallSession:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
-                self._stt = await self._voice.stt.open_stream()
-                transcripts = group.create_task(self._pump_transcripts(self._stt))
+                # The call's own TTS connection starts opening now, beside STT's.
+                call_tts = _tts_for_call(self._voice.tts)
+                if call_tts is not None:
+                    self._tts = call_tts
+                voice = self._voice
+                # Opened (and re-opened) in the background: the greeting does not wait
+                # for the transcriber, and its faults reach the engine as events.
+                self._stt = SttLink(
+                    voice.stt,
+                    self.post,
+                    delays_s=voice.retry_delays_s,
+                    sleep=voice.sleep,
+                    resend_s=voice.stt_resend_s,
+                    final_timeout_s=voice.stt_final_timeout_s,
+                )
+                transcripts = group.create_task(self._stt.run())
                 try:
                     self.engine.start(self._clock.now())
                     await self._loop()
                 finally:
-                    for task in (*self._replies.values(), transcripts):
+                    for task in (*self._replies.values(), *self._side_tasks, transcripts):
                         task.cancel()
                     await self._stt.aclose()
         finally:
             self._group = None
+            if self._tts is not self._voice.tts:
+                await _close_tts(self._tts)
 
     async def _loop(self) -> None:
         """Wait on the inbox only. The engine's next deadline is a timer that posts a
@@ -204,12 +245,18 @@ class CallSession:
                 case FinalizeStt():
                     if self._stt is not None:
                         self._stt.finalize()
+                case JudgeTurn():
+                    self._judge_turn(command)
+                case WarmUp():
+                    warm_up(self._voice.llm)
                 case Hangup(reason=reason):
                     log.info("call.hangup reason=%s", reason)
                     await transport.hangup()
                 case Transfer(to=to):
                     log.info("call.transfer")
-                    await transport.transfer(to)
+                    self._side_task(self._transfer(to))
+                case SpeakHold(hold_id=hold_id, text=text):
+                    self._side_task(self._speak_hold(hold_id, text))
                 case RecordTurn(turn=turn):
                     if self._on_turn is not None:
                         self._on_turn(turn)
@@ -220,7 +267,7 @@ class CallSession:
     def _start_reply(self, request: StartReply) -> None:
         assert self._group is not None
         voice = self._voice
-        tts = voice.fallback_tts if request.kind is ReplyKind.APOLOGY else voice.tts
+        tts = voice.fallback_tts if request.kind is ReplyKind.APOLOGY else self._tts
         task = self._group.create_task(
             run_reply(
                 request,
@@ -230,6 +277,7 @@ class CallSession:
                 post=self.post,
                 execute_tool=voice.execute_tool,
                 retry_delays_s=voice.retry_delays_s,
+                sleep=voice.sleep,
             )
         )
         self._replies[request.reply_id] = task
@@ -250,6 +298,59 @@ class CallSession:
             async with asyncio.timeout(_CANCEL_WAIT_S):
                 await asyncio.wait({task})
 
-    async def _pump_transcripts(self, stream: SpeechToTextStream) -> None:
-        async for event in stream.events():
-            self.post(event)
+    def _side_task(self, work: Coroutine[None, None, None]) -> None:
+        assert self._group is not None
+        task = self._group.create_task(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _transfer(self, to: str) -> None:
+        """Run the transfer beside the loop (a REST call may be slow) and report back:
+        a failed one is told to the caller, never raised into the call's task group."""
+        try:
+            await self._transport.transfer(to)
+        except Exception as exc:  # reported to the engine, which tells the caller
+            log.warning("call.transfer_failed error=%r", exc)
+            self.post(TransferFailed(str(exc) or repr(exc)))
+        else:
+            self.post(TransferDone())
+
+    async def _speak_hold(self, hold_id: int, text: str) -> None:
+        """The "one moment" line, from the fallback TTS (the main one may be what fails)."""
+        try:
+            async for chunk in self._voice.fallback_tts.synthesize(text):
+                if chunk:
+                    self.post(HoldAudio(hold_id, chunk))
+        except Exception as exc:  # silence is the worst it can cause
+            log.warning("call.hold_failed error=%r", exc)
+        finally:
+            self.post(HoldDone(hold_id))
+
+    def _judge_turn(self, request: JudgeTurn) -> None:
+        judge = self._voice.turn_judge
+        if judge is None or self._group is None:
+            return
+        self._group.create_task(_judge(judge, request, self.post))
+
+
+def _tts_for_call(tts: TextToSpeech) -> TextToSpeech | None:
+    return tts.for_call() if isinstance(tts, PerCallTextToSpeech) else None
+
+
+async def _close_tts(tts: TextToSpeech) -> None:
+    aclose = getattr(tts, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _judge(
+    judge: TurnJudge, request: JudgeTurn, post: Callable[[EngineEvent], None]
+) -> None:
+    """The model's verdict goes to the inbox like any event; a failure leaves the lexical
+    rule in charge of this silence."""
+    try:
+        probability = await judge.judge(request.pcm16)
+    except Exception as exc:
+        log.warning("end_of_turn.judge_failed error=%r", exc)
+        return
+    post(TurnJudged(request.run_id, probability))

@@ -11,6 +11,12 @@ model's lag to every interruption, so when a run is confirmed its onset is moved
 over the loud frames just before it (energy above the line's noise floor, at most
 ``backdate_max_ms``): the run measures how long the caller has really been talking,
 while the model alone still decides whether it is speech.
+
+The end is the mirror image: the model keeps saying "speech" ~100 ms after the caller
+went quiet (measured: Silero at 8 kHz, 5 frames after the last voiced one). When it
+finally says silence, the silence is dated back over the quiet frames just before
+(at most ``backdate_max_ms``), so endpointing, ``Finalize`` and speculation count the
+caller's real silence, not the model's lag.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class SpeechTracker:
         self._offset: float | None = None  # min(arrival - audio time): the network's best case
         self._floor_dbfs = -60.0
         self._loud_ms = 0  # loud audio just before the current frame
+        self._quiet_ms = 0  # quiet audio just before the current frame
 
     def update(
         self,
@@ -56,7 +63,7 @@ class SpeechTracker:
         offset = arrival - stamp_ms / 1000
         if self._offset is None or offset < self._offset:
             self._offset = offset
-        loud_before = self._loud_ms
+        loud_before, quiet_before = self._loud_ms, self._quiet_ms
         self._track_level(level_dbfs, frame_ms)
         if is_speech:
             if self.run_ms == 0:
@@ -68,6 +75,9 @@ class SpeechTracker:
                 self.run_ms += self.silence_ms + frame_ms
             self.silence_ms = 0
             return
+        if self.silence_ms == 0 and self.run_ms > 0:
+            # The model's first "silence" of this run: the caller fell quiet earlier.
+            self.silence_ms = min(quiet_before, self._backdate_max_ms)
         self.silence_ms += frame_ms
         if self.silence_ms > self._gap_tolerance_ms:
             self.run_ms = 0
@@ -76,6 +86,7 @@ class SpeechTracker:
     def _track_level(self, level_dbfs: float, frame_ms: int) -> None:
         loud = level_dbfs > max(self._floor_dbfs + self._loud_margin_db, self._loud_min_dbfs)
         self._loud_ms = self._loud_ms + frame_ms if loud else 0
+        self._quiet_ms = 0 if loud else self._quiet_ms + frame_ms
         if level_dbfs < self._floor_dbfs:
             self._floor_dbfs = level_dbfs
         else:

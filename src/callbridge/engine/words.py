@@ -7,9 +7,25 @@ transcriber flushing on ``Finalize``, say) counts once, so it yields one reply.
 
 from __future__ import annotations
 
+import re
+
 from callbridge.providers.base import TranscriptUpdate
 
-__all__ = ["CallerWords"]
+__all__ = ["CallerWords", "same_words", "starts_with_words"]
+
+_WORD = re.compile(r"[\w']+")
+
+
+def starts_with_words(text: str, prefix: str) -> bool:
+    """``prefix``'s words are the first words of ``text`` (case and punctuation aside)."""
+    words, head = _WORD.findall(text.lower()), _WORD.findall(prefix.lower())
+    return words[: len(head)] == head
+
+
+def same_words(a: str, b: str) -> bool:
+    """The same words, whatever the case and punctuation (interims are unpunctuated, a
+    final is smart-formatted: "what is my balance" vs "What is my balance?")."""
+    return _WORD.findall(a.lower()) == _WORD.findall(b.lower())
 
 
 class CallerWords:
@@ -54,6 +70,11 @@ class CallerWords:
     def unfinished(self) -> bool:
         """STT is hearing words it has not finalised yet."""
         return bool(self._interim)
+
+    @property
+    def interim(self) -> str:
+        """The newest words STT heard but has not finalised ("" when none)."""
+        return self._interim
 
     def prepend(self, text: str) -> None:
         self._parts.insert(0, text)

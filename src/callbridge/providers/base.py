@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "LanguageModel",
     "LlmEvent",
     "Message",
+    "PerCallTextToSpeech",
     "RemoteAgent",
     "RemoteEvent",
     "RemoteSession",
@@ -28,9 +29,11 @@ __all__ = [
     "SttUtteranceEnd",
     "TextDelta",
     "TextToSpeech",
+    "TextToSpeechCall",
     "ToolCall",
     "ToolSpec",
     "TranscriptUpdate",
+    "TurnJudge",
     "VadModel",
     "VadStream",
 ]
@@ -67,11 +70,13 @@ class VadModel(Protocol):
 @dataclass(frozen=True, slots=True)
 class TranscriptUpdate:
     """Text heard so far in the current span. ``is_final``: this span will not change;
-    ``speech_final``: the provider's own endpointing saw the speaker stop."""
+    ``speech_final``: the provider's own endpointing saw the speaker stop;
+    ``from_finalize``: the answer to ``finalize()``, the last of what was heard."""
 
     text: str
     is_final: bool
     speech_final: bool = False
+    from_finalize: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +183,36 @@ class TextToSpeech(Protocol):
     name: str
 
     def synthesize(self, text: str) -> AsyncIterator[bytes]: ...
+
+
+class TextToSpeechCall(TextToSpeech, Protocol):
+    """A TTS bound to one call's own vendor connection, opened when the call starts so no
+    sentence pays for connection set-up; ``aclose`` when the call ends."""
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class PerCallTextToSpeech(Protocol):
+    """A TTS that serves each call over one connection of its own (``for_call``
+    returns at once; the connection opens in the background)."""
+
+    name: str
+
+    def for_call(self) -> TextToSpeechCall: ...
+
+
+# ---------------------------------------------------------------- end of turn
+
+
+class TurnJudge(Protocol):
+    """An end-of-turn model loaded once per process, shared (and batched) by all calls."""
+
+    name: str
+
+    async def judge(self, pcm16: bytes) -> float:
+        """The turn so far (8 kHz PCM, its last ≤ 8 s) → probability the caller finished."""
+        ...
 
 
 # ---------------------------------------------------------------- remote agents (bridge mode)

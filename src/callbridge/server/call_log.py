@@ -169,10 +169,15 @@ class CallLog:
                         self.metrics.barge_in_reaction.observe(reaction_ms / 1000)
                 case "barge_in_stale":
                     self.metrics.stale_interrupts.inc()
-                case "reply_failed" | "provider_failed":
+                case "reply_failed":
+                    self.metrics.errors.labels("provider").inc()
+                case "provider_failed" if data.get("stage") != "reply":
+                    # A reply's failure is counted once, as reply_failed.
                     self.metrics.errors.labels("provider").inc()
                 case "mark_timeout":
                     self.metrics.errors.labels("mark_timeout").inc()
+                case "stt_lost" | "transfer_failed":
+                    self.metrics.errors.labels(event.kind).inc()
                 case _:
                     pass
         self._on_log_event(info.call_sid, event.kind, data)

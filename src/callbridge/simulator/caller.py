@@ -140,6 +140,11 @@ class LiveCall:
     def ended(self) -> bool:
         return self.ended_at_s is not None
 
+    @property
+    def close_code(self) -> int | None:
+        """The WebSocket close code of the stream (1011 is the server's own error)."""
+        return self._ws.close_code if self._ws is not None else None
+
     async def hangup(self) -> None:
         """The caller hangs up: Twilio sends ``stop`` and closes the socket."""
         if self._ws is None:
@@ -224,6 +229,7 @@ class LiveCall:
             cleared_ms=self.playback.cleared_bytes / 8.0,
             bot_audio_ms=self.bot_audio_bytes / 8.0,
             hangup_by=self.hangup_by,
+            close_code=self.close_code,
             send_lag_ms=list(self.send_lag_ms),
             protocol_errors=list(self.protocol_errors),
         )

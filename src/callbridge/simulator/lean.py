@@ -206,6 +206,7 @@ class Script:
     interruption: Utterance
     duration_s: float
     barge_after_ms: float = 800.0
+    barge_in: bool = True  # False: every question is heard to the end (latency benchmark)
     quiet_s: float = 0.6
     speech_timeout_s: float = 5.0  # waits for bot speech (the greeting, a reply)
     quiet_timeout_s: float = 15.0  # waits for the bot to fall quiet
@@ -388,7 +389,7 @@ class LeanCall:
                     return
                 if step is _Step.BARGING:
                     self._go(_Step.REPLY_QUIET, now + s.quiet_timeout_s)
-                elif s.turn % 2 == 0:
+                elif s.turn % 2 == 0 or not s.barge_in:
                     self._go(_Step.REPLY, now + s.speech_timeout_s)
                 else:
                     self._go(_Step.BARGE_WAIT, now + s.speech_timeout_s)

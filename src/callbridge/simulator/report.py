@@ -32,6 +32,7 @@ class CallReport:
     cleared_ms: float
     bot_audio_ms: float
     hangup_by: str | None
+    close_code: int | None = None
     send_lag_ms: list[float] = field(default_factory=list)
     protocol_errors: list[str] = field(default_factory=list)
     refused: str | None = None
@@ -58,6 +59,7 @@ class CallReport:
             "refused": self.refused,
             "duration_s": round(self.duration_s, 3),
             "hangup_by": self.hangup_by,
+            "close_code": self.close_code,
             "turns": [t.as_dict() for t in self.turns],
             "jitter_ms": {
                 "p50": r(self.jitter(50)),

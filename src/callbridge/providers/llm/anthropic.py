@@ -20,7 +20,7 @@ from pydantic import Field
 from callbridge.errors import ProviderError
 from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
 from callbridge.providers.env import base_url, require_key
-from callbridge.providers.llm.openai import spoken_text
+from callbridge.providers.llm.openai import KEEPALIVE_S, spoken_text
 from callbridge.providers.llm.tools import ToolFields, Toolset, build_toolset
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
 
@@ -183,8 +183,14 @@ def _message(exc: Exception) -> str:
 def build(config: AnthropicConfig, env: Mapping[str, str]) -> AnthropicChat:
     key = require_key(env, "ANTHROPIC_API_KEY", NAME)
     url = base_url(config.base_url, env, "ANTHROPIC_BASE_URL", DEFAULT_BASE_URL)
+    # Connections kept open between turns (the SDK's 5 s keep-alive would drop them):
+    # a new one to the vendor costs a turn TCP + TLS.
+    limits = httpx2.Limits(
+        max_connections=1000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
+    )
     client = anthropic.AsyncAnthropic(
-        api_key=key, base_url=url, max_retries=0, timeout=config.timeout_s
+        api_key=key, base_url=url, max_retries=0, timeout=config.timeout_s,
+        http_client=anthropic.DefaultAsyncHttpxClient(limits=limits, timeout=config.timeout_s),
     )
     return AnthropicChat(config, client, build_toolset(config))
 

@@ -9,6 +9,7 @@ counted and recorded once, not hidden inside the SDK.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -37,6 +38,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OPENAI_DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
+KEEPALIVE_S: Final = 120.0
+DRAIN_S: Final = 2.0  # how long an abandoned stream may finish to keep its connection
 _PLACEHOLDER_KEY: Final = "not-needed"  # self-hosted servers ignore it; the SDK wants one
 
 
@@ -73,6 +76,14 @@ class OpenAIChat:
         self.system_prompt = config.prompt()
         self._client = client
 
+    async def warm(self) -> None:
+        """Open (or refresh) a kept-alive connection before a turn needs it: a cheap
+        ``GET /models``. A failure only means the turn pays for its own connection."""
+        try:
+            await self._client.models.list()
+        except (openai.APIError, httpx2.TransportError) as exc:
+            log.info("llm.warm_failed provider=%s error=%s", self.name, _message(exc))
+
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
     ) -> AsyncIterator[LlmEvent]:
@@ -87,14 +98,23 @@ class OpenAIChat:
             request["temperature"] = self.config.temperature
         if self.config.max_tokens is not None:
             request["max_tokens"] = self.config.max_tokens
-        try:
-            response = await self._client.chat.completions.create(**request)
-        except (openai.APIError, httpx2.TransportError) as exc:
-            raise _provider_error(self.name, exc) from exc
+        # The HTTP exchange runs in its own task, so a reply cancelled mid-stream (the
+        # caller went on, a barge-in) does not cut the connection: the task reads the
+        # rest and the connection goes back to the pool warm. Over HTTP/1.1 a cancelled
+        # read would close it, and the next turn would pay TCP + TLS again.
+        chunks: asyncio.Queue[object] = asyncio.Queue()
+        exchange = asyncio.get_running_loop().create_task(
+            self._exchange(request, chunks), name="llm.exchange"
+        )
+        _exchanges.add(exchange)
+        exchange.add_done_callback(_exchanges.discard)
         calls = _ToolCallAssembler()
+        finished = False
         try:
-            async for chunk in response:
-                for choice in chunk.choices[:1]:
+            while (chunk := await chunks.get()) is not _END:
+                if isinstance(chunk, ProviderError):
+                    raise chunk
+                for choice in chunk.choices[:1]:  # type: ignore[attr-defined]
                     delta = choice.delta
                     if delta.content:
                         yield TextDelta(delta.content)
@@ -105,10 +125,40 @@ class OpenAIChat:
                             yield call
             for call in calls.complete():  # servers that never send finish_reason
                 yield call
+            finished = True
+        finally:
+            if not finished and not exchange.done():
+                # Abandoned: let it drain a little, then cut it (a long answer nobody
+                # hears is not worth a connection).
+                asyncio.get_running_loop().call_later(DRAIN_S, exchange.cancel)
+
+    async def _exchange(self, request: dict[str, Any], chunks: asyncio.Queue[object]) -> None:
+        """One streamed request, read to its end into ``chunks`` (then ``_END``)."""
+        try:
+            response = await self._client.chat.completions.create(**request)
         except (openai.APIError, httpx2.TransportError) as exc:
-            raise _provider_error(self.name, exc) from exc
+            chunks.put_nowait(_provider_error(self.name, exc))
+            return
+        try:
+            async for chunk in response:
+                chunks.put_nowait(chunk)
+            chunks.put_nowait(_END)
+        except (openai.APIError, httpx2.TransportError) as exc:
+            chunks.put_nowait(_provider_error(self.name, exc))
+        except Exception as exc:  # a reader that waits forever would hang the reply
+            log.error("llm.stream_crashed provider=%s", self.name, exc_info=exc)
+            chunks.put_nowait(ProviderError(self.name, f"stream failed: {exc!r}", retryable=True))
         finally:
             await response.close()
+
+
+_END: Final = object()
+_exchanges: set[asyncio.Task[None]] = set()
+
+
+def exchanges_in_flight() -> int:
+    """HTTP exchanges still reading (an abandoned one drains for up to ``DRAIN_S``)."""
+    return len(_exchanges)
 
 
 @dataclass
@@ -214,8 +264,15 @@ def _message(exc: Exception) -> str:
 
 
 def _client(config: _ChatBlock, api_key: str, url: str) -> openai.AsyncOpenAI:
+    # One client per process, its connections kept open between turns: the SDK's 5 s
+    # keep-alive would drop them between two turns of a call, and a new connection to
+    # the vendor (TCP + TLS) costs a turn ~150 ms.
+    limits = httpx2.Limits(
+        max_connections=1000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
+    )
     return openai.AsyncOpenAI(
-        api_key=api_key, base_url=url, max_retries=0, timeout=config.timeout_s
+        api_key=api_key, base_url=url, max_retries=0, timeout=config.timeout_s,
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=config.timeout_s),
     )
 
 

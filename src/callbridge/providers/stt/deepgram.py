@@ -316,7 +316,8 @@ def _transcript(message: Mapping[str, Any]) -> TranscriptUpdate:
     text = str(message["channel"]["alternatives"][0]["transcript"])
     is_final = bool(message.get("is_final", False))
     return TranscriptUpdate(
-        text=text, is_final=is_final, speech_final=bool(message.get("speech_final", False))
+        text=text, is_final=is_final, speech_final=bool(message.get("speech_final", False)),
+        from_finalize=bool(message.get("from_finalize", False)),
     )
 
 

@@ -73,7 +73,9 @@ class OpenAITranscription:
         self.retry_delays_s = tuple(retry_delays_s)
         self.sleep = sleep
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = http or httpx.AsyncClient(timeout=config.timeout_s)
+        self._http = http or httpx.AsyncClient(
+            timeout=config.timeout_s, limits=httpx.Limits(keepalive_expiry=120.0)
+        )
 
     async def open_stream(self) -> TranscriptionStream:
         return TranscriptionStream(self)

@@ -1,5 +1,8 @@
 """ElevenLabs streaming TTS over the ``stream-input`` WebSocket, μ-law 8 kHz out.
 
+In a call, ``for_call()`` gives the call one ``multi-stream-input`` socket for all its
+sentences (``elevenlabs_call``); ``synthesize`` here stays for one-off speech.
+
 How it works: each ``synthesize(text)`` opens a socket
 (``/v1/text-to-speech/{voice}/stream-input?output_format=ulaw_8000``, header
 ``xi-api-key``, no compression), sends the opening message with the voice settings, the
@@ -28,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from callbridge.errors import ProviderError
 from callbridge.providers.env import base_url, require_key, to_websocket_url
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
+from callbridge.providers.tts.elevenlabs_call import ElevenLabsCall
 
 __all__ = ["SPEC", "ElevenLabsConfig", "ElevenLabsTTS"]
 
@@ -82,10 +86,10 @@ class ElevenLabsTTS:
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         if not text.strip():
             return
-        ws = await self._connect()
+        ws = await self.connect()
         finished = False
         try:
-            await ws.send(json.dumps(self._opening()))
+            await ws.send(json.dumps(self.opening()))
             await ws.send(json.dumps({"text": text.strip() + " ", "flush": True}))
             await ws.send(json.dumps({"text": ""}))
             async for audio in self._receive(ws):
@@ -99,7 +103,11 @@ class ElevenLabsTTS:
             else:
                 _close_soon(ws)  # barge-in must not wait for the closing handshake
 
-    def _opening(self) -> dict[str, Any]:
+    def for_call(self) -> ElevenLabsCall:
+        """One socket for the call, connecting now (in the background)."""
+        return ElevenLabsCall(self)
+
+    def opening(self) -> dict[str, Any]:
         c = self.config
         settings: dict[str, Any] = {
             "stability": c.stability, "similarity_boost": c.similarity_boost
@@ -110,10 +118,10 @@ class ElevenLabsTTS:
                 settings[key] = value
         return {"text": " ", "voice_settings": settings}
 
-    async def _connect(self) -> ClientConnection:
+    async def connect(self, url: str | None = None) -> ClientConnection:
         try:
             return await connect(
-                self.url,
+                url or self.url,
                 additional_headers={"xi-api-key": self._api_key},
                 compression=None,
                 open_timeout=self.config.connect_timeout_s,
@@ -149,7 +157,7 @@ class ElevenLabsTTS:
             if isinstance(message, bytes):
                 log.warning("elevenlabs.unexpected_binary bytes=%d", len(message))
                 continue
-            data = self._parse(message)
+            data = self.parse(message)
             if data is None:
                 continue
             audio = data.get("audio")
@@ -164,7 +172,7 @@ class ElevenLabsTTS:
                 vendor_error = data
                 log.warning("elevenlabs.error_message %s", _detail(data))
 
-    def _parse(self, text: str) -> dict[str, Any] | None:
+    def parse(self, text: str) -> dict[str, Any] | None:
         try:
             data = json.loads(text)
         except ValueError:

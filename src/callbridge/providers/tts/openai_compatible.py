@@ -59,7 +59,9 @@ class OpenAISpeech:
         self.config = config
         self.url = f"{url}/audio/speech"
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = http or httpx.AsyncClient(timeout=config.timeout_s)
+        self._http = http or httpx.AsyncClient(
+            timeout=config.timeout_s, limits=httpx.Limits(keepalive_expiry=120.0)
+        )
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         if not text.strip():

@@ -1,0 +1,213 @@
+"""One call's transcriber, kept alive across its vendor's faults (DESIGN.md §9 "Faults").
+
+How it works: ``run`` opens the vendor's stream with the retry policy (1, 2, 4 s) and
+forwards its events to the call's inbox. The caller's μ-law since the vendor's last
+final transcript is kept in a bounded ring. When the stream dies mid-call (a close code,
+a timeout, garbage the client gave up on, or no final transcript ``final_timeout_s``
+after a ``finalize``: a stalled vendor), the link posts ``SttDown`` and reconnects;
+on success it re-sends the ring first, and a ``finalize`` asked for while it was down,
+so the words spoken across the drop are still transcribed, then posts ``SttUp``. When
+the policy is spent (or the error cannot be fixed by retrying) it posts ``SttFailed``
+and stops: the engine apologises and hangs up. Nothing raised by the vendor's client
+leaves ``run``, so no STT fault can end the call's task group with an exception.
+
+``push_audio`` and ``finalize`` never block, as the ``SpeechToTextStream`` contract asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from callbridge.engine.events import EngineEvent, SttDown, SttFailed, SttUp
+from callbridge.errors import ProviderError
+from callbridge.providers.base import SpeechToText, SpeechToTextStream, TranscriptUpdate
+from callbridge.providers.retry import DEFAULT_DELAYS_S, Sleep, retry_call
+
+__all__ = ["DEFAULT_FINAL_TIMEOUT_S", "DEFAULT_RESEND_S", "SttLink"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESEND_S = 5.0
+"""Caller audio kept since the last final, to re-send after a reconnect."""
+DEFAULT_FINAL_TIMEOUT_S = 3.0
+"""A vendor that owes a final this long after ``finalize`` is stalled: reconnect."""
+_FRAME_S = 0.02
+_CLOSE_WAIT_S = 2.0
+
+
+class SttLink:
+    def __init__(
+        self,
+        stt: SpeechToText,
+        post: Callable[[EngineEvent], None],
+        *,
+        delays_s: Sequence[float] = DEFAULT_DELAYS_S,
+        sleep: Sleep = asyncio.sleep,
+        resend_s: float = DEFAULT_RESEND_S,
+        final_timeout_s: float = DEFAULT_FINAL_TIMEOUT_S,
+    ) -> None:
+        self._stt = stt
+        self._post = post
+        self._delays = tuple(delays_s)
+        self._sleep = sleep
+        self._ring: deque[bytes] = deque(maxlen=max(1, round(resend_s / _FRAME_S)))
+        self._stream: SpeechToTextStream | None = None
+        self._finalize_owed = False
+        self._final_timeout_s = final_timeout_s
+        self._final_due: float | None = None  # loop time by which the owed final must come
+        self._wait: asyncio.Timeout | None = None  # the pump's wait for the next event
+        self._closing = False
+        self._down = False  # SttDown was posted and SttUp not yet
+        self._closers: set[asyncio.Task[None]] = set()
+        self.provider = getattr(stt, "name", "stt")
+        self.reconnects = 0
+
+    # ------------------------------------------------------------ the call's side
+
+    def push_audio(self, ulaw: bytes) -> None:
+        self._ring.append(ulaw)
+        if self._stream is not None:
+            self._stream.push_audio(ulaw)
+
+    def finalize(self) -> None:
+        self._finalize_owed = True
+        if self._stream is not None:
+            self._stream.finalize()
+            self._expect_final()
+
+    def _expect_final(self) -> None:
+        if self._final_due is None:
+            self._final_due = asyncio.get_running_loop().time() + self._final_timeout_s
+        if self._wait is not None:
+            self._wait.reschedule(self._final_due)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def aclose(self) -> None:
+        self._closing = True
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            self._discard(stream)
+        if self._closers:
+            await asyncio.wait(self._closers)
+
+    def _discard(self, stream: SpeechToTextStream) -> None:
+        """Close a dead stream beside the reconnect: a stalled vendor may take seconds
+        to let go, and the caller is talking meanwhile."""
+        closer = asyncio.create_task(_close_quietly(stream))
+        self._closers.add(closer)
+        closer.add_done_callback(self._closers.discard)
+
+    # ------------------------------------------------------------ the vendor's side
+
+    async def run(self) -> None:
+        """Serve transcripts until closed or given up; never raises (but cancels)."""
+        drops = 0  # consecutive failures with no words in between
+        while not self._closing:
+            try:
+                stream = await retry_call(
+                    self._stt.open_stream,
+                    delays_s=self._delays,
+                    sleep=self._sleep,
+                    on_retry=self._open_failed,
+                )
+            except Exception as exc:  # every failure is reported to the call
+                self._give_up(exc)
+                return
+            if self.closing:
+                await _close_quietly(stream)
+                return
+            resent = len(self._ring)
+            for frame in self._ring:
+                stream.push_audio(frame)
+            self._stream = stream
+            self._final_due = None
+            if self._finalize_owed:
+                stream.finalize()
+                self._expect_final()
+            if self._down:
+                self._down = False
+                self.reconnects += 1
+                self._post(SttUp(self.provider, resent_ms=round(resent * _FRAME_S * 1000)))
+            error = await self._pump(stream)
+            if self._stream is stream:
+                self._stream = None
+            self._discard(stream)
+            if self.closing or error is None:
+                return
+            fault, heard_words = error
+            if heard_words:
+                drops = 0  # it worked for a while: a fresh budget for this drop
+            drops += 1
+            fatal = isinstance(fault, ProviderError) and not fault.retryable
+            if fatal or drops > len(self._delays):
+                self._give_up(fault)
+                return
+            log.warning("stt.lost provider=%s error=%s drops=%d", self.provider, fault, drops)
+            self._went_down(fault)
+            if drops > 1:
+                await self._sleep(self._delays[drops - 2])
+
+    async def _pump(self, stream: SpeechToTextStream) -> tuple[BaseException, bool] | None:
+        """Forward events; None when the stream ended because we closed it, else the
+        error and whether words came through before it."""
+        words = False
+        events = stream.events()
+        try:
+            while True:
+                async with asyncio.timeout_at(self._final_due) as wait:
+                    self._wait = wait
+                    try:
+                        event = await anext(events)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        self._wait = None
+                if isinstance(event, TranscriptUpdate):
+                    if event.is_final:
+                        self._ring.clear()  # the vendor is done with that audio
+                        self._finalize_owed = False
+                        self._final_due = None
+                    words = words or bool(event.text)
+                self._post(event)
+        except TimeoutError:
+            stalled = f"no final transcript {self._final_timeout_s:g} s after Finalize"
+            return ProviderError(self.provider, stalled, retryable=True), words
+        except Exception as exc:  # a vendor fault, reported by run()
+            return exc, words
+        if self._closing:
+            return None
+        return ProviderError(self.provider, "the stream ended mid-call", retryable=True), words
+
+    def _open_failed(self, exc: ProviderError, retry: int, delay_s: float) -> None:
+        """Not connected yet (at the start of the call too): the engine must not wait
+        on words that cannot come, nor answer turns without them."""
+        self._went_down(exc)
+
+    def _went_down(self, exc: BaseException) -> None:
+        if not self._down:
+            self._down = True
+            self._post(SttDown(self.provider, _describe(exc)))
+
+    def _give_up(self, exc: BaseException) -> None:
+        if not isinstance(exc, ProviderError):
+            log.error("stt.crashed provider=%s", self.provider, exc_info=exc)
+        self._post(SttFailed(self.provider, _describe(exc)))
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, ProviderError) else repr(exc)
+
+
+async def _close_quietly(stream: SpeechToTextStream) -> None:
+    """Close a vendor stream; a close that fails or hangs must not take the call down."""
+    try:
+        async with asyncio.timeout(_CLOSE_WAIT_S):
+            await stream.aclose()
+    except Exception as exc:  # the stream is being thrown away
+        log.info("stt.close_failed error=%r", exc)

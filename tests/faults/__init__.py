@@ -1,0 +1,1 @@
+"""Fault injection on the seed stack (issue 10)."""
