@@ -21,6 +21,8 @@ class Stream:
         self.finalized = 0
         self.closed = False
         self.stall = stall
+        self.answer_later = False  # finals wait for ``answer()`` (a vendor's latency)
+        self._owed: list[int] = []
         self._events: asyncio.Queue[SttEvent | BaseException | None] = asyncio.Queue()
 
     def push_audio(self, ulaw: bytes) -> None:
@@ -29,9 +31,16 @@ class Stream:
 
     def finalize(self) -> None:
         self.finalized += 1
-        if not self.stall:
-            heard, self.unfinalised = self.unfinalised, 0
-            self.emit(TranscriptUpdate(f"{heard} loud frames", is_final=True))
+        if self.stall:
+            return
+        heard, self.unfinalised = self.unfinalised, 0
+        self._owed.append(heard)
+        if not self.answer_later:
+            self.answer()
+
+    def answer(self) -> None:
+        heard = self._owed.pop(0)
+        self.emit(TranscriptUpdate(f"{heard} loud frames", is_final=True, from_finalize=True))
 
     def emit(self, event: SttEvent | BaseException | None) -> None:
         self._events.put_nowait(event)
@@ -189,5 +198,36 @@ async def test_a_vendor_that_stalls_again_after_the_reconnect_is_replaced_again(
     await asyncio.sleep(0.3)
     assert len(vendor.opened) == 3  # the re-sent finalize timed out on the second too
     assert [e.text for e in posted if isinstance(e, TranscriptUpdate)] == ["1 loud frames"]
+    await link.aclose()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_words_after_an_early_finalize_outlive_its_final() -> None:
+    # The engine asks for the final at the first sure pause; the caller goes on before
+    # the vendor answers. That final covers the audio before the Finalize only: the words
+    # after it are re-sent if the stream drops before a final covers them.
+    vendor, posted = Vendor(), list[EngineEvent]()
+    link = SttLink(vendor, posted.append, delays_s=(1.0,), sleep=Sleeps())
+    task = asyncio.create_task(link.run())
+    await _settle()
+    first = vendor.opened[0]
+    first.answer_later = True
+    for _ in range(3):
+        link.push_audio(LOUD)
+    link.finalize()
+    for _ in range(2):
+        link.push_audio(LOUD)  # the pause was inside the sentence
+    first.answer()  # "3 loud frames", from_finalize
+    await _settle()
+    first.emit(ProviderError("deepgram", "closed the stream: code 1011 'NET-0001'",
+                             retryable=True))
+    await _settle()
+    link.finalize()
+    await _settle()
+    second = vendor.opened[1]
+    assert second.audio == [LOUD] * 2
+    finals = [e.text for e in posted if isinstance(e, TranscriptUpdate)]
+    assert finals == ["3 loud frames", "2 loud frames"]
+    assert [e for e in posted if isinstance(e, SttUp)] == [SttUp("deepgram", resent_ms=40)]
     await link.aclose()
     await asyncio.wait_for(task, 1)

@@ -16,7 +16,10 @@ vendor. Faults are made at the wire:
 
 ``spare_paths``: HTTP requests whose path starts with one of these (a client warming its
 connection with ``GET /v1/models``) pass through without taking a plan, so the plans
-land on the calls a test means (the chat completion).
+land on the calls a test means (the chat completion). A spared request goes upstream
+with ``Connection: close``: the vendor closes that connection after answering, so no
+later request rides it past the plans (a kept-alive warm connection would carry the
+chat completion through unharmed).
 
 ``strike(plan)`` applies a ``WsClose``, ``WsGarbage``, ``Stall`` or ``Cut`` to every live connection
 now, so a test can time a fault to the caller's speech (mid-utterance, say).
@@ -77,6 +80,10 @@ class WsClose:
 class WsGarbage:
     after_down_frames: int = 1
     text: str = '{"type": "Results", "channel": {"alternatives": [{"transcript": '
+    # A multi-context socket (ElevenLabs') routes by ``contextId``: the bad message
+    # names the newest context the vendor answers (the sentence being heard; an older
+    # one may still be streaming unheard), as the vendor's own message would.
+    newest_context: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,6 +189,8 @@ class ChaosProxy:
             head = await reader.readuntil(b"\r\n\r\n") if self.spare_paths else b""
             path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else ""
             spared = any(path.startswith(prefix) for prefix in self.spare_paths)
+            if spared:
+                head = _connection_close(head)
             await self._serve(Pass() if spared else self._next_plan(), reader, writer, head)
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -226,12 +235,13 @@ class _Link:
         self.up_bytes = 0
         self.done = asyncio.Event()
         self.stalled = False
+        self.contexts: list[str] = []  # context ids in the server frames, oldest first
 
     async def strike(self, plan: WsClose | WsGarbage | Stall | Cut) -> None:
         if isinstance(plan, WsClose):
             await self._close_frame(plan)
         elif isinstance(plan, WsGarbage):
-            self.writer.write(_text_frame(plan.text))
+            self.writer.write(_text_frame(self._garbage(plan)))
         elif isinstance(plan, Cut):
             self.done.set()
         else:
@@ -281,18 +291,34 @@ class _Link:
                     await self._close_frame(plan)
                     await asyncio.Event().wait()  # the upstream side ends the link
                 if isinstance(plan, WsGarbage) and plan.after_down_frames == frames:
-                    self.writer.write(_text_frame(plan.text))
+                    self.writer.write(_text_frame(self._garbage(plan)))
                 if isinstance(plan, Stall | Cut) and sent >= plan.after_down_bytes:
                     await self._stall_or_cut(plan)
                     return
                 if self.stalled or self.done.is_set():
                     continue
+                self._note_context(frame)
                 self.writer.write(frame)
                 await self.writer.drain()
                 sent += len(frame)
                 frames += 1
         finally:
             self.done.set()
+
+    def _note_context(self, frame: bytes) -> None:
+        if frame[0] & 0x0F != 0x1 or b'"contextId"' not in frame:
+            return  # only text frames that name a context
+        with contextlib.suppress(ValueError, AttributeError):
+            context = json.loads(frame[_payload_offset(frame):]).get("contextId")
+            if context is not None and str(context) not in self.contexts:
+                self.contexts.append(str(context))
+
+    def _garbage(self, plan: WsGarbage) -> str:
+        if not plan.newest_context or not self.contexts:
+            return plan.text
+        message = json.loads(plan.text)
+        message["contextId"] = self.contexts[-1]
+        return json.dumps(message)
 
     async def _relay_rest(self, plan: Plan, sent: int) -> None:
         """A plain HTTP answer (SSE, JSON): relay bytes, stalling or cutting on plan."""
@@ -340,6 +366,19 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes:
         length = struct.unpack("!Q", extra)[0]
     mask = await reader.readexactly(4) if head[1] & 0x80 else b""
     return head + extra + mask + await reader.readexactly(length)
+
+
+def _payload_offset(frame: bytes) -> int:
+    length = frame[1] & 0x7F
+    offset = 2 + {126: 2, 127: 8}.get(length, 0)
+    return offset + (4 if frame[1] & 0x80 else 0)
+
+
+def _connection_close(head: bytes) -> bytes:
+    """The request head with ``Connection: close`` instead of any keep-alive."""
+    lines = [line for line in head.split(b"\r\n")
+             if line and not line.lower().startswith(b"connection:")]
+    return b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n"
 
 
 def _text_frame(text: str) -> bytes:

@@ -218,7 +218,11 @@ async def seed_stack(
     unhandled = _Unhandled()
     logging.getLogger().addHandler(unhandled)
     chaos = dict(chaos or {})
-    dg_options: dict[str, Any] = {"endpointing_frames": 15, **(deepgram or {})}
+    # Interims on a beat, holding every word once a pause began, as Deepgram's do: the
+    # engine speculates on them, so a fake interim of half the words would make every
+    # turn ask the model twice (a guess, then the final's words).
+    dg_options: dict[str, Any] = {"endpointing_frames": 15, "interim_every_frames": 5,
+                                  **(deepgram or {})}
     el_options: dict[str, Any] = {"ms_per_char": 30, **(elevenlabs or {})}
     try:
         async with (

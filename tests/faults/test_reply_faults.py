@@ -107,7 +107,8 @@ async def test_elevenlabs_closing_1011_mid_sentence_plays_the_rest_once(tmp_path
 
 
 async def test_elevenlabs_garbage_audio_twice_apologises(tmp_path: Path) -> None:
-    garbage = WsGarbage(text='{"audio": "%%not-base64%%", "isFinal": null}')
+    # On the call's one socket, the bad audio belongs to the sentence being spoken.
+    garbage = WsGarbage(text='{"audio": "%%not-base64%%", "isFinal": null}', newest_context=True)
     async with seed_stack(tmp_path, transcripts=[BILL], replies=[ANSWER],
                           elevenlabs={"chunk_delay_s": 0.05}) as stack:
 

@@ -39,8 +39,10 @@ async def test_deepgram_closing_1011_mid_utterance_loses_no_words(tmp_path: Path
     assert outcome.report.ok, outcome.report.failures
     assert_clean(outcome)
     assert outcome.report.hangup_by == "caller"
-    # The words reached the model, from the re-sent audio on the second connection.
-    assert stack.openai.requests[0]["messages"][-1] == {"role": "user", "content": BILL}
+    # The words reached the model, from the re-sent audio on the second connection (the
+    # answer heard is the last one asked: an early guess from interim words may precede it).
+    assert stack.openai.requests[-1]["messages"][-1] == {"role": "user", "content": BILL}
+    assert outcome.turns("user")[-1]["text"] == BILL
     assert len(stack.deepgram.sessions) == 2
     assert stack.deepgram.sessions[1].finals_sent >= 1
     # Heard: the greeting and the answer, both in the main voice.
@@ -79,7 +81,8 @@ async def test_deepgram_refusing_the_upgrade_with_503_then_recovering(tmp_path: 
 
     assert outcome.report.ok, outcome.report.failures
     assert_clean(outcome)
-    assert stack.openai.requests[0]["messages"][-1]["content"] == BILL
+    assert stack.openai.requests[-1]["messages"][-1]["content"] == BILL
+    assert outcome.turns("user")[-1]["text"] == BILL
     assert len(outcome.events("provider_retry")) == 2
 
 
@@ -90,7 +93,8 @@ async def test_garbage_on_the_stream_is_skipped(tmp_path: Path) -> None:
 
     assert outcome.report.ok, outcome.report.failures
     assert_clean(outcome)
-    assert stack.openai.requests[0]["messages"][-1]["content"] == BILL
+    assert stack.openai.requests[-1]["messages"][-1]["content"] == BILL
+    assert outcome.turns("user")[-1]["text"] == BILL
     assert len(stack.deepgram.sessions) == 1
 
 
@@ -105,7 +109,8 @@ async def test_a_stalled_stream_is_replaced_and_its_words_recovered(tmp_path: Pa
 
     assert outcome.report.ok, outcome.report.failures
     assert_clean(outcome)
-    assert stack.openai.requests[0]["messages"][-1]["content"] == BILL
+    assert stack.openai.requests[-1]["messages"][-1]["content"] == BILL
+    assert outcome.turns("user")[-1]["text"] == BILL
     (lost,) = outcome.events("stt_lost")
     assert "no final transcript" in lost["error"]
     assert outcome.kinds_heard() == ["tone", "tone"], outcome.heard

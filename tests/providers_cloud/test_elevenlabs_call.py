@@ -126,3 +126,20 @@ async def test_a_context_the_vendor_never_answers_times_out_retryably() -> None:
         finally:
             await call.aclose()
     assert failed.value.retryable
+
+
+async def test_a_socket_silent_for_a_whole_read_timeout_is_replaced() -> None:
+    # A stalled socket (open, saying nothing) would time out every retry on it too: the
+    # sentence fails retryably and the retry is answered on a new socket.
+    async with FakeElevenLabs(hang=True) as fake:
+        call = make(fake, readTimeoutS=0.2).for_call()
+        try:
+            with pytest.raises(ProviderError, match="no answer") as failed:
+                await speak(call, "Hello?")
+            assert failed.value.retryable
+            fake.hang = False
+            assert await speak(call, "Hello again.") == fake.audio_for("Hello again.")
+        finally:
+            await call.aclose()
+    assert fake.connections == 2 == call.connections
+    assert fake.sessions[1].contexts_opened == ["s2"]

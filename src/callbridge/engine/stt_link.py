@@ -2,9 +2,12 @@
 
 How it works: ``run`` opens the vendor's stream with the retry policy (1, 2, 4 s) and
 forwards its events to the call's inbox. The caller's μ-law since the vendor's last
-final transcript is kept in a bounded ring. When the stream dies mid-call (a close code,
-a timeout, garbage the client gave up on, or no final transcript ``final_timeout_s``
-after a ``finalize``: a stalled vendor), the link posts ``SttDown`` and reconnects;
+final transcript is kept in a bounded ring. A final that answers a ``finalize`` covers
+the audio sent before that ``finalize`` only: the engine asks at the first sure pause,
+and words the caller goes on with meanwhile stay in the ring until a final covers them.
+When the stream dies mid-call (a close code, a timeout, garbage the client gave up on,
+or no final transcript ``final_timeout_s`` after a ``finalize``: a stalled vendor), the
+link posts ``SttDown`` and reconnects;
 on success it re-sends the ring first, and a ``finalize`` asked for while it was down,
 so the words spoken across the drop are still transcribed, then posts ``SttUp``. When
 the policy is spent (or the error cannot be fixed by retrying) it posts ``SttFailed``
@@ -54,6 +57,8 @@ class SttLink:
         self._delays = tuple(delays_s)
         self._sleep = sleep
         self._ring: deque[bytes] = deque(maxlen=max(1, round(resend_s / _FRAME_S)))
+        self._pushed = 0  # frames pushed this call; the ring holds the newest of them
+        self._marks: deque[int] = deque()  # ``_pushed`` at each finalize sent, unanswered
         self._stream: SpeechToTextStream | None = None
         self._finalize_owed = False
         self._final_timeout_s = final_timeout_s
@@ -69,6 +74,7 @@ class SttLink:
 
     def push_audio(self, ulaw: bytes) -> None:
         self._ring.append(ulaw)
+        self._pushed += 1
         if self._stream is not None:
             self._stream.push_audio(ulaw)
 
@@ -76,6 +82,7 @@ class SttLink:
         self._finalize_owed = True
         if self._stream is not None:
             self._stream.finalize()
+            self._marks.append(self._pushed)
             self._expect_final()
 
     def _expect_final(self) -> None:
@@ -127,8 +134,10 @@ class SttLink:
                 stream.push_audio(frame)
             self._stream = stream
             self._final_due = None
+            self._marks.clear()  # finalizes sent to the old stream die with it
             if self._finalize_owed:
                 stream.finalize()
+                self._marks.append(self._pushed)
                 self._expect_final()
             if self._down:
                 self._down = False
@@ -170,9 +179,7 @@ class SttLink:
                         self._wait = None
                 if isinstance(event, TranscriptUpdate):
                     if event.is_final:
-                        self._ring.clear()  # the vendor is done with that audio
-                        self._finalize_owed = False
-                        self._final_due = None
+                        self._finalised(event.from_finalize)
                     words = words or bool(event.text)
                 self._post(event)
         except TimeoutError:
@@ -183,6 +190,21 @@ class SttLink:
         if self._closing:
             return None
         return ProviderError(self.provider, "the stream ended mid-call", retryable=True), words
+
+    def _finalised(self, from_finalize: bool) -> None:
+        """The vendor is done with some audio: forget it. A ``finalize``'s answer covers
+        the frames before that ``finalize``; its own endpoint, all of them."""
+        if from_finalize and self._marks:
+            covered = self._marks.popleft() - (self._pushed - len(self._ring))
+            for _ in range(max(0, min(covered, len(self._ring)))):
+                self._ring.popleft()
+        else:
+            self._ring.clear()
+            self._marks.clear()
+        self._finalize_owed = bool(self._marks)
+        self._final_due = None
+        if self._marks:
+            self._expect_final()  # a later finalize still owes its final
 
     def _open_failed(self, exc: ProviderError, retry: int, delay_s: float) -> None:
         """Not connected yet (at the start of the call too): the engine must not wait

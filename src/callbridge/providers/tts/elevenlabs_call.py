@@ -10,7 +10,10 @@ its late audio is dropped on arrival, the socket stays. A context counts against
 vendor's limit of 5 until its ``isFinal``; a sixth waits for one to finish. While idle,
 ``{"text": "", "context_id"}`` every ``keepalive_s`` keeps the socket inside its
 ``inactivity_timeout``. If the socket drops, the contexts in flight fail (retryable, so
-the reply's retry asks again) and a new socket is opened in the background at once.
+the reply's retry asks again) and a new socket is opened in the background at once. A
+socket that says nothing at all for a whole read timeout while a context waits on it is
+stalled, not just late: it is dropped the same way, so the retry asks a new one instead
+of waiting on the dead one again.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class ElevenLabsCall:
         self._open: set[str] = set()  # contexts the vendor still counts (no isFinal yet)
         self._room = asyncio.Condition()
         self._counter = 0
+        self._heard_at = 0.0  # loop time of the socket's last message
         self._closing = False
         self.connections = 0
         self._task = asyncio.create_task(self._maintain(), name="elevenlabs.socket")
@@ -98,6 +102,7 @@ class ElevenLabsCall:
                         item = await queue.get()
                 except TimeoutError:
                     await self._forget(context_id)  # the vendor lost it: free its slot
+                    self._drop_if_silent(ws, read_timeout)
                     raise ProviderError(
                         NAME, f"no answer for {read_timeout:g} s", retryable=True
                     ) from None
@@ -115,6 +120,17 @@ class ElevenLabsCall:
         async with self._room:
             self._open.discard(context_id)
             self._room.notify_all()
+
+    def _drop_if_silent(self, ws: ClientConnection, read_timeout: float) -> None:
+        """Nothing on the socket for ``read_timeout``: stalled. Forget it now (the next
+        sentence waits for the new one) and abort it, so ``_maintain`` reconnects."""
+        if asyncio.get_running_loop().time() - self._heard_at < 0.9 * read_timeout:
+            return  # other contexts are answered: only this one was lost
+        log.warning("elevenlabs.socket_stalled silent_s=%.1f", read_timeout)
+        if self._ws is ws:
+            self._ws = None
+            self._connected.clear()
+        ws.transport.abort()
 
     async def aclose(self) -> None:
         """The call is over: close the socket politely, stop reconnecting."""
@@ -165,6 +181,7 @@ class ElevenLabsCall:
                 continue
             failures = 0
             self.connections += 1
+            self._heard_at = asyncio.get_running_loop().time()
             self._ws, self._failure = ws, None
             self._connected.set()
             keepalive = asyncio.create_task(self._keep_alive(ws), name="elevenlabs.keepalive")
@@ -186,6 +203,7 @@ class ElevenLabsCall:
     async def _receive(self, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for message in ws:
+                self._heard_at = asyncio.get_running_loop().time()
                 if isinstance(message, bytes):
                     continue
                 data = self._owner.parse(message)
