@@ -48,6 +48,7 @@ from fakes._ws import port_of, refuse
 
 _ENCODINGS = {"linear16", "flac", "mulaw", "alaw", "amr-nb", "amr-wb", "opus", "speex", "g729"}
 _BOOLEAN_PARAMS = ("interim_results", "vad_events", "smart_format", "punctuate")
+_FRAME_BYTES = 160  # 20 ms of μ-law 8 kHz: the unit the fake's counts and timings use
 
 
 @dataclass
@@ -58,7 +59,8 @@ class DeepgramSession:
     query: dict[str, str]
     headers: dict[str, str]
     audio: bytearray = field(default_factory=bytearray)
-    frames: int = 0
+    frames: int = 0  # 20 ms frames of audio, however the client chunked them
+    audio_messages: int = 0  # binary messages
     controls: list[str] = field(default_factory=list)
     finals_sent: int = 0
     frames_handled: int = 0  # audio frames fully answered (their results already sent)
@@ -242,9 +244,12 @@ class _Stream:
                 if not message:  # the legacy "close stream" signal
                     await self._close_stream()
                     return
-                if await self._audio(message):
-                    return
-                self.session.frames_handled += 1
+                self.session.audio_messages += 1
+                # Deepgram times audio, not messages: a 40 ms message is two 20 ms frames.
+                for at in range(0, len(message), _FRAME_BYTES):
+                    if await self._audio(message[at : at + _FRAME_BYTES]):
+                        return
+                    self.session.frames_handled += 1
             elif await self._control(message):
                 return
 

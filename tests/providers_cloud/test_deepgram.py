@@ -98,6 +98,24 @@ async def _finals(stream: object, count: int):  # type: ignore[no-untyped-def]
                     return
 
 
+async def test_audio_goes_out_in_40_ms_chunks_and_finalize_flushes_a_lone_frame() -> None:
+    async with FakeDeepgram(["x"]) as fake:
+        stream = await make(fake).open_stream()
+        frames = [bytes([0x10 + i]) * 160 for i in range(4)]
+        for frame in frames:
+            stream.push_audio(frame)
+        await wait_for(lambda: fake.sessions[0].frames == 4)
+        assert fake.sessions[0].audio_messages == 2  # two frames a message
+        stream.push_audio(SILENCE)
+        stream.finalize()  # the lone frame goes now, before Finalize, without its partner
+        await take_until(stream.events(), is_final)
+        session = fake.sessions[0]
+        assert (session.audio_messages, session.frames) == (3, 5)
+        assert session.controls == ["Finalize"]
+        await stream.aclose()
+    assert bytes(session.audio) == b"".join(frames) + SILENCE
+
+
 async def test_finalize_without_speech_gives_an_empty_final() -> None:
     async with FakeDeepgram(["unused"]) as fake:
         stream = await make(fake).open_stream()

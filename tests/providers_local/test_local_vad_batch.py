@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
+import pytest
 
 from callbridge.audio import ulaw
 from callbridge.providers.tts.espeak import synthesize_pcm
@@ -48,3 +50,41 @@ def test_without_a_running_loop_streams_run_inline() -> None:
     for frame in _frames("stop please"):
         assert stream.speech_probability(frame) == reference.speech_probability(frame)
     assert batched.batcher.runs == 0
+
+
+async def test_a_burst_of_frames_is_caught_up_in_batched_rounds_not_inline() -> None:
+    """A loop that lagged hands over several windows of a call at once: the batcher runs
+    them in order (one round per window, shared with the other calls), never one
+    inline run per window on the loop."""
+    batched = BatchedSileroModel(period_s=0.002)
+    plain = SileroModel()
+    texts = ["I would like to check my bill", "stop please"]
+    streams = [batched.new_stream() for _ in texts]
+    references = [plain.new_stream() for _ in texts]
+    feeds = [_frames(t) for t in texts]
+    inline_runs = 0
+    original = SileroModel.infer_batch
+
+    def counting(self: SileroModel, windows: np.ndarray, states: np.ndarray) -> object:
+        nonlocal inline_runs
+        if self is batched and threading.current_thread() is threading.main_thread():
+            inline_runs += 1
+        return original(self, windows, states)
+
+    SileroModel.infer_batch = counting  # type: ignore[method-assign]
+    try:
+        burst = 8  # 160 ms of frames at once: 5 windows for the first call
+        for start in range(0, max(len(f) for f in feeds), burst):
+            for i, frames in enumerate(feeds):
+                for frame in frames[start : start + burst]:
+                    streams[i].speech_probability(frame)
+                    references[i].speech_probability(frame)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)
+    finally:
+        SileroModel.infer_batch = original  # type: ignore[method-assign]
+    assert inline_runs == 0
+    for stream, reference in zip(streams, references, strict=True):
+        np.testing.assert_allclose(stream._state, reference._state, atol=1e-6)
+        assert stream._probability == pytest.approx(reference._probability, abs=1e-6)
+    assert batched.batcher.runs < batched.batcher.windows

@@ -250,3 +250,70 @@ def test_media_payload_round_trips(audio: bytes, timestamp_ms: int) -> None:
     assert event.timestamp_ms == timestamp_ms
     outbound = json.loads(codec.media(STREAM, audio))
     assert base64.b64decode(outbound["media"]["payload"]) == audio
+
+
+def _strict(text: str) -> codec.Inbound:
+    """The JSON reader alone: a space before the text keeps the fast path out."""
+    return codec.decode(" " + text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.integers(0, 10**18 - 1),
+    chunk=st.integers(0, 10**18 - 1),
+    timestamp_ms=st.integers(0, 10**18 - 1),
+    audio=st.binary(max_size=400),
+    track=st.sampled_from(["inbound", "outbound", "inbound_track"]),
+    sid=st.from_regex(r"[A-Za-z0-9]{1,64}", fullmatch=True),
+)
+def test_the_media_fast_path_reads_exactly_what_the_strict_reader_reads(
+    seq: int, chunk: int, timestamp_ms: int, audio: bytes, track: str, sid: str
+) -> None:
+    payload = base64.b64encode(audio).decode("ascii")
+    text = (
+        f'{{"event":"media","sequenceNumber":"{seq}","media":{{"track":"{track}",'
+        f'"chunk":"{chunk}","timestamp":"{timestamp_ms}","payload":"{payload}"}},'
+        f'"streamSid":"{sid}"}}'
+    )
+    assert codec._fast_media(text) is not None  # Twilio's own shape takes the fast path
+    assert codec.decode(text) == _strict(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # not base64 (bad padding): the strict reader's error, not a fast-path guess
+        '{"event":"media","sequenceNumber":"1","media":{"track":"inbound","chunk":"1",'
+        '"timestamp":"0","payload":"AAA"},"streamSid":"MZ1"}',
+        # a key twice: JSON's last-one-wins, as before
+        '{"event":"media","sequenceNumber":"1","media":{"track":"inbound","chunk":"1",'
+        '"timestamp":"0","payload":"AAAA"},"streamSid":"MZ1","streamSid":"MZ2"}',
+        # a trailing newline, unicode digits, an escaped sid: all outside the fixed shape
+        '{"event":"media","sequenceNumber":"1","media":{"track":"inbound","chunk":"1",'
+        '"timestamp":"0","payload":"AAAA"},"streamSid":"MZ1"}\n',
+        '{"event":"media","sequenceNumber":"\u0661","media":{"track":"inbound","chunk":"1",'
+        '"timestamp":"0","payload":"AAAA"},"streamSid":"MZ1"}',
+        '{"event":"media","sequenceNumber":"1","media":{"track":"inbound","chunk":"1",'
+        '"timestamp":"0","payload":"AAAA"},"streamSid":"MZ\\u0031"}',
+    ],
+)
+def test_frames_off_the_fixed_shape_get_the_strict_readers_answer(text: str) -> None:
+    assert codec._fast_media(text) is None
+    try:
+        expected: object = _strict(text)
+    except codec.MalformedFrame as exc:
+        with pytest.raises(codec.MalformedFrame) as raised:
+            codec.decode(text)
+        assert (raised.value.kind, str(raised.value)) == (exc.kind, str(exc))
+    else:
+        assert codec.decode(text) == expected
+
+
+def test_outbound_media_from_the_stream_prefix_is_the_json_message() -> None:
+    audio = bytes(range(160))
+    message = json.loads(codec.media(STREAM, audio))
+    assert message == {
+        "event": "media",
+        "streamSid": STREAM,
+        "media": {"payload": base64.b64encode(audio).decode("ascii")},
+    }

@@ -9,6 +9,7 @@ rather than raised: the caller is gone and ``CallerHungUp`` is already on its wa
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -50,6 +51,7 @@ class TwilioTransport:
     ) -> None:
         self.stream_sid = stream_sid
         self.call_sid = call_sid
+        self._media_prefix = codec.media_prefix(stream_sid)
         self._send_text = send_text
         self._close = close
         self._rest = rest
@@ -61,7 +63,8 @@ class TwilioTransport:
         """Marks sent and not echoed yet: the socket adapter passes on only those echoes."""
 
     async def send_audio(self, ulaw: bytes) -> None:
-        await self._send(codec.media(self.stream_sid, ulaw))
+        payload = base64.b64encode(ulaw).decode("ascii")
+        await self._send(self._media_prefix + payload + '"}}')
 
     async def send_mark(self, name: str) -> None:
         self.marks.sent(name)  # before the send: the echo may arrive before it returns

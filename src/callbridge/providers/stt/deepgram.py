@@ -8,6 +8,12 @@ seconds (Deepgram closes an idle socket after ~10 s). The receiver turns server 
 base.py events. ``push_audio`` and ``finalize`` only append to the outbox, so the call's
 owner task never waits on the vendor; if the socket stalls the oldest audio is dropped
 and counted.
+
+Audio goes out in chunks of ``chunkMs`` (40 ms: two Twilio frames; Deepgram takes any
+length and suggests 20–100 ms): every client frame costs a send, a mask from
+``os.urandom`` and a header, and at a hundred calls that per-frame cost was a sixth of
+the server (``bench/load.py --stack seed --profile``). A lone frame waits at most
+``chunkMs`` for its partner; ``Finalize`` and ``CloseStream`` flush what waits first.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class DeepgramConfig(ProviderBlock):
     base_url: str | None = None
     keepalive_s: float = Field(4.0, gt=0, le=9, description="idle gap before a KeepAlive")
     outbox_frames: int = Field(250, ge=10, le=5000, description="audio buffered if stalled")
+    chunk_ms: int = Field(40, ge=20, le=250, description="audio per binary message")
     connect_timeout_s: float = Field(5.0, gt=0, le=60)
 
 
@@ -105,7 +112,10 @@ class DeepgramSTT:
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise ProviderError(NAME, f"cannot connect: {exc!r}", retryable=True) from exc
         return DeepgramStream(
-            ws, keepalive_s=self.config.keepalive_s, outbox_frames=self.config.outbox_frames
+            ws,
+            keepalive_s=self.config.keepalive_s,
+            outbox_frames=self.config.outbox_frames,
+            chunk_ms=self.config.chunk_ms,
         )
 
 
@@ -119,10 +129,14 @@ _END: Final = _End()
 class DeepgramStream:
     """One call's live transcription (``SpeechToTextStream``)."""
 
-    def __init__(self, ws: ClientConnection, *, keepalive_s: float, outbox_frames: int) -> None:
+    def __init__(
+        self, ws: ClientConnection, *, keepalive_s: float, outbox_frames: int, chunk_ms: int = 20
+    ) -> None:
         self._ws = ws
         self._keepalive_s = keepalive_s
         self._outbox_frames = outbox_frames
+        self._chunk_bytes = chunk_ms * 8  # μ-law 8 kHz: 8 bytes a millisecond
+        self._chunk_wait_s = chunk_ms / 1000.0
         self._outbox: deque[bytes | str] = deque()
         self._audio_queued = 0
         self._wake = asyncio.Event()
@@ -204,11 +218,39 @@ class DeepgramStream:
                 item = self._outbox.popleft()
                 if isinstance(item, bytes):
                     self._audio_queued -= 1
+                    item = await self._audio_chunk(item)
                 await self._ws.send(item)
                 if item is _CLOSE_STREAM:
                     return
         except ConnectionClosed:
             return  # the receiver reports why the socket closed
+
+    async def _audio_chunk(self, first: bytes) -> bytes:
+        """``first`` and the audio queued right behind it, up to a chunk; a short chunk
+        waits up to one chunk's time for more (a control message ends it at once)."""
+        parts = [first]
+        size = len(first)
+        waited = False
+        while size < self._chunk_bytes:
+            if self._outbox:
+                item = self._outbox[0]
+                if not isinstance(item, bytes):
+                    break
+                self._outbox.popleft()
+                self._audio_queued -= 1
+                parts.append(item)
+                size += len(item)
+                continue
+            if waited:
+                break
+            waited = True
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(self._chunk_wait_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def _receive_loop(self) -> None:
         try:

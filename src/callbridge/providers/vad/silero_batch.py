@@ -6,32 +6,43 @@ than a whole core and a fifth of one (bench/vad.py).
 
 How it works: a call's stream buffers its 20 ms frames and, when a 32 ms window is
 complete, asks the process's batcher for a run and keeps answering with its latest
-probability. The batcher wakes every ``period_s``, copies the ready windows of all
-calls into one array on the event loop's thread, runs the model in a worker thread (the
-loop keeps serving calls meanwhile; onnxruntime releases the GIL) and writes the results
-back on the loop's thread, so no stream is ever touched from two threads. A verdict is
-at most about one period late; the engine's speech tracker dates runs back over that
-lag. Without a running event loop (scripts, benchmarks) streams run inline.
+probability. The batcher wakes every ``period_s`` and takes *every* complete window of
+every waiting call on the event loop's thread (a call whose frames came in a burst has
+several), then runs them in its own worker thread: round r holds the r-th window of each
+call that has one, so each call's recurrent state still sees its windows in order and a
+burst costs a few batched rounds, never a run per window. The loop keeps serving calls
+meanwhile (onnxruntime releases the GIL) and the results are written back on the loop's
+thread, so no stream is ever touched from two threads. A verdict is at most about one
+period late; the engine's speech tracker dates runs back over that lag. Without a running
+event loop (scripts, benchmarks) streams run inline.
+
+Why never inline when behind (as this module once did past three windows of backlog):
+under load the loop lags, frames arrive in bursts, and one-window runs at ~130 µs each
+took half the core at 50 calls (``bench/load.py 50 --stack seed --profile``) — the
+exact overload they were meant to ride out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 from callbridge.providers.vad.silero import (
     CONTEXT_SAMPLES,
     WINDOW_SAMPLES,
+    Floats,
     SileroModel,
     SileroStream,
 )
 
 __all__ = ["BatchedSileroModel", "BatchedSileroStream", "SileroBatcher"]
 
+_ROW_SAMPLES = CONTEXT_SAMPLES + WINDOW_SAMPLES
+
 log = logging.getLogger(__name__)
-
-_MAX_BACKLOG_WINDOWS = 3  # a stream this far behind runs inline rather than fall further
-
 
 class SileroBatcher:
     def __init__(self, model: SileroModel, period_s: float = 0.02) -> None:
@@ -39,6 +50,8 @@ class SileroBatcher:
         self._period_s = period_s
         self._ready: dict[BatchedSileroStream, None] = {}  # ordered set
         self._task: asyncio.Task[None] | None = None
+        # Its own thread: the loop's default executor may be busy with anything else.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="silero")
         self.runs = 0
         self.windows = 0
 
@@ -63,22 +76,50 @@ class SileroBatcher:
             self._ready.clear()
             if not streams:
                 continue
-            windows, states = self._model.gather(streams)
+            rounds, states = self._gather_all(streams)
             for stream in streams:
                 stream._in_flight = True
             try:
                 probabilities, new_states = await loop.run_in_executor(
-                    None, self._model.infer_batch, windows, states
+                    self._executor, self._infer_rounds, rounds, states
                 )
             finally:
                 for stream in streams:
                     stream._in_flight = False
             self._model.scatter(streams, probabilities, new_states)
             for stream in streams:
-                if stream._ready():  # more than one window was waiting
+                if stream._ready():  # frames came in while the model ran
                     self._ready[stream] = None
-            self.runs += 1
-            self.windows += len(streams)
+            self.runs += len(rounds)
+            self.windows += sum(len(windows) for windows in rounds)
+
+    @staticmethod
+    def _gather_all(streams: list[BatchedSileroStream]) -> tuple[list[Floats], Floats]:
+        """Every complete window of each stream: round r has the r-th window of the
+        first ``len(rounds[r])`` streams (the streams are sorted, longest backlog first)."""
+        streams.sort(key=lambda s: -s._filled)
+        rounds: list[Floats] = []
+        while True:
+            ready = 0
+            while ready < len(streams) and streams[ready]._ready():
+                ready += 1
+            if ready == 0:
+                break
+            windows = np.empty((ready, _ROW_SAMPLES), dtype=np.float32)
+            for i in range(ready):
+                streams[i]._take_window(windows[i])
+            rounds.append(windows)
+        return rounds, np.stack([s._state for s in streams], axis=1)
+
+    def _infer_rounds(self, rounds: list[Floats], states: Floats) -> tuple[Floats, Floats]:
+        """In the worker thread: the rounds in order, each row's state carried along."""
+        probabilities = np.zeros(states.shape[1], dtype=np.float32)
+        for windows in rounds:
+            n = len(windows)
+            out, new = self._model.infer_batch(windows, np.ascontiguousarray(states[:, :n]))
+            probabilities[:n] = out
+            states[:, :n] = new
+        return probabilities, states
 
 
 class BatchedSileroModel(SileroModel):
@@ -104,7 +145,6 @@ class BatchedSileroStream(SileroStream):
         self._push(pcm16)
         if not self._ready() or self._in_flight:
             return self._probability
-        backlog = (self._filled - CONTEXT_SAMPLES) // WINDOW_SAMPLES
-        if backlog >= _MAX_BACKLOG_WINDOWS or not self._batcher.request(self):
+        if not self._batcher.request(self):
             return super().speech_probability(b"")
         return self._probability
