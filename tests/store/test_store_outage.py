@@ -216,10 +216,20 @@ async def test_healthy_is_false_before_start_and_after_close(database: Database)
 async def test_close_during_an_outage_gives_up_after_its_timeout_and_says_what_is_lost(
     sqlite_db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    outage = Outage(sqlite_db)
-    outage.down = True
     time = Time()
     writer = StoreWriter(sqlite_db, max_queued=2, sleep=time.sleep)
+
+    async def refused(_ops: object) -> None:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    async def away() -> bool:
+        return False
+
+    # The database is away without opening a connection per attempt: cancelling the
+    # writer mid-connect (hundreds of aiosqlite threads in 0.2 s) could leave a future no
+    # thread would ever resolve, and hang the event loop's teardown.
+    writer._commit = refused  # type: ignore[method-assign]
+    writer._database_answers = away  # type: ignore[method-assign]
     writer.start()
     for seq in range(1, 5):
         writer.submit(turn(seq))
