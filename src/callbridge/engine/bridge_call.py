@@ -187,19 +187,14 @@ def make_bridge_runner(
     apology_message: str | None = None,
     clock: Clock | None = None,
     on_end: Callable[[CallInfo, BridgeCore], None] | None = None,
-    on_event: Callable[[CallInfo, CallEvent], None] | None = None,
 ) -> CallRunner:
     """The ``CallRunner`` for ``engine: vapi`` (or any other ``RemoteAgent``); ``on_end``
-    gets the call's core (its counters) once the call is over, ``on_event`` the call's
-    record events (a lost agent, the hang-up)."""
+    gets the call's core (its counters) once the call is over; the call's record events
+    (a lost agent, the hang-up) go to the call's own ``info.emit``."""
 
     async def run(info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]) -> None:
-        def happened(event: CallEvent) -> None:
-            if on_event is not None:
-                on_event(info, event)
-
         call = BridgeCall(transport, agent, options, clock=clock, apology_tts=apology_tts,
-                          apology_message=apology_message, on_event=happened)
+                          apology_message=apology_message, on_event=info.emit)
         try:
             await call.run(line)
         finally:
