@@ -40,6 +40,7 @@ from callbridge.engine.events import (
 from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
 from callbridge.errors import CallbridgeError, ProviderError
 from callbridge.providers.base import RemoteAgent, RemoteSession, TextToSpeech
+from callbridge.providers.retry import record_retries
 
 __all__ = ["BridgeCall", "make_bridge_runner"]
 
@@ -79,7 +80,8 @@ class BridgeCall:
         # The line's queue is the inbox: one queue keeps the order things happened in.
         inbox = self._inbox = cast("asyncio.Queue[BridgeEvent]", line)
         try:
-            self._session = await self._agent.open_session()
+            on_retry = record_retries(self._on_event) if self._on_event is not None else None
+            self._session = await self._agent.open_session(on_retry=on_retry)
         except ProviderError as exc:
             log.error("bridge.agent_unreachable agent=%s error=%s", self._agent.name, exc)
             inbox.put_nowait(RemoteFailed(f"unreachable: {exc}", self._agent.name))

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from callbridge.providers.retry import OnRetry
 
 __all__ = [
     "LanguageModel",
@@ -247,6 +250,7 @@ class RemoteSession(Protocol):
 class RemoteAgent(Protocol):
     name: str
 
-    async def open_session(self) -> RemoteSession:
-        """Start a call on the agent; ``ProviderError`` if it cannot (after its retries)."""
+    async def open_session(self, *, on_retry: OnRetry | None = None) -> RemoteSession:
+        """Start a call on the agent; ``ProviderError`` if it cannot (after its retries).
+        ``on_retry`` hears of each retry, so the call's record keeps it."""
         ...
