@@ -48,9 +48,11 @@ class RefusingTwice:
 
     def __init__(self) -> None:
         self.opens = 0
+        self.hook: object = None
         self.connected = asyncio.Event()
 
-    async def open_stream(self) -> QuietStream:
+    async def open_stream(self, *, on_retry: object = None) -> QuietStream:
+        self.hook = on_retry  # for retries inside the stream (a per-utterance endpoint)
         self.opens += 1
         if self.opens <= 2:
             raise ProviderError("deepgram", "cannot connect: refused", retryable=True)
@@ -75,6 +77,7 @@ async def test_a_retried_stt_open_is_emitted_once_per_retry() -> None:
         ProviderRetried("deepgram", 2, 2.0, "deepgram: cannot connect: refused"),
     ]
     assert waits.waited == [1.0, 2.0]
+    assert callable(stt.hook)  # the stream gets the same hook for its own retries
     assert [type(e) for e in posted][:1] == [SttDown]  # the engine still hears it is down
 
 

@@ -20,6 +20,7 @@ leaves ``run``, so no STT fault can end the call's task group with an exception.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -121,7 +122,7 @@ class SttLink:
         while not self._closing:
             try:
                 stream = await retry_call(
-                    self._stt.open_stream,
+                    functools.partial(self._stt.open_stream, on_retry=self._on_retry),
                     delays_s=self._delays,
                     sleep=self._sleep,
                     on_retry=self._open_failed,

@@ -118,7 +118,10 @@ class SpeechToTextStream(Protocol):
 class SpeechToText(Protocol):
     name: str
 
-    async def open_stream(self) -> SpeechToTextStream: ...
+    async def open_stream(self, *, on_retry: OnRetry | None = None) -> SpeechToTextStream:
+        """One call's stream. A client that retries inside the stream (a per-utterance
+        endpoint) tells ``on_retry`` of each retry, so the call's record keeps it."""
+        ...
 
 
 # ---------------------------------------------------------------- LLM
