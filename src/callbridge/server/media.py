@@ -161,23 +161,14 @@ class _Stream:
             stats.active_calls -= 1
             stats.timestamp_gaps += self.gaps.timestamp_gaps
             stats.arrival_gaps += self.gaps.arrival_gaps
-            log_event(
-                log,
-                logging.INFO,
-                "stream.ended",
-                **self.gaps.summary(),
+            ended = StreamEnded(
+                gaps=self.gaps.summary(),
                 rejected=dict(self.rejected),
                 dropped_backlog=self.dropped_backlog,
                 paced_s=round(self.paced_s, 2),
             )
-            self.emit(
-                StreamEnded(
-                    gaps=self.gaps.summary(),
-                    rejected=dict(self.rejected),
-                    dropped_backlog=self.dropped_backlog,
-                    paced_s=round(self.paced_s, 2),
-                )
-            )
+            log_event(log, logging.INFO, "stream.ended", **ended.data)
+            self.emit(ended)
 
     async def _await_start(self) -> codec.Start | None:
         """Read until a valid ``start``; None when the socket was refused or ended."""
@@ -383,7 +374,8 @@ class _Stream:
         return event
 
     def _count(self, kind: str, detail: str) -> None:
-        """Count a rejected frame; log the first few of each kind and then every 100th."""
+        """Count a rejected frame; log and record the first few of each kind, then every
+        100th."""
         self.rejected[kind] += 1
         self.edge.stats.frames_rejected[kind] += 1
         n = self.rejected[kind]
