@@ -65,12 +65,17 @@ async def test_openai_stalling_gets_a_hold_line_then_the_answer(tmp_path: Path) 
 
     assert outcome.report.ok, outcome.report.failures
     assert_clean(outcome)
-    # Heard: the greeting, "one moment" in the fallback voice, then the answer.
-    assert outcome.kinds_heard() == ["tone", "speech", "tone"], outcome.heard
-    assert outcome.events("hold")
+    # Heard: the greeting, "one moment" in the fallback voice, then the answer. A slow
+    # machine may stretch the wait past a second hold delay: twice is the most per turn.
+    kinds = outcome.kinds_heard()
+    assert kinds[0] == "tone" and kinds[-1] == "tone", outcome.heard
+    assert kinds[1:-1] in (["speech"], ["speech", "speech"]), outcome.heard
+    holds = outcome.events("hold")
+    assert 1 <= len(holds) <= 2
     assert "timed out" in outcome.events("provider_retry")[0]["error"]
     answer = outcome.turns()[-1]["text"]
-    assert answer == "One moment, please. " + TEXT
+    assert answer.startswith("One moment, please. ") and answer.endswith(TEXT)
+    assert answer.count("One moment, please.") == len(holds)
 
 
 async def test_openai_cut_after_its_first_words_is_resumed_not_repeated(tmp_path: Path) -> None:
