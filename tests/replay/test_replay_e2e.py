@@ -12,6 +12,7 @@ timeline (a few ms on loopback), and event-loop scheduling on this shared 2-core
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest_asyncio
 import yaml
 from support.server import running_server
 
+from callbridge.cli import main
 from callbridge.server.app import create_app
 from callbridge.server.call_log import CallLog
 from callbridge.settings import load_settings
@@ -141,7 +143,9 @@ async def test_a_longer_endpointing_shows_as_slower_caller_turns(recorded: Recor
     slower = assistant(recorded.tmp_path, "slower", endpointing_ms=800)
     report = await replay_call(recorded.stored, slower, settings=ReplaySettings())
     assert report.same_turns, report.differences  # the same words, later
-    (row,) = report.caller_rows
+    words, key = report.caller_rows
+    assert key.original is not None and key.original.dtmf == "1"
+    row = words
     assert row.delta_ms is not None and 300 - 100 <= row.delta_ms <= 300 + 100
     assert not report.same
     assert any(line.startswith("caller turn 1: latency") for line in report.differences)
@@ -170,3 +174,35 @@ async def test_speed_shortens_the_dead_air_and_keeps_the_turns(recorded: Recorde
     assert report.same_turns, report.differences
     assert report.simulator.duration_s * 1000 < (recorded.stored.track.duration_ms
                                                  - report.removed_ms + 500)
+
+
+def _from_the_record(recorded: Recorded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command reads the recorded call where `callbridge serve` would keep it."""
+    monkeypatch.chdir(recorded.tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("CALLBRIDGE_DATA_DIR", str(recorded.tmp_path / "data"))
+
+
+def test_the_command_prints_json_for_ci(
+    recorded: Recorded, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _from_the_record(recorded, monkeypatch)
+    sid = recorded.stored.side.sid
+    code = main(["replay", sid, "--assistant", str(recorded.assistant), "--json", "--check"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0, data["differences"]
+    assert data["same"] is True and data["original"]["sid"] == sid
+    assert [row["same"] for row in data["turns"]] == [True] * len(data["turns"])
+    assert [row["original"]["dtmf"] for row in data["caller_turns"]] == [None, "1"]
+
+
+def test_the_command_shows_the_difference_and_check_fails(
+    recorded: Recorded, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _from_the_record(recorded, monkeypatch)
+    other = assistant(recorded.tmp_path, "closed", reply="Billing is closed.")
+    code = main(["replay", recorded.stored.side.sid, "--assistant", str(other), "--check"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "Turns" in out and "Billing is closed." in out and REPLY in out
+    assert "DIFF turn" in out
