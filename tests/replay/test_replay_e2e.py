@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from callbridge.server.app import create_app
 from callbridge.server.call_log import CallLog
 from callbridge.settings import load_settings
 from callbridge.simulator.dialer import CallOptions
-from callbridge.simulator.replay import ReplaySettings, replay_call
+from callbridge.simulator.replay import RemoteServer, ReplaySettings, replay_call
 from callbridge.simulator.replay_source import StoredCall, load_stored_call
 from callbridge.simulator.replay_track import caller_turns
 from callbridge.simulator.runner import prepare_voices, run_scenario
@@ -83,21 +84,29 @@ def tmp_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("replay")
 
 
+@asynccontextmanager
+async def serving(path: Path, data_dir: Path, *, recordings: bool = True,
+                  api_token: str | None = None) -> AsyncIterator[tuple[str, Store]]:
+    """``path`` served as `callbridge serve` serves it, its record in ``data_dir``."""
+    settings = load_settings(auth_token=AUTH_TOKEN, stream_secret="r" * 32, data_dir=data_dir,
+                             account_sid="", api_token=api_token)
+    store = Store.from_settings(settings)
+    call_log = CallLog(store.writer, assistant=path.stem,
+                       recordings_dir=settings.recordings_path if recordings else None)
+    runner = build_runner(path, {}, on_turn=call_log.on_turn, on_end=call_log.on_end,
+                          on_event=call_log.on_event)
+    app = create_app(settings, call_log.wrap(runner), store=store, call_log=call_log)
+    async with running_server(app) as base_url:
+        yield base_url, store
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def recorded(tmp_module: Path) -> AsyncIterator[Recorded]:
     """One call through the server as `callbridge serve` records it, read back."""
     path = assistant(tmp_module, "original", recording=True)
-    settings = load_settings(auth_token=AUTH_TOKEN, stream_secret="r" * 32,
-                             data_dir=tmp_module / "data", account_sid="")
-    store = Store.from_settings(settings)
-    call_log = CallLog(store.writer, assistant="original",
-                       recordings_dir=settings.recordings_path)
-    runner = build_runner(path, {}, on_turn=call_log.on_turn, on_end=call_log.on_end,
-                          on_event=call_log.on_event)
-    app = create_app(settings, call_log.wrap(runner), store=store, call_log=call_log)
     scenario = parse_scenario(SCENARIO)
     voices = await asyncio.to_thread(prepare_voices, scenario, tmp_module)
-    async with running_server(app) as base_url:
+    async with serving(path, tmp_module / "data") as (base_url, store):
         options = CallOptions(base_url, AUTH_TOKEN)
         report = await run_scenario(scenario, options, voices)
         assert report.ok, report.failures
@@ -206,3 +215,27 @@ def test_the_command_shows_the_difference_and_check_fails(
     assert code == 1
     assert "Turns" in out and "Billing is closed." in out and REPLY in out
     assert "DIFF turn" in out
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_replay_against_a_running_server_reads_its_record_through_the_api(
+    recorded: Recorded,
+) -> None:
+    api_token = "replay-api-token-0123456789abcdef"
+    other = assistant(recorded.tmp_path, "remote", reply="Billing is closed.")
+    async with serving(other, recorded.tmp_path / "remote", recordings=False,
+                       api_token=api_token) as (base_url, _):
+        report = await replay_call(
+            recorded.stored, None,
+            remote=RemoteServer(base_url, AUTH_TOKEN, api_token=api_token),
+        )
+        unread = await replay_call(recorded.stored, None,
+                                   remote=RemoteServer(base_url, AUTH_TOKEN))
+    assert report.replay.assistant == "remote" and report.replay.events is not None
+    assert [t.text for t in report.replay.turns if t.role == "assistant"][1:] == [
+        "Billing is closed."] * 2
+    assert not report.same_turns
+    # Without the API token the audio is still measured; the turns are not read.
+    assert unread.replay.events is None and unread.replay.turns == []
+    assert len(unread.replay.caller_turns) == 2
+    assert all(t.latency_ms is not None for t in unread.replay.caller_turns)

@@ -39,7 +39,6 @@ from callbridge.simulator.replay_source import (
 )
 from callbridge.simulator.replay_track import (
     DEFAULT_GAP_MS,
-    FRAME_MS,
     Press,
     ReplayPlan,
     Speak,
@@ -211,7 +210,12 @@ async def _replay_to(
     report = call.report("replay")
     side = await _record(target, options.call_sid)
     if call.recorder is not None:
-        pressed = [(a.frame * FRAME_MS, a.digit) for a in plan.actions if isinstance(a, Press)]
+        # When each key really went out, on the recorder's timeline (zero: the start).
+        pressed = [
+            (round((t.onset_s - call.t0_s) * 1000), t.label)
+            for t in call.tracker.turns
+            if t.kind == "dtmf"
+        ]
         side.caller_turns = caller_turns(
             split_stereo(call.recorder.stereo_pcm16()), pressed, gap_ms=settings.gap_ms
         )
