@@ -86,14 +86,15 @@ def tmp_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @asynccontextmanager
 async def serving(path: Path, data_dir: Path, *, recordings: bool = True,
-                  api_token: str | None = None) -> AsyncIterator[tuple[str, Store]]:
+                  api_token: str | None = None, env: dict[str, str] | None = None
+                  ) -> AsyncIterator[tuple[str, Store]]:
     """``path`` served as `callbridge serve` serves it, its record in ``data_dir``."""
     settings = load_settings(auth_token=AUTH_TOKEN, stream_secret="r" * 32, data_dir=data_dir,
                              account_sid="", api_token=api_token)
     store = Store.from_settings(settings)
     call_log = CallLog(store.writer, assistant=path.stem,
                        recordings_dir=settings.recordings_path if recordings else None)
-    runner = build_runner(path, {}, on_turn=call_log.on_turn, on_end=call_log.on_end,
+    runner = build_runner(path, env or {}, on_turn=call_log.on_turn, on_end=call_log.on_end,
                           on_event=call_log.on_event)
     app = create_app(settings, call_log.wrap(runner), store=store, call_log=call_log)
     async with running_server(app) as base_url:
