@@ -63,11 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
-    handler = configure_logging(
-        settings.log_level, settings.log_format, secrets=settings.secret_values()
-    )
-    # The call record reads INFO events from callbridge.*; the console keeps LOG_LEVEL.
-    handler.setLevel(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
     workers = args.workers or settings.workers
     if workers is None:
         workers = default_workers() if settings.shared_store else 1

@@ -12,7 +12,7 @@ from dotenv import dotenv_values
 from callbridge.assistant import AssistantConfig, build_assistant, load_assistant
 from callbridge.engine.bridge import BridgeCore, BridgeOptions
 from callbridge.engine.bridge_call import make_bridge_runner
-from callbridge.engine.events import CallEvent, TurnRecord
+from callbridge.engine.events import TurnRecord
 from callbridge.engine.runner import CallStats, make_runner
 from callbridge.engine.transport import CallInfo, CallRunner
 from callbridge.providers import vapi
@@ -36,24 +36,21 @@ def build_runner(
     *,
     on_turn: Callable[[CallInfo, TurnRecord], None] | None = None,
     on_end: Callable[[CallInfo, CallStats], None] | None = None,
-    on_event: Callable[[CallInfo, CallEvent], None] | None = None,
 ) -> CallRunner:
-    """``on_turn``/``on_event``/``on_end`` feed the call record (``server.call_log.CallLog``)."""
+    """``on_turn``/``on_end`` feed the call record (``server.call_log.CallLog``); the
+    call's events go to its own ``CallInfo.emit``, which the socket adapter provides."""
     env = agent_env() if env is None else env
     config = load_assistant(assistant_path)
     # The apology after a provider failure must not depend on the provider that failed.
     espeak = spec_for("tts", "espeak")
     fallback = build_provider("tts", espeak.config.model_validate({"provider": "espeak"}), env)
     if config.engine == "vapi":
-        return build_bridge_runner(
-            config, env, fallback_tts=fallback, on_end=on_end, on_event=on_event
-        )
+        return build_bridge_runner(config, env, fallback_tts=fallback, on_end=on_end)
     assistant = build_assistant(config, env)
     # The end-of-turn model is loaded here, at start-up, once for every call.
     judge = load_smart_turn() if config.turns().end_of_turn == "smart-turn" else None
     return make_runner(
-        assistant, fallback_tts=fallback, turn_judge=judge, on_turn=on_turn, on_end=on_end,
-        on_event=on_event,
+        assistant, fallback_tts=fallback, turn_judge=judge, on_turn=on_turn, on_end=on_end
     )
 
 
@@ -63,7 +60,6 @@ def build_bridge_runner(
     *,
     fallback_tts: TextToSpeech | None = None,
     on_end: Callable[[CallInfo, CallStats], None] | None = None,
-    on_event: Callable[[CallInfo, CallEvent], None] | None = None,
 ) -> CallRunner:
     """``engine: vapi``: each call is bridged to a VAPI call (keys checked here, at start-up)."""
     block = vapi.VapiConfig.model_validate(config.vapi or {})
@@ -87,5 +83,4 @@ def build_bridge_runner(
         apology_tts=fallback_tts,
         apology_message=config.spoken_apology,
         on_end=ended,
-        on_event=on_event,
     )

@@ -10,7 +10,9 @@ import pytest
 from fakes.vapi import GREETING_TONE, FakeVapi
 
 from callbridge.audio import levels, ulaw
+from callbridge.call_events import CallEvent
 from callbridge.errors import ConfigError, ProviderError
+from callbridge.providers.retry import record_retries
 from callbridge.providers.vapi import (
     RemoteEvent,
     VapiAgent,
@@ -152,8 +154,13 @@ async def test_server_errors_are_retried_with_backoff() -> None:
     async with FakeVapi(greeting_ms=0, fail_create=[500, 503]) as fake:
         sleeps: list[float] = []
         agent = agent_for(fake, sleeps=sleeps)
-        session = await agent.open_session()
+        retried: list[CallEvent] = []
+        session = await agent.open_session(on_retry=record_retries(retried.append))
         assert sleeps == [1.0, 2.0] and fake.create_requests == 3 and len(fake.calls) == 1
+        # Each retry is told to the call's record, typed.
+        assert [(e.kind, e.data["provider"], e.data["retry"], e.data["delay_s"])
+                for e in retried] == [("provider_retry", "vapi", 1, 1.0),
+                                      ("provider_retry", "vapi", 2, 2.0)]
         await session.hangup()
         await agent.aclose()
 

@@ -18,7 +18,7 @@ from support.server import running_server
 from support.twilio_api import FakeTwilioApi, fake_twilio_api
 
 from callbridge.audio import levels
-from callbridge.engine.events import CallEvent
+from callbridge.call_events import CallEvent
 from callbridge.engine.runner import CallStats
 from callbridge.engine.transport import CallInfo
 from callbridge.server.app import create_app
@@ -83,15 +83,15 @@ async def bridge(tmp_path: Path, twilio: FakeTwilioApi, **fake: object) -> Async
 
         events: list[tuple[str, CallEvent]] = []
         env = {"VAPI_API_KEY": KEY, "VAPI_BASE_URL": vapi.base_url}
-        runner = build_runner(
-            EXAMPLE, env, on_end=on_end,
-            on_event=lambda info, event: events.append((info.call_sid, event)),
-        )
+        runner = build_runner(EXAMPLE, env, on_end=on_end)
         settings = load_settings(
             auth_token=AUTH_TOKEN, stream_secret="s" * 32, data_dir=tmp_path,
             account_sid=ACCOUNT_SID, twilio_api_base_url=twilio.base_url,
         )
-        async with running_server(create_app(settings, runner)) as base_url:
+        app = create_app(settings, runner)
+        # The bridge's record events reach the call's emit, like every subscriber's.
+        app.state.edge.events.subscribe(lambda sid, event: events.append((sid, event)))
+        async with running_server(app) as base_url:
             yield Bridge(vapi, twilio, base_url, ended, call_over, events)
 
 

@@ -123,7 +123,6 @@ class Stack:
                     {},
                     on_turn=call_log.on_turn,
                     on_end=call_log.on_end,
-                    on_event=call_log.on_event,
                 )
                 app = create_app(settings, call_log.wrap(runner), store=store, call_log=call_log)
                 self.call_log = call_log

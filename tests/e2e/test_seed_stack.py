@@ -98,4 +98,6 @@ async def test_a_call_through_deepgram_openai_and_elevenlabs(tmp_path: Path) -> 
     (tts_socket,) = elevenlabs.sessions
     assert tts_socket.multi and len(tts_socket.contexts_opened) >= 3
     (interrupted,) = [t for t in report.turns if t.barge_in]
-    assert interrupted.bargein_ms is not None and interrupted.bargein_ms < 400
+    # Cleared while the caller was still talking (how fast: bench/bargein.py).
+    assert interrupted.bargein_ms is not None and interrupted.end_s is not None
+    assert interrupted.onset_s + interrupted.bargein_ms / 1000 < interrupted.end_s

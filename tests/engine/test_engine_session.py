@@ -40,7 +40,7 @@ class Vad:
 class NoStt:
     name = "none"
 
-    async def open_stream(self) -> NoSttStream:
+    async def open_stream(self, *, on_retry: object = None) -> NoSttStream:
         return NoSttStream()
 
 

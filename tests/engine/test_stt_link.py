@@ -64,7 +64,7 @@ class Vendor:
         self.stalls = stalls  # this many streams never answer a finalize
         self.opened: list[Stream] = []
 
-    async def open_stream(self) -> Stream:
+    async def open_stream(self, *, on_retry: object = None) -> Stream:
         if self.refuse:
             self.refuse -= 1
             raise ProviderError("deepgram", "cannot connect: refused", retryable=True)

@@ -258,7 +258,7 @@ async def seed_stack(
                                    providers=Providers(stt="deepgram", llm="openai",
                                                        tts="11labs"))
                 runner = build_runner(path, env, on_turn=call_log.on_turn,
-                                      on_end=call_log.on_end, on_event=call_log.on_event)
+                                      on_end=call_log.on_end)
                 app = create_app(settings, call_log.wrap(runner), store=store,
                                  metrics=metrics, call_log=call_log)
                 async with running_server(app) as base_url:

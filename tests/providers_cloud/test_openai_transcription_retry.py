@@ -10,8 +10,10 @@ from fakes.openai_audio import FakeOpenAIAudio
 from fakes.script import Failure
 
 from callbridge.audio import ulaw
+from callbridge.call_events import CallEvent, ProviderRetried
 from callbridge.errors import ProviderError
 from callbridge.providers.base import SttEvent, TranscriptUpdate
+from callbridge.providers.retry import record_retries
 from callbridge.providers.stt.openai_compatible import (
     OpenAITranscription,
     OpenAITranscriptionConfig,
@@ -89,3 +91,24 @@ async def test_spent_retries_end_the_stream_with_a_final_error(sleep: RecordingS
     assert "HTTP 503" in str(error) and "gave up after 4 attempts" in str(error)
     assert isinstance(error.__cause__, ProviderError) and error.__cause__.retryable
     assert sleep.delays == [1.0, 2.0, 4.0] and len(fake.uploads) == 4
+
+
+async def test_each_retried_utterance_is_told_to_the_call(sleep: RecordingSleep) -> None:
+    """The stream's own retries reach the call's record through the hook it was opened
+    with (the engine passes the call's ``record_retries(emit)``)."""
+    retried: list[CallEvent] = []
+    async with FakeOpenAIAudio(["check my bill"],
+                               transcription_failures=[Failure(429), Failure(503)]) as fake:
+        stream = await provider(fake, sleep).open_stream(on_retry=record_retries(retried.append))
+        try:
+            for frame in UTTERANCE:
+                stream.push_audio(frame)
+            stream.finalize()
+            events = await take_until(stream.events(), lambda e: True)
+        finally:
+            await stream.aclose()
+    assert events == [TranscriptUpdate("check my bill", is_final=True, speech_final=True)]
+    assert [(e.kind, e.data["provider"], e.data["retry"], e.data["delay_s"])
+            for e in retried] == [("provider_retry", "openai-compatible", 1, 1.0),
+                                  ("provider_retry", "openai-compatible", 2, 2.0)]
+    assert all(isinstance(e, ProviderRetried) and "HTTP" in e.error for e in retried)

@@ -1,5 +1,6 @@
-"""``CallLog`` around a runner: call row, turns in wall time, events from log lines,
-the recording and the metrics (SQLite and PostgreSQL)."""
+"""``CallLog`` around a runner: call row, turns in wall time, the call's typed events
+(from its ``emit``, through the bus; never from log lines), the recording and the
+metrics (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import wave
 from datetime import UTC, datetime
 from pathlib import Path
 
+from callbridge.call_events import CallEventBus, EngineNote, MediaGap
 from callbridge.engine.clock import ManualClock
-from callbridge.engine.events import CallEvent, TurnRecord
+from callbridge.engine.events import TurnRecord
 from callbridge.engine.runner import CallStats
 from callbridge.engine.transport import CallerAudio, CallerHungUp, CallInfo, LineEvent
 from callbridge.server.call_log import CallLog, Providers
 from callbridge.store.database import Database
-from callbridge.store.events import parse_fields
 from callbridge.store.repository import get_call
 from callbridge.store.writer import StoreWriter
 from callbridge.telemetry.logging import bind_call
@@ -64,19 +65,20 @@ async def test_a_call_is_recorded_end_to_end(database: Database, tmp_path: Path)
         clock=clock,
         wall_clock=lambda: WALL0 + (clock.now() - 500.0),
     )
-    log.bridge.install()
+    bus = CallEventBus()
+    bus.subscribe(metrics.count_event)
+    bus.subscribe(log.on_event)
 
     async def runner(info: CallInfo, transport: object, line: asyncio.Queue[LineEvent]) -> None:
-        bind_call(info.call_sid, info.stream_sid)
         assert (await line.get()) == CallerAudio(b"\xff" * 160, 0)
         clock.advance(1.0)
         for _ in range(3):
             await transport.send_audio(b"\x10" * 160)  # type: ignore[attr-defined]
         await transport.send_clear()  # type: ignore[attr-defined]
-        log.on_event(
-            info, CallEvent("barge_in", {"reason": "speech", "heard_words": 2, "reaction_ms": 210})
+        info.emit(
+            EngineNote("barge_in", {"reason": "speech", "heard_words": 2, "reaction_ms": 210})
         )
-        log.on_event(info, CallEvent("reply_failed", {"error": "deepgram: HTTP 500: internal"}))
+        info.emit(EngineNote("reply_failed", {"error": "deepgram: HTTP 500: internal"}))
         log.on_turn(
             info,
             TurnRecord(
@@ -91,19 +93,20 @@ async def test_a_call_is_recorded_end_to_end(database: Database, tmp_path: Path)
             ),
         )
         assert isinstance(await line.get(), CallerHungUp)
-        log.on_event(info, CallEvent("caller_hung_up", {"reason": "stop"}))
+        info.emit(EngineNote("caller_hung_up", {"reason": "stop"}))
         log.on_end(info, CallStats(barge_ins=1, stale_interrupts=0, dropped_frames=4))
 
     line: asyncio.Queue[LineEvent] = asyncio.Queue()
     line.put_nowait(CallerAudio(b"\xff" * 160, 0))
     line.put_nowait(CallerHungUp("stop"))
     transport = ListTransport()
-    info = CallInfo(SID, "MZ" + "5" * 32, "+15550001111", "+15550002222")
+    info = CallInfo(
+        SID, "MZ" + "5" * 32, "+15550001111", "+15550002222", emit=bus.emitter(SID)
+    )
     try:
         await asyncio.create_task(log.wrap(runner)(info, transport, line))
         await writer.flush()
     finally:
-        log.bridge.uninstall()
         await writer.close()
 
     assert transport.sent == ["audio 160"] * 3 + ["clear"]
@@ -155,38 +158,45 @@ async def test_a_call_is_recorded_end_to_end(database: Database, tmp_path: Path)
     )
 
 
-async def test_log_events_outside_a_call_are_not_stored(database: Database) -> None:
+async def test_a_log_line_is_not_a_call_event(database: Database) -> None:
+    """Logs are output only: an event-shaped line inside a call stores nothing, and the
+    typed event stores the same fact even with the ``callbridge`` loggers silenced."""
     writer = StoreWriter(database)
     writer.start()
     log = CallLog(writer)
-    log.bridge.install()
+    bus = CallEventBus()
+    bus.subscribe(log.on_event)
+    sid = "CA" + "6" * 32
+    logger = logging.getLogger("callbridge")
+    level = logger.level
     try:
-        logging.getLogger("callbridge.server.media").info("media.gap gap_ms=240")
+        bind_call(sid)
+        logger.setLevel(logging.INFO)
+        logging.getLogger("callbridge.server.media").info("media.gap kind=timestamp gap_ms=240")
+        await writer.flush()
+        assert writer.written == 0
+        logger.setLevel(logging.CRITICAL)
+        bus.emitter(sid)(MediaGap("timestamp", 240))
         await writer.flush()
     finally:
-        log.bridge.uninstall()
+        logger.setLevel(level)
         await writer.close()
-    assert writer.written == 0
-
-
-def test_fields_run_to_the_next_key() -> None:
-    assert parse_fields("reason=goodbye") == {"reason": "goodbye"}
-    assert parse_fields("lag_ms=1200 error=x: y=z b") == {"lag_ms": 1200, "error": "x:", "y": "z b"}
-    assert parse_fields("delay_s=1.5 error=HTTP 500: boom") == {
-        "delay_s": 1.5,
-        "error": "HTTP 500: boom",
-    }
-    assert parse_fields("") == {}
+    detail = await get_call(database, sid)
+    assert detail is not None
+    assert [(e.kind, e.data) for e in detail.events] == [
+        ("gap", {"kind": "timestamp", "gap_ms": 240, "coalesced": 0})
+    ]
 
 
 async def test_a_provider_retry_in_a_call_is_recorded_with_its_fields(database: Database) -> None:
     from callbridge.errors import ProviderError
-    from callbridge.providers.retry import retry_call
+    from callbridge.providers.retry import record_retries, retry_call
 
     writer = StoreWriter(database)
     writer.start()
     log = CallLog(writer)
-    log.bridge.install()
+    bus = CallEventBus()
+    bus.subscribe(log.on_event)
     sid = "CA" + "7" * 32
     attempts: list[int] = []
 
@@ -197,18 +207,16 @@ async def test_a_provider_retry_in_a_call_is_recorded_with_its_fields(database: 
         return "ok"
 
     async def runner(info: CallInfo, transport: object, line: asyncio.Queue[LineEvent]) -> None:
-        bind_call(info.call_sid, info.stream_sid)
-
         async def no_wait(_: float) -> None:
             return None
 
-        assert await retry_call(flaky, sleep=no_wait) == "ok"
+        assert await retry_call(flaky, sleep=no_wait, on_retry=record_retries(info.emit)) == "ok"
 
+    info = CallInfo(sid, "MZ" + "7" * 32, emit=bus.emitter(sid))
     try:
-        await log.wrap(runner)(CallInfo(sid, "MZ" + "7" * 32), object(), asyncio.Queue())  # type: ignore[arg-type]
+        await log.wrap(runner)(info, object(), asyncio.Queue())  # type: ignore[arg-type]
         await writer.flush()
     finally:
-        log.bridge.uninstall()
         await writer.close()
     detail = await get_call(database, sid)
     assert detail is not None

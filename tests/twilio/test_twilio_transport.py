@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from callbridge.call_events import CallEvent, HangupAlreadyOver, HangupFailed
 from callbridge.engine.transport import CallTransport
 from callbridge.twilio.rest import TwilioRestError
 from callbridge.twilio.transport import LineClosed, TwilioTransport
@@ -30,15 +31,16 @@ class Line:
 
 
 class Rest:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, over: bool = False) -> None:
         self.log: list[tuple[str, str]] = []
         self.fail = fail
+        self.over = over  # Twilio answers 20404: the call had already ended
 
     async def end_call(self, call_sid: str) -> bool:
         self.log.append(("end", call_sid))
         if self.fail:
             raise TwilioRestError("boom", status=500, code=20500)
-        return True
+        return not self.over
 
     async def transfer_call(self, call_sid: str, twiml: str) -> None:
         self.log.append(("transfer", twiml))
@@ -76,6 +78,25 @@ async def test_hangup_ends_the_call_at_twilio_then_closes() -> None:
 async def test_hangup_closes_even_when_rest_fails() -> None:
     line = Line()
     await _transport(line, Rest(fail=True)).hangup()
+    assert line.closed == 1
+
+
+@pytest.mark.parametrize(
+    ("rest", "expected"),
+    [
+        (Rest(), []),
+        (Rest(over=True), [HangupAlreadyOver()]),
+        (Rest(fail=True), [HangupFailed("boom")]),
+    ],
+)
+async def test_a_hangup_tells_the_call_what_twilio_answered(
+    rest: Rest, expected: list[CallEvent]
+) -> None:
+    line, emitted = Line(), list[CallEvent]()
+    transport = TwilioTransport(stream_sid=STREAM, call_sid=CALL, send_text=line.send,
+                                close=line.close, rest=rest, emit=emitted.append)
+    await transport.hangup()
+    assert emitted == expected
     assert line.closed == 1
 
 

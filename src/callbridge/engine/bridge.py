@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from callbridge.engine.events import (
-    CallEvent,
+    EngineNote,
     Hangup,
     RecordEvent,
     SendAudio,
@@ -258,7 +258,7 @@ class BridgeCore:
             return
         self.failure = error
         self.end_reason = f"agent failed: {error}"
-        self._out.append(RecordEvent(CallEvent(
+        self._out.append(RecordEvent(EngineNote(
             "provider_failed", {"stage": "bridge", "provider": provider or "agent", "error": error}
         )))
         self._close_segment()
@@ -300,6 +300,6 @@ class BridgeCore:
 
     def _finish(self, command: Hangup | EndRemote) -> None:
         if isinstance(command, Hangup):
-            self._out.append(RecordEvent(CallEvent("hangup", {"reason": command.reason})))
+            self._out.append(RecordEvent(EngineNote("hangup", {"reason": command.reason})))
         self._out.append(command)
         self.phase = _Phase.ENDED

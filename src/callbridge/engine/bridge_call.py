@@ -40,6 +40,7 @@ from callbridge.engine.events import (
 from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
 from callbridge.errors import CallbridgeError, ProviderError
 from callbridge.providers.base import RemoteAgent, RemoteSession, TextToSpeech
+from callbridge.providers.retry import record_retries
 
 __all__ = ["BridgeCall", "make_bridge_runner"]
 
@@ -79,7 +80,8 @@ class BridgeCall:
         # The line's queue is the inbox: one queue keeps the order things happened in.
         inbox = self._inbox = cast("asyncio.Queue[BridgeEvent]", line)
         try:
-            self._session = await self._agent.open_session()
+            on_retry = record_retries(self._on_event) if self._on_event is not None else None
+            self._session = await self._agent.open_session(on_retry=on_retry)
         except ProviderError as exc:
             log.error("bridge.agent_unreachable agent=%s error=%s", self._agent.name, exc)
             inbox.put_nowait(RemoteFailed(f"unreachable: {exc}", self._agent.name))
@@ -187,19 +189,14 @@ def make_bridge_runner(
     apology_message: str | None = None,
     clock: Clock | None = None,
     on_end: Callable[[CallInfo, BridgeCore], None] | None = None,
-    on_event: Callable[[CallInfo, CallEvent], None] | None = None,
 ) -> CallRunner:
     """The ``CallRunner`` for ``engine: vapi`` (or any other ``RemoteAgent``); ``on_end``
-    gets the call's core (its counters) once the call is over, ``on_event`` the call's
-    record events (a lost agent, the hang-up)."""
+    gets the call's core (its counters) once the call is over; the call's record events
+    (a lost agent, the hang-up) go to the call's own ``info.emit``."""
 
     async def run(info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]) -> None:
-        def happened(event: CallEvent) -> None:
-            if on_event is not None:
-                on_event(info, event)
-
         call = BridgeCall(transport, agent, options, clock=clock, apology_tts=apology_tts,
-                          apology_message=apology_message, on_event=happened)
+                          apology_message=apology_message, on_event=info.emit)
         try:
             await call.run(line)
         finally:

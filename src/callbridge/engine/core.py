@@ -16,10 +16,10 @@ from callbridge.engine.backchannel import BackchannelJudge
 from callbridge.engine.conversation import Conversation
 from callbridge.engine.events import (
     SPEAKING_PHASES,
-    CallEvent,
     CallEventKind,
     Command,
     EngineEvent,
+    EngineNote,
     Hangup,
     HoldAudio,
     HoldDone,
@@ -475,4 +475,4 @@ class CallEngine(Faults, Resumption, Listening):  # Listening last: it stubs the
         """Log it and hand it to the call's record, typed (never parsed back from logs)."""
         if log.isEnabledFor(level):
             log.log(level, "%s %s", kind, " ".join(f"{k}={v}" for k, v in data.items()))
-        self._out.append(RecordEvent(CallEvent(kind, data)))
+        self._out.append(RecordEvent(EngineNote(kind, data)))

@@ -7,11 +7,11 @@ never performs I/O itself, so its rules are tested with plain data and a manual 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal
 
+from callbridge.call_events import CallEvent, EngineNote
+from callbridge.call_events import EngineNoteKind as CallEventKind  # the engine's name
 from callbridge.engine.transport import (
     CallerAudio,
     CallerDtmf,
@@ -31,9 +31,11 @@ from callbridge.providers.base import (
 __all__ = [
     "SPEAKING_PHASES",
     "CallEvent",
+    "CallEventKind",
     "CancelReply",
     "Command",
     "EngineEvent",
+    "EngineNote",
     "FinalizeStt",
     "Hangup",
     "HoldAudio",
@@ -310,40 +312,11 @@ class RecordTurn:
     turn: TurnRecord
 
 
-CallEventKind = Literal[
-    "barge_in",
-    "barge_in_stale",
-    "reply_failed",
-    "hangup",
-    "transfer",
-    "caller_hung_up",
-    "max_duration",
-    "mark_timeout",
-    "stt_timeout",
-    "provider_failed",
-    "end_requested",
-    "stt_lost",
-    "stt_restored",
-    "hold",
-    "transfer_failed",
-    "backchannel",
-    "false_interruption",
-    "resumed",
-    "resume_cancelled",
-]
-
-
-@dataclass(frozen=True, slots=True)
-class CallEvent:
-    """Something the call's record keeps besides turns (DESIGN.md §6: ordered events)."""
-
-    kind: CallEventKind
-    data: Mapping[str, str | int | float] = field(default_factory=dict)
-
-
 @dataclass(frozen=True, slots=True)
 class RecordEvent:
-    event: CallEvent
+    """Hand ``event`` to the call's ``emit`` (``call_events.py``: the record, the metrics)."""
+
+    event: EngineNote
 
 
 Command = (

@@ -41,7 +41,7 @@ from callbridge.providers.base import (
     ToolCall,
     ToolSpec,
 )
-from callbridge.providers.retry import DEFAULT_DELAYS_S, Sleep, retry_stream
+from callbridge.providers.retry import DEFAULT_DELAYS_S, OnRetry, Sleep, retry_stream
 
 __all__ = ["BUILTIN_ACTIONS", "MAX_TOOL_ROUNDS", "ToolExecutor", "run_reply"]
 
@@ -68,12 +68,13 @@ async def run_reply(
     execute_tool: ToolExecutor | None = None,
     retry_delays_s: Sequence[float] = DEFAULT_DELAYS_S,
     sleep: Sleep = asyncio.sleep,
+    on_retry: OnRetry | None = None,
 ) -> None:
     rid = request.reply_id
     segments: asyncio.Queue[object] = asyncio.Queue()
     failure: str | None = None
     provider = ""
-    policy = _Policy(retry_delays_s, sleep)
+    policy = _Policy(retry_delays_s, sleep, on_retry)
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(_speak(rid, segments, tts, post, policy))
@@ -96,14 +97,20 @@ async def run_reply(
 
 
 class _Policy:
-    """The retry schedule and the sleep it waits with (injectable for tests)."""
+    """The retry schedule, the sleep it waits with (injectable for tests), and the hook
+    that tells the call's record about each retry."""
 
-    def __init__(self, delays_s: Sequence[float], sleep: Sleep) -> None:
+    def __init__(
+        self, delays_s: Sequence[float], sleep: Sleep, on_retry: OnRetry | None = None
+    ) -> None:
         self.delays_s = tuple(delays_s)
         self.sleep = sleep
+        self.on_retry = on_retry
 
     def stream(self, open_stream: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
-        return retry_stream(open_stream, delays_s=self.delays_s, sleep=self.sleep)
+        return retry_stream(
+            open_stream, delays_s=self.delays_s, sleep=self.sleep, on_retry=self.on_retry
+        )
 
 
 async def _think(

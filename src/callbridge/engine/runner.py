@@ -11,7 +11,7 @@ from typing import Any
 from callbridge.assistant import BuiltAssistant
 from callbridge.engine.actions import with_configured_actions
 from callbridge.engine.core import Script
-from callbridge.engine.events import CallEvent, TurnRecord
+from callbridge.engine.events import TurnRecord
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
 from callbridge.engine.warm import warm_up
@@ -76,8 +76,8 @@ def make_runner(
     turn_judge: TurnJudge | None = None,
     on_turn: Callable[[CallInfo, TurnRecord], None] | None = None,
     on_end: Callable[[CallInfo, CallStats], None] | None = None,
-    on_event: Callable[[CallInfo, CallEvent], None] | None = None,
 ) -> CallRunner:
+    """The engine's runner; its call events go to the call's own ``info.emit``."""
     voice = Voice(
         vad=assistant.vad,
         stt=assistant.stt,
@@ -105,12 +105,8 @@ def make_runner(
             if on_turn is not None:
                 on_turn(info, turn)
 
-        def happened(event: CallEvent) -> None:
-            if on_event is not None:
-                on_event(info, event)
-
         session = CallSession.create(
-            info, transport, voice, turns, script, on_turn=record, on_event=happened
+            info, transport, voice, turns, script, on_turn=record, on_event=info.emit
         )
         try:
             await session.run(line)

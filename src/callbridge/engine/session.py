@@ -60,7 +60,7 @@ from callbridge.providers.base import (
     TurnJudge,
     VadModel,
 )
-from callbridge.providers.retry import DEFAULT_DELAYS_S, Sleep
+from callbridge.providers.retry import DEFAULT_DELAYS_S, OnRetry, Sleep, record_retries
 
 __all__ = ["CallSession", "Voice"]
 
@@ -126,6 +126,8 @@ class CallSession:
         self._clock = clock or MonotonicClock()
         self._on_turn = on_turn
         self._on_event = on_event
+        # The providers' retries reach the call's record through the same emit.
+        self._on_retry: OnRetry | None = record_retries(on_event) if on_event is not None else None
         self._inbox: asyncio.Queue[EngineEvent] = asyncio.Queue()
         self._replies: dict[int, asyncio.Task[None]] = {}
         self._stt: SttLink | None = None
@@ -183,6 +185,7 @@ class CallSession:
                     sleep=voice.sleep,
                     resend_s=voice.stt_resend_s,
                     final_timeout_s=voice.stt_final_timeout_s,
+                    on_retry=self._on_retry,
                 )
                 transcripts = group.create_task(self._stt.run())
                 try:
@@ -278,6 +281,7 @@ class CallSession:
                 execute_tool=voice.execute_tool,
                 retry_delays_s=voice.retry_delays_s,
                 sleep=voice.sleep,
+                on_retry=self._on_retry,
             )
         )
         self._replies[request.reply_id] = task

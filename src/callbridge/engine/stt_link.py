@@ -20,6 +20,7 @@ leaves ``run``, so no STT fault can end the call's task group with an exception.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from collections.abc import Callable, Sequence
 from callbridge.engine.events import EngineEvent, SttDown, SttFailed, SttUp
 from callbridge.errors import ProviderError
 from callbridge.providers.base import SpeechToText, SpeechToTextStream, TranscriptUpdate
-from callbridge.providers.retry import DEFAULT_DELAYS_S, Sleep, retry_call
+from callbridge.providers.retry import DEFAULT_DELAYS_S, OnRetry, Sleep, retry_call
 
 __all__ = ["DEFAULT_FINAL_TIMEOUT_S", "DEFAULT_RESEND_S", "SttLink"]
 
@@ -51,8 +52,11 @@ class SttLink:
         sleep: Sleep = asyncio.sleep,
         resend_s: float = DEFAULT_RESEND_S,
         final_timeout_s: float = DEFAULT_FINAL_TIMEOUT_S,
+        on_retry: OnRetry | None = None,
     ) -> None:
+        """``on_retry`` is told of each retried open (the call's record keeps them)."""
         self._stt = stt
+        self._on_retry = on_retry
         self._post = post
         self._delays = tuple(delays_s)
         self._sleep = sleep
@@ -118,7 +122,7 @@ class SttLink:
         while not self._closing:
             try:
                 stream = await retry_call(
-                    self._stt.open_stream,
+                    functools.partial(self._stt.open_stream, on_retry=self._on_retry),
                     delays_s=self._delays,
                     sleep=self._sleep,
                     on_retry=self._open_failed,
@@ -209,6 +213,8 @@ class SttLink:
     def _open_failed(self, exc: ProviderError, retry: int, delay_s: float) -> None:
         """Not connected yet (at the start of the call too): the engine must not wait
         on words that cannot come, nor answer turns without them."""
+        if self._on_retry is not None:
+            self._on_retry(exc, retry, delay_s)
         self._went_down(exc)
 
     def _went_down(self, exc: BaseException) -> None:

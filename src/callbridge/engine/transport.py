@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from callbridge.call_events import Emit, ignore
+
 __all__ = [
     "CallInfo",
     "CallRunner",
@@ -96,13 +98,15 @@ LineEvent = CallerAudio | CallerDtmf | MarkPlayed | CallerHungUp | EndCall | Say
 
 @dataclass(frozen=True, slots=True)
 class CallInfo:
-    """What the line told us about the call when it connected."""
+    """What the line told us about the call when it connected, and ``emit``: where the
+    call's events go (the adapter's per-call emit; the runner hands it to the engine)."""
 
     call_sid: str
     stream_sid: str
     from_number: str = ""
     to_number: str = ""
     parameters: Mapping[str, str] = field(default_factory=dict)
+    emit: Emit = field(default=ignore, compare=False, repr=False)
 
 
 CallRunner = Callable[[CallInfo, CallTransport, "asyncio.Queue[LineEvent]"], Awaitable[None]]

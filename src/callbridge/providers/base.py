@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from callbridge.providers.retry import OnRetry
 
 __all__ = [
     "LanguageModel",
@@ -115,7 +118,10 @@ class SpeechToTextStream(Protocol):
 class SpeechToText(Protocol):
     name: str
 
-    async def open_stream(self) -> SpeechToTextStream: ...
+    async def open_stream(self, *, on_retry: OnRetry | None = None) -> SpeechToTextStream:
+        """One call's stream. A client that retries inside the stream (a per-utterance
+        endpoint) tells ``on_retry`` of each retry, so the call's record keeps it."""
+        ...
 
 
 # ---------------------------------------------------------------- LLM
@@ -247,6 +253,7 @@ class RemoteSession(Protocol):
 class RemoteAgent(Protocol):
     name: str
 
-    async def open_session(self) -> RemoteSession:
-        """Start a call on the agent; ``ProviderError`` if it cannot (after its retries)."""
+    async def open_session(self, *, on_retry: OnRetry | None = None) -> RemoteSession:
+        """Start a call on the agent; ``ProviderError`` if it cannot (after its retries).
+        ``on_retry`` hears of each retry, so the call's record keeps it."""
         ...

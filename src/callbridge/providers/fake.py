@@ -31,6 +31,7 @@ from callbridge.providers.base import (
     TranscriptUpdate,
 )
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
+from callbridge.providers.retry import OnRetry
 
 __all__ = [
     "LLM_SPEC",
@@ -170,7 +171,7 @@ class FakeStt:
     def __init__(self, block: FakeSttBlock) -> None:
         self.block = block
 
-    async def open_stream(self) -> FakeSttStream:
+    async def open_stream(self, *, on_retry: OnRetry | None = None) -> FakeSttStream:
         return FakeSttStream(self.block)
 
 

@@ -5,7 +5,10 @@ retry fails the error goes up and the engine apologises and hangs up. Only
 ``ProviderError(retryable=True)`` is retried: a bad key or a malformed request fails the
 same way every time, so waiting 7 s for it would only delay the apology.
 
-``sleep`` is injectable so tests run the schedule without waiting.
+``sleep`` is injectable so tests run the schedule without waiting. Each retry is logged
+for operators and, when the caller passes ``on_retry`` (the engine does, built with
+``record_retries`` from the call's ``emit``), reaches the call's record as a typed
+``ProviderRetried``; nothing reads the log line back.
 """
 
 from __future__ import annotations
@@ -16,10 +19,18 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from callbridge.call_events import Emit, ProviderRetried
 from callbridge.errors import ProviderError
 from callbridge.telemetry.logging import log_event
 
-__all__ = ["DEFAULT_DELAYS_S", "OnRetry", "Sleep", "retry_call", "retry_stream"]
+__all__ = [
+    "DEFAULT_DELAYS_S",
+    "OnRetry",
+    "Sleep",
+    "record_retries",
+    "retry_call",
+    "retry_stream",
+]
 
 T = TypeVar("T")
 
@@ -30,6 +41,15 @@ OnRetry = Callable[[ProviderError, int, float], None]
 """Told ``(error, retry_number, delay_s)`` before each wait, so the engine can record it."""
 
 log = logging.getLogger(__name__)
+
+
+def record_retries(emit: Emit) -> OnRetry:
+    """The ``on_retry`` hook that reports each retry to a call as ``ProviderRetried``."""
+
+    def on_retry(exc: ProviderError, retry: int, delay_s: float) -> None:
+        emit(ProviderRetried(exc.provider, retry, delay_s, str(exc)))
+
+    return on_retry
 
 
 async def retry_call(

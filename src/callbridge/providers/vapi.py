@@ -35,7 +35,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from callbridge.errors import ProviderError
 from callbridge.providers.base import RemoteEvent, RemoteSignal
 from callbridge.providers.env import base_url, require_key, to_websocket_url
-from callbridge.providers.retry import DEFAULT_DELAYS_S, Sleep, retry_call
+from callbridge.providers.retry import DEFAULT_DELAYS_S, OnRetry, Sleep, retry_call
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -114,9 +114,12 @@ class VapiAgent:
             body["assistant"] = self.config.assistant
         return body
 
-    async def open_session(self) -> VapiSession:
-        """Create the call and connect its socket; retried on errors a retry can fix."""
-        return await retry_call(self._open_once, delays_s=self._delays, sleep=self._sleep)
+    async def open_session(self, *, on_retry: OnRetry | None = None) -> VapiSession:
+        """Create the call and connect its socket; retried on errors a retry can fix
+        (each retry told to ``on_retry``: the call's record)."""
+        return await retry_call(
+            self._open_once, delays_s=self._delays, sleep=self._sleep, on_retry=on_retry
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -49,7 +49,7 @@ def create_app(
 
     With a ``store`` the app migrates it and runs its writer for its lifetime, records
     status callbacks and serves ``/api``; ``call_log`` (which should already wrap
-    ``runner``) gets its log-event bridge installed for the same lifetime.
+    ``runner``) and the metrics subscribe to every call's typed events (``edge.events``).
     """
     secret = settings.stream_secret
     if secret is None:
@@ -82,13 +82,9 @@ def create_app(
         if store is not None:
             await store.start()
         bus = await _start_control(app, store)
-        if call_log is not None:
-            call_log.bridge.install()
         try:
             yield
         finally:
-            if call_log is not None:
-                call_log.bridge.uninstall()
             if bus is not None:
                 await bus.close()
             if store is not None:
@@ -110,6 +106,9 @@ def create_app(
         rest=rest,
         instance=instance or instance_name(),
     )
+    app.state.edge.events.subscribe(metrics.count_event)
+    if call_log is not None:
+        app.state.edge.events.subscribe(call_log.on_event)
     app.state.providers_ready = True  # the runner exists: its providers were built
     app.state.control = CallControl(app.state.edge.live, app.state.edge.instance, None, None)
     app.state.store = store
@@ -181,7 +180,6 @@ def serving_app(settings: Settings, assistant_path: Path) -> FastAPI:
         assistant_path,
         on_turn=call_log.on_turn,
         on_end=call_log.on_end,
-        on_event=call_log.on_event,
     )
     return create_app(
         settings,

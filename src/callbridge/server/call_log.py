@@ -5,10 +5,11 @@ loopback echo). Everything it does on the call's owner task is synchronous and c
 build an op and ``submit`` it (a queue append), or lay a frame into the recording's
 window. The SQL runs on the one writer task; the disk write happens every half second.
 
-Facts only the engine and the socket adapter know (barge-ins, provider errors, hang-up
-reasons, gaps) reach us through their log events: ``EventBridge`` turns a fixed list of
-them into call events and metrics. The log line is their one published form, so nothing
-in the engine knows the store exists.
+Facts only the engine, the socket adapter, the transport and the providers' retries
+know (barge-ins, provider errors, hang-up reasons, gaps, rejected frames) arrive typed:
+``on_event`` subscribes to the edge's ``CallEventBus``, which every call's ``emit``
+feeds (``call_events.py``). Nothing here reads logs, and nothing that emits knows the
+store exists.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from callbridge.call_events import CallEvent, EngineNote
 from callbridge.engine.clock import Clock, MonotonicClock
-from callbridge.engine.events import CallEvent, TurnRecord
+from callbridge.engine.events import TurnRecord
 from callbridge.engine.runner import CallStats
 from callbridge.engine.transport import (
     CallerAudio,
@@ -34,7 +36,6 @@ from callbridge.engine.transport import (
     LineEvent,
 )
 from callbridge.server.live_board import LiveBoard
-from callbridge.store.events import EventBridge
 from callbridge.store.ops import (
     CallEnded,
     CallSeen,
@@ -100,7 +101,6 @@ class CallLog:
         self._live: dict[str, _Live] = {}
         self.board = LiveBoard(self._clock)  # what the dashboard's live view shows
         self.instance = instance  # recorded on each call: where its stream is served
-        self.bridge = EventBridge(self._on_log_event, metrics=metrics)
 
     # ------------------------------------------------------------------ runner hooks
 
@@ -155,32 +155,25 @@ class CallLog:
                 providers=self.providers,
             )
 
-    def on_event(self, info: CallInfo, event: CallEvent) -> None:
-        """``make_runner``'s ``on_event``: the engine's typed events for the record."""
-        data = dict(event.data)
-        if event.kind == "barge_in":
-            self.board.barge_in(info.call_sid)
-        if self.metrics is not None:
+    def on_event(self, call_sid: str, event: CallEvent) -> None:
+        """A ``CallEventBus`` listener: every call's typed events, into its record.
+
+        (The metrics subscribe to the same bus on their own: ``Metrics.count_event``.)
+        """
+        call = self._live.get(call_sid)
+        if isinstance(event, EngineNote):
             match event.kind:
                 case "barge_in":
-                    self.metrics.barge_ins.inc()
-                    reaction_ms = data.get("reaction_ms")
-                    if isinstance(reaction_ms, int | float) and reaction_ms > 0:
-                        self.metrics.barge_in_reaction.observe(reaction_ms / 1000)
-                case "barge_in_stale":
-                    self.metrics.stale_interrupts.inc()
-                case "reply_failed":
-                    self.metrics.errors.labels("provider").inc()
-                case "provider_failed" if data.get("stage") != "reply":
-                    # A reply's failure is counted once, as reply_failed.
-                    self.metrics.errors.labels("provider").inc()
-                case "mark_timeout":
-                    self.metrics.errors.labels("mark_timeout").inc()
-                case "stt_lost" | "transfer_failed":
-                    self.metrics.errors.labels(event.kind).inc()
+                    self.board.barge_in(call_sid)
+                case "hangup" if call is not None:
+                    call.outcome = call.outcome or str(event.data.get("reason") or "hangup")
+                case "transfer" if call is not None:
+                    call.outcome = "transferred"
+                case "caller_hung_up" if call is not None:
+                    call.outcome = call.outcome or "caller_hung_up"
                 case _:
                     pass
-        self._on_log_event(info.call_sid, event.kind, data)
+        self._event(call_sid, event.kind, dict(event.data))
 
     def on_end(self, info: CallInfo, stats: CallStats) -> None:
         """``make_runner``'s ``on_end``: the engine's counters for the whole call."""
@@ -221,6 +214,8 @@ class CallLog:
             except OSError as exc:
                 # No recording is better than no call.
                 log.error("recording.open_failed path=%s error=%s", path, exc)
+                if self.metrics is not None:
+                    self.metrics.errors.labels("recording").inc()
                 self._event(info.call_sid, "recording_error", {"error": str(exc)})
             else:
                 self.writer.submit(
@@ -251,20 +246,6 @@ class CallLog:
     def _event(self, sid: str, kind: str, data: dict[str, Any]) -> None:
         now = datetime.fromtimestamp(self._wall(), UTC)
         self.writer.submit(EventHappened(sid=sid, at=now, kind=kind, data=data))
-
-    def _on_log_event(self, sid: str, kind: str, data: dict[str, Any]) -> None:
-        call = self._live.get(sid)
-        if call is not None:
-            match kind:
-                case "hangup":
-                    call.outcome = call.outcome or str(data.get("reason") or "hangup")
-                case "transfer":
-                    call.outcome = "transferred"
-                case "caller_hung_up":
-                    call.outcome = call.outcome or "caller_hung_up"
-                case _:
-                    pass
-        self._event(sid, kind, data)
 
 
 class _RecordingTransport:

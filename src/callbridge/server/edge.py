@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
+from callbridge.call_events import CallEventBus
 from callbridge.engine.transport import CallRunner
 from callbridge.server.drain import Drain
 from callbridge.server.live import LiveCalls
@@ -71,6 +72,8 @@ class Edge:
     live: LiveCalls = field(default_factory=LiveCalls)
     drain: Drain = field(init=False)
     instance: str = ""  # this process's name in the calls table (DESIGN.md §10)
+    events: CallEventBus = field(default_factory=CallEventBus)
+    """Each call's ``emit`` comes from here; the record and the metrics subscribe."""
 
     def __post_init__(self) -> None:
         self.drain = Drain(self.live)

@@ -9,7 +9,10 @@ refusal through REST and the socket closes 1013. Then two tasks: a reader that t
 frames into line events on the call's queue, within the socket's budgets
 (``twilio/budget.py``), and the runner (the engine, or the loopback echo) that talks back
 through a ``TwilioTransport``. A bad frame is counted and logged and never ends the call;
-which frames count is the codec's business, what the runner does is the runner's.
+which frames count is the codec's business, what the runner does is the runner's. What
+the call's record keeps (gaps, rejected frames, a stuck or failed runner) goes out typed
+through the call's ``emit`` (``call_events.py``), which the transport and the runner
+share; the log lines beside them are for people.
 
 The one-stream-per-call set and the used tokens live in this process (``Edge``). With
 several instances they belong in the shared store, or a replayed token could open a
@@ -25,6 +28,17 @@ from collections import Counter
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from callbridge.call_events import (
+    BacklogFull,
+    CallerPaced,
+    Emit,
+    FrameRejected,
+    MediaGap,
+    RunnerCancelled,
+    RunnerFailed,
+    StreamEnded,
+    ignore,
+)
 from callbridge.engine.transport import (
     CallerAudio,
     CallerDtmf,
@@ -113,6 +127,7 @@ class _Stream:
         self.dropped_backlog = 0
         self.paced_s = 0.0
         self.runner_failed = False
+        self.emit: Emit = ignore  # the call's, once it has started
 
     async def authenticate(self) -> codec.Start | None:
         """The admitted ``start``; None when the socket was refused or ended first."""
@@ -137,6 +152,7 @@ class _Stream:
         stats = self.edge.stats
         stats.active_calls += 1
         stats.calls_total += 1
+        self.emit = self.edge.events.emitter(start.call_sid)
         log_event(log, logging.INFO, "stream.started", tracks=",".join(start.tracks))
         try:
             await self._serve(start)
@@ -145,15 +161,14 @@ class _Stream:
             stats.active_calls -= 1
             stats.timestamp_gaps += self.gaps.timestamp_gaps
             stats.arrival_gaps += self.gaps.arrival_gaps
-            log_event(
-                log,
-                logging.INFO,
-                "stream.ended",
-                **self.gaps.summary(),
+            ended = StreamEnded(
+                gaps=self.gaps.summary(),
                 rejected=dict(self.rejected),
                 dropped_backlog=self.dropped_backlog,
                 paced_s=round(self.paced_s, 2),
             )
+            log_event(log, logging.INFO, "stream.ended", **ended.data)
+            self.emit(ended)
 
     async def _await_start(self) -> codec.Start | None:
         """Read until a valid ``start``; None when the socket was refused or ended."""
@@ -227,6 +242,7 @@ class _Stream:
             from_number=params.get("from", ""),
             to_number=params.get("to", ""),
             parameters=params,
+            emit=self.emit,
         )
         queue: asyncio.Queue[LineEvent] = asyncio.Queue()
         transport = TwilioTransport(
@@ -235,6 +251,7 @@ class _Stream:
             send_text=self._send_text,
             close=self._close,
             rest=self.edge.rest,
+            emit=self.emit,
         )
         runner = asyncio.create_task(self._run_runner(info, transport, queue))
         reader = asyncio.create_task(self._read(queue, transport))
@@ -249,6 +266,7 @@ class _Stream:
                     log_event(
                         log, logging.WARNING, "stream.runner_cancelled", grace_s=HANGUP_GRACE_S
                     )
+                    self.emit(RunnerCancelled(HANGUP_GRACE_S))
         finally:
             for task in (runner, reader):
                 task.cancel()
@@ -265,9 +283,10 @@ class _Stream:
             await self.edge.runner(info, transport, queue)
         except asyncio.CancelledError:
             raise
-        except Exception:  # the runner's bug must end this call only, with a traceback
+        except Exception as exc:  # the runner's bug must end this call only, with a traceback
             self.runner_failed = True
             log.exception("stream.runner_failed")
+            self.emit(RunnerFailed(repr(exc)))
 
     async def _read(self, queue: asyncio.Queue[LineEvent], transport: TwilioTransport) -> None:
         clock = self.edge.clock
@@ -294,10 +313,12 @@ class _Stream:
                             gap_ms=round(gap.gap_ms),
                             coalesced=gap.coalesced,
                         )
+                        self.emit(MediaGap(gap.kind, round(gap.gap_ms), gap.coalesced))
                     if queue.qsize() >= MAX_QUEUED_EVENTS:
                         self.dropped_backlog += 1
                         if self.dropped_backlog == 1:
                             log_event(log, logging.WARNING, "stream.backlog", queued=queue.qsize())
+                            self.emit(BacklogFull(queue.qsize()))
                         continue
                     queue.put_nowait(CallerAudio(ulaw, ts))
                 case codec.Dtmf(digit=digit):
@@ -322,6 +343,7 @@ class _Stream:
         """The caller's audio is ahead of real time: hold the reader (TCP pushes back)."""
         if self.paced_s == 0.0:
             log_event(log, logging.WARNING, "stream.paced", ahead_s=round(wait_s, 2))
+            self.emit(CallerPaced(round(wait_s, 2)))
         self.paced_s += wait_s
         await self.edge.sleep(wait_s)
 
@@ -352,12 +374,14 @@ class _Stream:
         return event
 
     def _count(self, kind: str, detail: str) -> None:
-        """Count a rejected frame; log the first few of each kind and then every 100th."""
+        """Count a rejected frame; log and record the first few of each kind, then every
+        100th."""
         self.rejected[kind] += 1
         self.edge.stats.frames_rejected[kind] += 1
         n = self.rejected[kind]
         if n <= _LOG_FIRST or n % 100 == 0:
             log_event(log, logging.WARNING, "stream.bad_frame", kind=kind, count=n, detail=detail)
+            self.emit(FrameRejected(kind, n, detail))
 
     async def _reject(self, reason: str) -> None:
         self.edge.stats.streams_rejected += 1

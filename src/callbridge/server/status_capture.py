@@ -80,14 +80,14 @@ def status_ops(params: dict[str, str], at: datetime) -> list[StoreOp]:
         to_number=params.get("To", ""),
         direction=params.get("Direction") or None,
     )
-    data = {key: params[name] for key, name in _STATUS_FIELDS.items() if params.get(name)}
+    data = {key: params[name] for key, name in _STATUS_PARAMS.items() if params.get(name)}
     return [
         seen,
         StatusChanged(sid=sid, at=at, status=params.get("CallStatus", "unknown"), data=data),
     ]
 
 
-_STATUS_FIELDS = {
+_STATUS_PARAMS = {
     "durationS": "CallDuration",
     "sequence": "SequenceNumber",
     "timestamp": "Timestamp",

@@ -15,6 +15,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from callbridge.call_events import (
+    BacklogFull,
+    CallEvent,
+    EngineNote,
+    HangupFailed,
+    ProviderRetried,
+    RunnerFailed,
+)
+
 __all__ = [
     "CONTENT_TYPE",
     "DrainState",
@@ -169,6 +178,34 @@ class Metrics:
         elif first_audio is not None:
             # Fixed text (greeting, reprompt, goodbye) goes straight to TTS.
             self.provider_ttfb.labels("tts", providers.tts).observe(first_audio / 1000)
+
+    def count_event(self, call_sid: str, event: CallEvent) -> None:
+        """A ``CallEventBus`` listener: barge-ins and ``callbridge_errors_total{kind}``."""
+        match event:
+            case EngineNote(kind="barge_in", data=data):
+                self.barge_ins.inc()
+                reaction_ms = data.get("reaction_ms")
+                if isinstance(reaction_ms, int | float) and reaction_ms > 0:
+                    self.barge_in_reaction.observe(reaction_ms / 1000)
+            case EngineNote(kind="barge_in_stale"):
+                self.stale_interrupts.inc()
+            case EngineNote(kind="reply_failed"):
+                self.errors.labels("provider").inc()
+            case EngineNote(kind="provider_failed", data=data) if data.get("stage") != "reply":
+                # A reply's failure is counted once, as reply_failed.
+                self.errors.labels("provider").inc()
+            case EngineNote(kind="mark_timeout" | "stt_lost" | "transfer_failed" as kind):
+                self.errors.labels(kind).inc()
+            case ProviderRetried():
+                self.errors.labels("provider_retry").inc()
+            case BacklogFull():
+                self.errors.labels("backlog").inc()
+            case RunnerFailed():
+                self.errors.labels("runner").inc()
+            case HangupFailed():
+                self.errors.labels("twilio_rest").inc()
+            case _:
+                pass
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,7 +3,9 @@
 The SDK's client is synchronous (``requests``), so every call runs in a worker thread:
 a slow API answer must never stall the audio of the other calls on this event loop.
 Error 20404 ("not found") on hang-up means the call is already over, which is what we
-wanted (Pipecat #2145 treated it as a failure).
+wanted (Pipecat #2145 treated it as a failure). The client is the process's, not a
+call's: it answers (``end_call`` returns False for "already over", raises
+``TwilioRestError``) and the call's transport turns the answer into the call's event.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from callbridge.call_events import Emit, HangupAlreadyOver, HangupFailed, ignore
 from callbridge.errors import CallbridgeError
 from callbridge.telemetry.logging import log_event
 from callbridge.twilio import codec, twiml
@@ -48,13 +49,16 @@ class TwilioTransport:
         send_text: Callable[[str], Awaitable[None]],
         close: Callable[[], Awaitable[None]],
         rest: CallControl | None = None,
+        emit: Emit = ignore,
     ) -> None:
+        """``emit``: the call's events (a hang-up REST refused or already over)."""
         self.stream_sid = stream_sid
         self.call_sid = call_sid
         self._media_prefix = codec.media_prefix(stream_sid)
         self._send_text = send_text
         self._close = close
         self._rest = rest
+        self._emit = emit
         self._lock = asyncio.Lock()
         self.closed = False
         self.frames_sent = 0
@@ -82,9 +86,13 @@ class TwilioTransport:
         """
         if self._rest is not None:
             try:
-                await self._rest.end_call(self.call_sid)
-            except CallbridgeError:
+                ended = await self._rest.end_call(self.call_sid)
+            except CallbridgeError as exc:
                 log.exception("transport.hangup_rest_failed call_sid=%s", self.call_sid)
+                self._emit(HangupFailed(str(exc)))
+            else:
+                if not ended:
+                    self._emit(HangupAlreadyOver())
         else:
             log_event(log, logging.WARNING, "transport.hangup_without_rest")
         await self.close()

@@ -40,6 +40,7 @@ from callbridge.providers.base import (
 )
 from callbridge.providers.env import base_url, require_key, to_websocket_url
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
+from callbridge.providers.retry import OnRetry
 
 __all__ = ["SPEC", "DeepgramConfig", "DeepgramSTT", "DeepgramStream"]
 
@@ -91,7 +92,8 @@ class DeepgramSTT:
         self._api_key = api_key
         self.url = url
 
-    async def open_stream(self) -> DeepgramStream:
+    async def open_stream(self, *, on_retry: OnRetry | None = None) -> DeepgramStream:
+        """Opening is retried by the caller (the engine's link); nothing inside retries."""
         try:
             ws = await connect(
                 self.url,

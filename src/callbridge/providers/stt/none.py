@@ -14,6 +14,7 @@ from typing import Literal
 
 from callbridge.providers.base import SttEvent, TranscriptUpdate
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
+from callbridge.providers.retry import OnRetry
 
 __all__ = ["SPEC", "NoSpeechToText", "NoSpeechToTextStream", "NoneBlock"]
 
@@ -27,7 +28,7 @@ class NoneBlock(ProviderBlock):
 class NoSpeechToText:
     name = "none"
 
-    async def open_stream(self) -> NoSpeechToTextStream:
+    async def open_stream(self, *, on_retry: OnRetry | None = None) -> NoSpeechToTextStream:
         return NoSpeechToTextStream()
 
 

@@ -32,7 +32,7 @@ from callbridge.errors import ProviderError
 from callbridge.providers.base import SttEvent, TranscriptUpdate
 from callbridge.providers.env import base_url, require_key
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
-from callbridge.providers.retry import DEFAULT_DELAYS_S, Sleep, retry_call
+from callbridge.providers.retry import DEFAULT_DELAYS_S, OnRetry, Sleep, retry_call
 from callbridge.providers.tts.openai_compatible import http_error
 
 __all__ = ["SPEC", "OpenAITranscription", "OpenAITranscriptionConfig", "TranscriptionStream"]
@@ -77,8 +77,8 @@ class OpenAITranscription:
             timeout=config.timeout_s, limits=httpx.Limits(keepalive_expiry=120.0)
         )
 
-    async def open_stream(self) -> TranscriptionStream:
-        return TranscriptionStream(self)
+    async def open_stream(self, *, on_retry: OnRetry | None = None) -> TranscriptionStream:
+        return TranscriptionStream(self, on_retry=on_retry)
 
     async def transcribe(self, ulaw_audio: bytes) -> str:
         """One utterance (μ-law 8 kHz) → its text."""
@@ -106,13 +106,16 @@ class OpenAITranscription:
                                 retryable=True) from exc
         return str(text).strip()
 
-    async def transcribe_with_retries(self, ulaw_audio: bytes) -> str:
+    async def transcribe_with_retries(
+        self, ulaw_audio: bytes, *, on_retry: OnRetry | None = None
+    ) -> str:
         """``transcribe`` under the retry policy; a spent policy is final (not retryable)."""
         try:
             return await retry_call(
                 functools.partial(self.transcribe, ulaw_audio),
                 delays_s=self.retry_delays_s,
                 sleep=self.sleep,
+                on_retry=on_retry,
             )
         except ProviderError as exc:
             if not exc.retryable:
@@ -137,8 +140,11 @@ _END: Final = _End()
 class TranscriptionStream:
     """One call's ``SpeechToTextStream`` over the per-utterance endpoint."""
 
-    def __init__(self, provider: OpenAITranscription) -> None:
+    def __init__(
+        self, provider: OpenAITranscription, *, on_retry: OnRetry | None = None
+    ) -> None:
         self._provider = provider
+        self._on_retry = on_retry  # the call's: each retried utterance is recorded
         self._limit = int(provider.config.max_utterance_s * SAMPLE_RATE_HZ)
         self._audio = bytearray()
         self._utterances: asyncio.Queue[bytes | _End] = asyncio.Queue()
@@ -186,7 +192,11 @@ class TranscriptionStream:
                 audio = await self._utterances.get()
                 if isinstance(audio, _End):
                     return
-                text = await self._provider.transcribe_with_retries(audio) if audio else ""
+                text = (
+                    await self._provider.transcribe_with_retries(audio, on_retry=self._on_retry)
+                    if audio
+                    else ""
+                )
                 self._events.put_nowait(TranscriptUpdate(text, is_final=True, speech_final=True))
         except ProviderError as exc:
             log.warning("transcription.failed retryable=%s error=%s", exc.retryable, exc)

@@ -220,7 +220,7 @@ def _store(request: Request) -> Store:
 
 def _call_query(params: Any) -> tuple[CallQuery, dict[str, str], list[str]]:
     """The list's query string → a query; what could not be read is said, not guessed."""
-    form = {k: str(params.get(k, "")).strip() for k in _FIELDS}
+    form = {k: str(params.get(k, "")).strip() for k in _FORM_KEYS}
     problems: list[str] = []
     since = _day(form["since"], "from", problems)
     until = _day(form["until"], "to", problems)
@@ -245,7 +245,7 @@ def _call_query(params: Any) -> tuple[CallQuery, dict[str, str], list[str]]:
     return query, form, problems
 
 
-_FIELDS = (
+_FORM_KEYS = (
     "since",
     "until",
     "number",
