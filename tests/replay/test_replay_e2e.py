@@ -95,8 +95,7 @@ async def serving(path: Path, data_dir: Path, *, recordings: bool = True,
     store = Store.from_settings(settings)
     call_log = CallLog(store.writer, assistant=path.stem,
                        recordings_dir=settings.recordings_path if recordings else None)
-    runner = build_runner(path, env or {}, on_turn=call_log.on_turn, on_end=call_log.on_end,
-                          on_event=call_log.on_event)
+    runner = build_runner(path, env or {}, on_turn=call_log.on_turn, on_end=call_log.on_end)
     app = create_app(settings, call_log.wrap(runner), store=store, call_log=call_log)
     async with running_server(app) as base_url:
         yield base_url, store

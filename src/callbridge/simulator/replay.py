@@ -152,13 +152,9 @@ async def local_server(
         metrics = Metrics()
         store = Store.from_settings(settings)
         call_log = CallLog(store.writer, assistant=config.name, metrics=metrics)
-        runner = build_runner(
-            assistant_path,
-            env,
-            on_turn=call_log.on_turn,
-            on_end=call_log.on_end,
-            on_event=call_log.on_event,
-        )
+        # The call log hears each call's events through the app's bus (``create_app``).
+        runner = build_runner(assistant_path, env, on_turn=call_log.on_turn,
+                              on_end=call_log.on_end)
         app = create_app(settings, call_log.wrap(runner), store=store, metrics=metrics,
                          call_log=call_log)
         server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0, log_level="warning"))
