@@ -11,6 +11,7 @@ from callbridge.cli_calls import add_commands as add_call_commands
 from callbridge.errors import ConfigError
 from callbridge.settings import Settings, load_settings
 from callbridge.simulator.command import add_commands as add_simulator_commands
+from callbridge.simulator.replay_command import add_command as add_replay_command
 
 __all__ = ["build_parser", "main"]
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
     add_call_commands(sub)
     add_simulator_commands(sub)
+    add_replay_command(sub)
     return parser
 
 

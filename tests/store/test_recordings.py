@@ -110,3 +110,27 @@ def test_retention_deletes_only_old_recordings(tmp_path: Path) -> None:
     assert purge_recordings(tmp_path, 7, now=now) == 1
     assert not old.exists() and new.exists() and other.exists()
     assert purge_recordings(tmp_path / "missing", 7) == 0
+
+
+def test_a_first_frame_read_late_does_not_delay_the_callers_leg(tmp_path: Path) -> None:
+    """At call start the first frames wait while the call sets up (vendor sockets, the
+    greeting), then arrive at once: the leg is placed by the frame that came soonest
+    after its timestamp, so the caller is heard when they spoke, not 200 ms later."""
+    clock = ManualClock()
+    rec = CallRecording(tmp_path / "late.wav", clock=clock)
+    clock.advance(0.2)
+    for i in range(10):  # 200 ms of audio, all read at t = 200 ms
+        rec.caller_audio(bytes([CALLER_CODE]) * FRAME, timestamp_ms=20 * i)
+    for i in range(10, 50):  # then in real time
+        clock.advance(0.02)
+        rec.caller_audio(bytes([0x20 if i == 30 else CALLER_CODE]) * FRAME, timestamp_ms=20 * i)
+    rec.bot_audio(bytes([BOT_CODE]) * FRAME)  # the bot at t = 1.0 s, where it was sent
+    rec.close()
+    caller, bot = channels(tmp_path / "late.wav")
+    # The soonest any frame came was 20 ms after its timestamp (frame 9, read at 200 ms):
+    # the leg starts there, not at 200 ms.
+    spoken = caller[FRAME : 51 * FRAME]
+    assert np.all(caller[:FRAME] == 0)
+    assert np.all(spoken[np.arange(50 * FRAME) // FRAME != 30] == level(CALLER_CODE))
+    assert np.all(spoken[30 * FRAME : 31 * FRAME] == level(0x20))  # said at 600 ms
+    assert np.flatnonzero(bot)[0] == 50 * FRAME  # the bot where it was sent, at 1.0 s

@@ -2,7 +2,8 @@
 
 How it works: both legs are laid into a small in-memory window of μ-law samples (two
 bytes per sample instant, silence where nobody spoke). The caller's frames go where
-their Twilio timestamps put them (anchored to our clock at the first frame); the bot's
+their Twilio timestamps put them (anchored to our clock by the frame that arrived
+soonest after its timestamp, so a first frame read late does not delay the leg); the bot's
 go where they start playing: the bot is paced in real time but sent up to
 ``send_ahead_ms`` early, so each frame starts when the previous one ends, or now if the
 line was quiet. A ``clear`` wipes the bot audio not yet played. Every ``flush_ms`` the
@@ -76,6 +77,12 @@ class CallRecording:
             stamp = timestamp_ms * RATE_HZ // 1000
             if self._anchor is None or abs(stamp + self._anchor - now) > _REANCHOR_MS * 8:
                 self._anchor = now - stamp
+            elif now - stamp < self._anchor:
+                # This frame came sooner after its timestamp than the first one did: the
+                # first was read late (the call was still starting: sockets to the
+                # vendors, the greeting). Move the caller's leg back to where it was said.
+                self._caller_earlier(self._anchor - (now - stamp))
+                self._anchor = now - stamp
             start = stamp + self._anchor
         if start < self._base:
             self.late_frames += 1  # already on disk: a crash-safe file beats a perfect one
@@ -83,6 +90,13 @@ class CallRecording:
         self._put(CALLER, start, data)
         self._caller_end = max(self._caller_end, start + len(data))
         self._maybe_flush(now)
+
+    def _caller_earlier(self, samples: int) -> None:
+        """Shift the caller's leg not yet on disk ``samples`` earlier on the timeline."""
+        leg = self._window[CALLER::2]
+        samples = min(samples, len(leg))
+        self._window[CALLER::2] = leg[samples:] + _SILENCE_BYTE * samples
+        self._caller_end = max(self._base, self._caller_end - samples)
 
     def bot_audio(self, data: bytes) -> None:
         now = self._now()
