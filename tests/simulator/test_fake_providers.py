@@ -68,7 +68,7 @@ async def test_stt_interim_early_then_one_final_after_the_silence_delay() -> Non
     got = []
     stream.push_audio(QUIET)  # the 5th silent frame: 100 ms after the speech ended
     stream.push_audio(QUIET)
-    stream.finalize()  # already final: nothing more
+    stream.finalize()  # already final: answered "nothing was said", as Deepgram does
     await stream.aclose()
     async for event in stream.events():
         got.append(event)
@@ -76,6 +76,7 @@ async def test_stt_interim_early_then_one_final_after_the_silence_delay() -> Non
         SttSpeechStarted(),
         TranscriptUpdate("I", is_final=False),
         TranscriptUpdate("I would like to check my bill", is_final=True, speech_final=True),
+        TranscriptUpdate("", is_final=True, from_finalize=True),
     ]
 
 
@@ -90,7 +91,9 @@ async def test_stt_finalize_flushes_an_utterance_in_progress() -> None:
     await stream.aclose()
     events = [e async for e in stream.events()]
     finals = [e for e in events if isinstance(e, TranscriptUpdate) and e.is_final]
-    assert finals == [TranscriptUpdate("yes", is_final=True, speech_final=True)]
+    assert finals == [
+        TranscriptUpdate("yes", is_final=True, speech_final=True, from_finalize=True),
+    ]
     assert events.count(SttSpeechStarted()) == 2
 
 

@@ -147,8 +147,14 @@ class FakeSttStream:
             self._emit_final()
 
     def finalize(self) -> None:
-        if self._in_utterance and not self._closed:
-            self._emit_final()
+        """Always answered, as Deepgram does: the words in hand, or an empty final
+        ("nothing was said"). An unanswered Finalize reads as a stalled vendor."""
+        if self._closed:
+            return
+        if self._in_utterance:
+            self._emit_final(from_finalize=True)
+        else:
+            self._queue.put_nowait(TranscriptUpdate("", is_final=True, from_finalize=True))
 
     async def events(self) -> AsyncIterator[SttEvent]:
         while (event := await self._queue.get()) is not None:
@@ -159,10 +165,11 @@ class FakeSttStream:
             self._closed = True
             self._queue.put_nowait(None)
 
-    def _emit_final(self) -> None:
+    def _emit_final(self, *, from_finalize: bool = False) -> None:
         self._in_utterance = False
         self._silent_frames = 0
-        self._queue.put_nowait(TranscriptUpdate(self._text, is_final=True, speech_final=True))
+        self._queue.put_nowait(TranscriptUpdate(self._text, is_final=True, speech_final=True,
+                                                from_finalize=from_finalize))
 
 
 class FakeStt:
