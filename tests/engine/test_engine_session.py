@@ -17,7 +17,7 @@ from callbridge.engine.transport import (
     CallerDtmf,
     CallerHungUp,
     CallInfo,
-    LineEvent,
+    Line,
     MarkPlayed,
 )
 from callbridge.providers.base import (
@@ -98,7 +98,7 @@ class MemoryLine:
     """Twilio's side, in memory: plays what it gets in real time, echoes each mark when
     the audio before it has played, and every pending mark at once on ``clear``."""
 
-    def __init__(self, queue: asyncio.Queue[LineEvent]) -> None:
+    def __init__(self, queue: Line) -> None:
         self.queue = queue
         self.sent: list[tuple[str, object]] = []
         self.hung_up = asyncio.Event()
@@ -145,14 +145,14 @@ def _session(line: MemoryLine, tts: SlowTone, **turns: object) -> CallSession:
     )
 
 
-async def _stream_frames(queue: asyncio.Queue[LineEvent], frame: bytes, ms: int) -> None:
+async def _stream_frames(queue: Line, frame: bytes, ms: int) -> None:
     for _ in range(ms // 20):
         queue.put_nowait(CallerAudio(frame))
         await asyncio.sleep(0.02)
 
 
 async def test_greeting_dtmf_reply_and_hangup_reach_the_line() -> None:
-    queue: asyncio.Queue[LineEvent] = asyncio.Queue()
+    queue = Line()
     line, tts = MemoryLine(queue), SlowTone()
     session = _session(line, tts)
     task = asyncio.create_task(session.run(queue))
@@ -169,7 +169,7 @@ async def test_greeting_dtmf_reply_and_hangup_reach_the_line() -> None:
 
 
 async def test_barge_in_clears_cancels_and_sends_no_stale_audio() -> None:
-    queue: asyncio.Queue[LineEvent] = asyncio.Queue()
+    queue = Line()
     line, tts = MemoryLine(queue), SlowTone()
     session = _session(line, tts, send_ahead_ms=200)
     task = asyncio.create_task(session.run(queue))

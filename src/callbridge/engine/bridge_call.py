@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import cast
 
 from callbridge.engine.bridge import (
     Apologise,
@@ -37,7 +36,7 @@ from callbridge.engine.events import (
     SendMark,
     Tick,
 )
-from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
+from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, Inbox, Line
 from callbridge.errors import CallbridgeError, ProviderError
 from callbridge.providers.base import RemoteAgent, RemoteSession, TextToSpeech
 
@@ -71,13 +70,14 @@ class BridgeCall:
         self._on_event = on_event
         self._session: RemoteSession | None = None
         self._group: asyncio.TaskGroup | None = None
-        self._inbox: asyncio.Queue[BridgeEvent] = asyncio.Queue()
+        self._inbox: Inbox[BridgeEvent] = Inbox()
         self._apology: asyncio.Task[None] | None = None
 
-    async def run(self, line: asyncio.Queue[LineEvent]) -> None:
-        """Serve the call until it ends; ``line`` is the socket adapter's queue."""
-        # The line's queue is the inbox: one queue keeps the order things happened in.
-        inbox = self._inbox = cast("asyncio.Queue[BridgeEvent]", line)
+    async def run(self, line: Line) -> None:
+        """Serve the call until it ends; ``line`` is the socket adapter's side of it."""
+        # The line feeds our inbox: one queue keeps the order things happened in.
+        inbox = self._inbox
+        inbox.attach(line)
         try:
             self._session = await self._agent.open_session()
         except ProviderError as exc:
@@ -105,7 +105,7 @@ class BridgeCall:
             self.core.playout.sent_frames,
         )
 
-    async def _loop(self, inbox: asyncio.Queue[BridgeEvent]) -> None:
+    async def _loop(self, inbox: Inbox[BridgeEvent]) -> None:
         core, clock = self.core, self._clock
         while not core.ended:
             event: BridgeEvent
@@ -152,7 +152,7 @@ class BridgeCall:
                     if self._on_event is not None:
                         self._on_event(event)
 
-    async def _pump(self, session: RemoteSession, inbox: asyncio.Queue[BridgeEvent]) -> None:
+    async def _pump(self, session: RemoteSession, inbox: Inbox[BridgeEvent]) -> None:
         try:
             async for item in session.events():
                 inbox.put_nowait(
@@ -163,7 +163,7 @@ class BridgeCall:
             return
         inbox.put_nowait(RemoteSignalled("ended"))  # a stream that stops is a call that ended
 
-    async def _apologise(self, inbox: asyncio.Queue[BridgeEvent]) -> None:
+    async def _apologise(self, inbox: Inbox[BridgeEvent]) -> None:
         """The apology in the local voice; whatever happens, ``ApologyDone`` follows, so
         the hang-up is never left waiting on it."""
         try:
@@ -193,7 +193,7 @@ def make_bridge_runner(
     gets the call's core (its counters) once the call is over, ``on_event`` the call's
     record events (a lost agent, the hang-up)."""
 
-    async def run(info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]) -> None:
+    async def run(info: CallInfo, transport: CallTransport, line: Line) -> None:
         def happened(event: CallEvent) -> None:
             if on_event is not None:
                 on_event(info, event)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from callbridge.engine.actions import with_configured_actions
 from callbridge.engine.core import Script
 from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.session import CallSession, Voice
-from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
+from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, Line
 from callbridge.engine.warm import warm_up
 from callbridge.providers.base import TextToSpeech, ToolCall, TurnJudge
 
@@ -93,7 +92,7 @@ def make_runner(
     script = script_for(assistant)
     turns = assistant.config.turns()
 
-    async def run(info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]) -> None:
+    async def run(info: CallInfo, transport: CallTransport, line: Line) -> None:
         warm_up(assistant.llm)
         def record(turn: TurnRecord) -> None:
             log.info(

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from typing import cast
 
 from callbridge.assistant import TurnTaking
 from callbridge.engine.clock import Clock, MonotonicClock
@@ -49,7 +48,7 @@ from callbridge.engine.events import (
 )
 from callbridge.engine.reply import ToolExecutor, run_reply
 from callbridge.engine.stt_link import DEFAULT_FINAL_TIMEOUT_S, DEFAULT_RESEND_S, SttLink
-from callbridge.engine.transport import CallerAudio, CallInfo, CallTransport, LineEvent
+from callbridge.engine.transport import CallerAudio, CallInfo, CallTransport, Inbox, Line
 from callbridge.engine.warm import warm_up
 from callbridge.providers.base import (
     LanguageModel,
@@ -126,7 +125,7 @@ class CallSession:
         self._clock = clock or MonotonicClock()
         self._on_turn = on_turn
         self._on_event = on_event
-        self._inbox: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        self._inbox: Inbox[EngineEvent] = Inbox()
         self._replies: dict[int, asyncio.Task[None]] = {}
         self._stt: SttLink | None = None
         self._tts: TextToSpeech = voice.tts
@@ -161,11 +160,10 @@ class CallSession:
     def post(self, event: EngineEvent) -> None:
         self._inbox.put_nowait(event)
 
-    async def run(self, line: asyncio.Queue[LineEvent]) -> None:
-        """Serve the call until it ends; ``line`` is the socket adapter's queue."""
-        # The adapter's queue doubles as our inbox: line events are engine events, and
-        # one queue keeps the order in which things happened.
-        self._inbox = cast("asyncio.Queue[EngineEvent]", line)
+    async def run(self, line: Line) -> None:
+        """Serve the call until it ends; ``line`` is the socket adapter's side of it."""
+        # The line feeds our inbox: one queue keeps the order in which things happened.
+        self._inbox.attach(line)
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group

@@ -30,7 +30,7 @@ from callbridge.engine.transport import (
     CallerDtmf,
     CallerHungUp,
     CallInfo,
-    LineEvent,
+    Line,
     MarkPlayed,
 )
 from callbridge.errors import CallbridgeError
@@ -228,7 +228,7 @@ class _Stream:
             to_number=params.get("to", ""),
             parameters=params,
         )
-        queue: asyncio.Queue[LineEvent] = asyncio.Queue()
+        queue = Line()
         transport = TwilioTransport(
             stream_sid=start.stream_sid,
             call_sid=start.call_sid,
@@ -259,7 +259,7 @@ class _Stream:
             await transport.close()
 
     async def _run_runner(
-        self, info: CallInfo, transport: TwilioTransport, queue: asyncio.Queue[LineEvent]
+        self, info: CallInfo, transport: TwilioTransport, queue: Line
     ) -> None:
         try:
             await self.edge.runner(info, transport, queue)
@@ -269,7 +269,7 @@ class _Stream:
             self.runner_failed = True
             log.exception("stream.runner_failed")
 
-    async def _read(self, queue: asyncio.Queue[LineEvent], transport: TwilioTransport) -> None:
+    async def _read(self, queue: Line, transport: TwilioTransport) -> None:
         clock = self.edge.clock
         dtmf = TokenBucket(DTMF_PER_S, DTMF_BURST)
         pacer = AudioPacer()
