@@ -10,7 +10,8 @@ from engine_harness import SILENCE, SPEECH, EnergyVad
 
 from callbridge.assistant import TurnTaking
 from callbridge.audio import levels, ulaw
-from callbridge.engine.core import Script
+from callbridge.engine.config import Script
+from callbridge.engine.runner import turn_rules
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import (
     CallerAudio,
@@ -140,7 +141,7 @@ def _session(line: MemoryLine, tts: SlowTone, **turns: object) -> CallSession:
         CallInfo("CA1", "MZ1"),
         line,
         voice,
-        TurnTaking.model_validate(turns),
+        turn_rules(TurnTaking.model_validate(turns)),
         Script(first_message="Hello and welcome. Press one for billing, or two for support."),
     )
 
