@@ -113,6 +113,7 @@ class CallEngine:
         self.turns = turns
         self.script = script
         self.phase = Phase.LISTENING
+        self._handlers = _TABLE[Phase.LISTENING]
         self.conversation = Conversation(script.system_prompt)
         self.barge_ins = 0
         self.stale_interrupts = 0
@@ -183,7 +184,7 @@ class CallEngine:
     def handle(self, event: EngineEvent, now: float) -> None:
         if self.phase is Phase.ENDED:
             return
-        handler = _TABLE.get((self.phase, type(event)))
+        handler = self._handlers.get(type(event))
         if handler is not None:
             handler(self, event, now)
         # Anything else: a tick (time only), or an event of a cancelled reply: it is
@@ -195,21 +196,32 @@ class CallEngine:
     def _pump(self, now: float) -> None:
         if self.phase is Phase.ENDED:
             return
-        self.speaker.pull(now, hold=self.speaker.held() is not None)
-        self.ending.check_reply_complete(now)
+        speaker = self.speaker
+        reply = speaker.replies.current
+        if reply is None or not reply.held:  # a held answer is not played yet
+            speaker.pull(now)
+            if reply is not None:
+                self.ending.check_reply_complete(now)
         self._check_timers(now)
 
     def _check_timers(self, now: float) -> None:
+        """Each part's deadline that has come; checked cheaply first (every frame)."""
         if self.phase is Phase.ENDED:
             return
         ending, listening = self.ending, self.listening
         if self.phase is not Phase.ENDING and now >= self.started_at + self.turns.max_duration_s:
             ending.max_duration(now)
-        elif ending.check_deadlines(now) or listening.check_final_timeout(now):
-            pass
-        else:
-            self.faults.check_hold(now)
+            return
+        if ending.deadline is not None and ending.check_deadlines(now):
+            return
+        final_at = listening.await_final_until
+        if final_at is not None and now >= final_at:
+            listening.final_timeout(now)
+            return
+        self.faults.check_hold(now)
+        if self.resumption.pending is not None:
             self.resumption.check(now)
+        if listening.idle_at is not None and now >= listening.idle_at:
             listening.check_idle(now)
 
     # ------------------------------------------------------------ for the parts
@@ -219,6 +231,7 @@ class CallEngine:
         if phase is not self.phase and phase not in NEXT_PHASES[self.phase]:
             raise RuntimeError(f"no transition {self.phase.value} → {phase.value}")
         self.phase = phase
+        self._handlers = _TABLE[phase]
 
     def send(self, command: Command) -> None:
         self._out.append(command)
@@ -324,10 +337,12 @@ _IN_PHASE: dict[tuple[Phase, type], Handler] = {
     (Phase.ENDING, CallerDtmf): _ignore,  # the goodbye is said regardless
     (Phase.ENDING, EndCall): _ignore,  # already ending
 }
-_TABLE: dict[tuple[Phase, type], Handler] = {
-    (phase, kind): _IN_PHASE.get((phase, kind), handler)
-    for phase in Phase
+_TABLE: dict[Phase, dict[type, Handler]] = {
+    phase: {
+        kind: _IN_PHASE.get((phase, kind), handler) for kind, handler in _ANY_PHASE.items()
+    }
     if phase is not Phase.ENDED
-    for kind, handler in _ANY_PHASE.items()
+    else {}
+    for phase in Phase
 }
-"""``(phase, event type) → handler``; an event with no entry only advances time."""
+"""``phase → event type → handler``; an event with no entry only advances time."""

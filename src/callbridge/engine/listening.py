@@ -286,16 +286,13 @@ class Listening:
 
     # ------------------------------------------------------------ timers
 
-    def check_final_timeout(self, now: float) -> bool:
+    def final_timeout(self, now: float) -> None:
         """STT owed the turn's words and did not bring them in time: answer without."""
-        if self.await_final_until is None or now < self.await_final_until:
-            return False
         if self.e.faults.stt_down:
             self.await_final_until = None  # the words come with the reconnect
-            return True
+            return
         self.e.note("stt_timeout")
         self.finish_user_turn(now)
-        return True
 
     def check_idle(self, now: float) -> None:
         e = self.e

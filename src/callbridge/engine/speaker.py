@@ -70,9 +70,8 @@ class Speaker:
         """A held answer goes unheard: nothing of it was sent, so the line needs no clear."""
         self.barge_in(self.playout.play_end, clear=False)
 
-    def pull(self, now: float, *, hold: bool) -> None:
-        if hold:
-            return
+    def pull(self, now: float) -> None:
+        """Send what may go out now (the caller of this holds back a held answer)."""
         sent = self.playout.pull(now)
         if sent:
             self._out.extend(sent)

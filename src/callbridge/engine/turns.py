@@ -11,6 +11,8 @@ transcriber's final words, the end-of-turn model's verdict).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from callbridge.audio import ulaw as ulaw_codec
 from callbridge.audio.frames import ULAW_FRAME_BYTES, Framer
 from callbridge.audio.levels import rms_dbfs
@@ -54,8 +56,10 @@ class TurnDetector:
 
     # ------------------------------------------------------------ audio
 
-    def frames(self, ulaw: bytes) -> list[bytes]:
+    def frames(self, ulaw: bytes) -> Sequence[bytes]:
         """Whole 20 ms frames of what arrived (Twilio sends whole ones; a test may not)."""
+        if len(ulaw) == ULAW_FRAME_BYTES and not self._framer.pending:
+            return (ulaw,)  # the usual case, without a copy
         return self._framer.push(ulaw)
 
     def hear_frame(self, frame: bytes, stamp_ms: int | None, now: float) -> None:
