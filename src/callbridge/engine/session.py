@@ -1,12 +1,14 @@
 """The async shell around one ``CallEngine``: the call's single owner task.
 
-It reads the call's one inbox (line events from the socket adapter, transcripts from
-STT, audio from the reply task, and its own timer), hands each event to the engine with
-the time, and carries out the engine's commands. Every task it starts lives in its
-TaskGroup, so nothing outlives the call, and none of them lets a provider's exception
-out: the transcriber heals itself (``stt_link.py``), a reply reports its failure as an
-event, and a failed transfer or hold line is told to the engine, so a vendor fault is
-heard and recorded, never a socket error.
+It runs on the engine's one ``Shell`` (``shell.py``): the call's one inbox (line events
+from the socket adapter, transcripts from STT, audio from the reply task, and its own
+timer), each event handed to the engine with the time, and the engine's commands carried
+out here (a reply task started or cancelled and waited for, STT finalised, a hold line,
+a transfer; audio, marks and ``clear`` go to the line through the shell). Every task it
+starts lives in the call's TaskGroup, so nothing outlives the call, and none of them
+lets a provider's exception out: the transcriber heals itself (``stt_link.py``), a reply
+reports its failure as an event, and a failed transfer or hold line is told to the
+engine, so a vendor fault is heard and recorded, never a socket error.
 """
 
 from __future__ import annotations
