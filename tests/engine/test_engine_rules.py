@@ -446,3 +446,20 @@ def test_a_caller_pausing_mid_sentence_gets_the_full_silence() -> None:
 
 def test_end_of_turn_off_always_waits_the_full_silence() -> None:
     assert 500 <= _endpoint_after("check my bill.", end_of_turn="off") <= 520
+
+
+def test_the_phase_changes_only_along_the_table() -> None:
+    """``enter`` is the one place the phase changes, and only to a phase the table lists."""
+    import pytest
+
+    from callbridge.engine.core import NEXT_PHASES
+
+    h = Harness()
+    assert h.engine.phase is Phase.LISTENING
+    with pytest.raises(RuntimeError):
+        h.engine.enter(Phase.BOT_SPEAKING)  # nothing to say yet: the bot cannot speak
+    assert NEXT_PHASES[Phase.ENDED] == frozenset()
+    h.feed(CallerHungUp())
+    assert h.engine.phase is Phase.ENDED
+    h.feed(CallerDtmf("1"))  # an ended call handles nothing
+    assert h.engine.phase is Phase.ENDED and not h.starts(ReplyKind.ANSWER)

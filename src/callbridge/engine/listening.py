@@ -185,7 +185,7 @@ class Listening:
     def on_transcript(self, update: TranscriptUpdate, now: float) -> None:
         e = self.e
         turn, phase = e.turn, e.phase
-        added = turn.words.hear(update, turn.speech.run_id, turn.speech.run_ms > 0)
+        added = turn.hear_words(update)
         over_bot = phase in SPEAKING_PHASES
         reply = e.speaker.reply
         resuming = reply is not None and reply.kind is ReplyKind.RESUMPTION

@@ -22,7 +22,7 @@ from callbridge.engine.events import JudgeTurn
 from callbridge.engine.speech import SpeechTracker
 from callbridge.engine.turn_end import looks_finished
 from callbridge.engine.words import CallerWords
-from callbridge.providers.base import VadStream
+from callbridge.providers.base import TranscriptUpdate, VadStream
 
 __all__ = ["TurnDetector"]
 
@@ -73,6 +73,11 @@ class TurnDetector:
         self.speech.update(probability >= self._threshold, rms_dbfs(pcm), 20, now, stamp_ms)
         if self.speech.run_ms == 0:
             self.words.in_run = None
+
+    def hear_words(self, update: TranscriptUpdate) -> bool:
+        """A transcript for the current speech run; True when it added words."""
+        speech = self.speech
+        return self.words.hear(update, speech.run_id, speech.run_ms > 0)
 
     # ------------------------------------------------------------ facts
 
