@@ -12,8 +12,10 @@ import time
 
 from callbridge.assistant import TurnTaking
 from callbridge.audio import levels, ulaw
-from callbridge.engine.core import CallEngine, Script
+from callbridge.engine.config import Script
+from callbridge.engine.core import CallEngine
 from callbridge.engine.events import ReplyAudio, ReplyDone, ReplySegment, StartReply
+from callbridge.engine.runner import turn_rules
 from callbridge.engine.transport import CallerAudio, MarkPlayed
 from callbridge.providers.tts.espeak import synthesize_pcm
 from callbridge.providers.vad.silero import SPEC as SILERO_SPEC
@@ -29,7 +31,7 @@ BOT_AUDIO = ulaw.encode(levels.tone(440, 60_000, -20))
 
 def _engine(model: object) -> CallEngine:
     return CallEngine(
-        TurnTaking.model_validate({"idleTimeoutS": 600, "maxDurationS": 3600}),
+        turn_rules(TurnTaking.model_validate({"idleTimeoutS": 600, "maxDurationS": 3600})),
         Script(),
         vad=model.new_stream(),  # type: ignore[attr-defined]
         vad_threshold=model.threshold,  # type: ignore[attr-defined]

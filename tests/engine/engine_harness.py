@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from callbridge.assistant import TurnTaking
 from callbridge.audio import levels, ulaw
 from callbridge.engine.clock import ManualClock
-from callbridge.engine.core import CallEngine, Script
+from callbridge.engine.config import Script
+from callbridge.engine.core import CallEngine
 from callbridge.engine.events import (
     Command,
     EngineEvent,
@@ -24,6 +25,7 @@ from callbridge.engine.events import (
     StartReply,
     Tick,
 )
+from callbridge.engine.runner import turn_rules
 from callbridge.engine.transport import CallerAudio, MarkPlayed
 
 SPEECH = ulaw.encode(levels.tone(300, 20, -12))
@@ -74,7 +76,7 @@ class Harness:
     ) -> None:
         self.clock = ManualClock(100.0)
         self.engine = CallEngine(
-            TurnTaking.model_validate(turns),
+            turn_rules(TurnTaking.model_validate(turns)),
             script or Script(),
             vad=vad or EnergyVad(),  # type: ignore[arg-type]
             vad_threshold=0.5,
@@ -85,15 +87,15 @@ class Harness:
         self.commands: list[Command] = []
         self.stamp_ms = 0
         self.engine.start(self.clock.now())
-        self._collect()
+        self.collect()
 
     # -------------------------------------------------------------- plumbing
 
     def feed(self, event: EngineEvent) -> None:
         self.engine.handle(event, self.clock.now())
-        self._collect()
+        self.collect()
 
-    def _collect(self) -> None:
+    def collect(self) -> None:
         now = self.clock.now()
         for command in self.engine.take_commands():
             self.commands.append(command)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from engine_harness import BOT_WORD, Harness
 
-from callbridge.engine.core import Script
+from callbridge.engine.config import Script
 from callbridge.engine.events import (
     HoldAudio,
     HoldDone,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine_harness import Harness
 
-from callbridge.engine.core import Script
+from callbridge.engine.config import Script
 from callbridge.engine.events import (
     CancelReply,
     Hangup,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from engine_harness import SPEECH, Harness, LaggyVad
 
-from callbridge.engine.core import Script
+from callbridge.engine.config import Script
 from callbridge.engine.events import (
     CancelReply,
     FinalizeStt,
@@ -18,7 +18,7 @@ from callbridge.engine.events import (
     StartReply,
     Transfer,
 )
-from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp
+from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp, EndCall
 from callbridge.providers.base import ToolCall, TranscriptUpdate
 
 
@@ -226,11 +226,10 @@ def test_hangup_waits_for_the_goodbyes_mark() -> None:
 
 def test_hangup_happens_even_if_the_mark_never_returns() -> None:
     h = Harness(hangup_mark_timeout_s=3)
-    h.engine.handle(CallerDtmf("0"), h.clock.now())
-    h._collect()
+    h.feed(CallerDtmf("0"))
     h.line.pending.clear()
-    h.engine._end_call(h.clock.now(), ReplyKind.GOODBYE, "Bye now.")
-    h._collect()
+    h.feed(EndCall("test", "Bye now."))  # the operator's hang-up: goodbye, then hang up
+    assert h.starts()[-1].text == "Bye now."
     h.answer_latest()
     h.line.pending.clear()  # marks lost on the way
     h.silence(100)
@@ -447,3 +446,20 @@ def test_a_caller_pausing_mid_sentence_gets_the_full_silence() -> None:
 
 def test_end_of_turn_off_always_waits_the_full_silence() -> None:
     assert 500 <= _endpoint_after("check my bill.", end_of_turn="off") <= 520
+
+
+def test_the_phase_changes_only_along_the_table() -> None:
+    """``enter`` is the one place the phase changes, and only to a phase the table lists."""
+    import pytest
+
+    from callbridge.engine.core import NEXT_PHASES
+
+    h = Harness()
+    assert h.engine.phase is Phase.LISTENING
+    with pytest.raises(RuntimeError):
+        h.engine.enter(Phase.BOT_SPEAKING)  # nothing to say yet: the bot cannot speak
+    assert NEXT_PHASES[Phase.ENDED] == frozenset()
+    h.feed(CallerHungUp())
+    assert h.engine.phase is Phase.ENDED
+    h.feed(CallerDtmf("1"))  # an ended call handles nothing
+    assert h.engine.phase is Phase.ENDED and not h.starts(ReplyKind.ANSWER)

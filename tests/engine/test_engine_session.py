@@ -1,5 +1,8 @@
 """The async shell: commands reach the transport in order, replies are cancelled and
-waited for, and nothing of a cancelled reply is sent after ``clear``."""
+waited for, and nothing of a cancelled reply is sent after ``clear``.
+
+Time is a manual clock: each caller frame moves it 20 ms, and the test lets the loop
+run until it is idle, so nothing here waits in real time."""
 
 from __future__ import annotations
 
@@ -10,14 +13,16 @@ from engine_harness import SILENCE, SPEECH, EnergyVad
 
 from callbridge.assistant import TurnTaking
 from callbridge.audio import levels, ulaw
-from callbridge.engine.core import Script
+from callbridge.engine.clock import ManualClock
+from callbridge.engine.config import Script
+from callbridge.engine.runner import turn_rules
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import (
     CallerAudio,
     CallerDtmf,
     CallerHungUp,
     CallInfo,
-    LineEvent,
+    Line,
     MarkPlayed,
 )
 from callbridge.providers.base import (
@@ -75,8 +80,9 @@ class EchoDigits:
             yield TextDelta(word + " ")
 
 
-class SlowTone:
-    """100 ms of tone per word, produced in real time, recording whether it was stopped."""
+class Tone:
+    """100 ms of tone per word, a word per turn of the event loop, recording whether
+    each synthesis was closed."""
 
     name = "tone"
 
@@ -88,98 +94,114 @@ class SlowTone:
         self.started += 1
         try:
             for _ in text.split():
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0)
                 yield ulaw.encode(levels.tone(440, 100, -20))
         finally:
             self.stopped += 1
 
 
 class MemoryLine:
-    """Twilio's side, in memory: plays what it gets in real time, echoes each mark when
-    the audio before it has played, and every pending mark at once on ``clear``."""
+    """Twilio's side, in memory, on the manual clock: plays what it gets at 8 kHz, echoes
+    each mark once the audio before it has played, and every pending mark on ``clear``."""
 
-    def __init__(self, queue: asyncio.Queue[LineEvent]) -> None:
-        self.queue = queue
+    def __init__(self, line: Line, clock: ManualClock) -> None:
+        self.line = line
+        self.clock = clock
         self.sent: list[tuple[str, object]] = []
-        self.hung_up = asyncio.Event()
         self._play_end = 0.0
-        self._pending: dict[str, asyncio.TimerHandle] = {}
+        self._pending: list[tuple[float, str]] = []
 
     async def send_audio(self, ulaw: bytes) -> None:
-        now = asyncio.get_running_loop().time()
-        self._play_end = max(self._play_end, now) + len(ulaw) / 8000
+        self._play_end = max(self._play_end, self.clock.now()) + len(ulaw) / 8000
         self.sent.append(("audio", len(ulaw)))
 
     async def send_mark(self, name: str) -> None:
         self.sent.append(("mark", name))
-        loop = asyncio.get_running_loop()
-        self._pending[name] = loop.call_at(max(self._play_end, loop.time()), self._echo, name)
+        self._pending.append((max(self._play_end, self.clock.now()), name))
 
-    def _echo(self, name: str) -> None:
-        self._pending.pop(name, None)
-        self.queue.put_nowait(MarkPlayed(name))
+    def play(self) -> None:
+        """Echo the marks whose audio has played by now."""
+        now = self.clock.now()
+        due = [name for at, name in self._pending if at <= now + 1e-9]
+        self._pending = [(at, name) for at, name in self._pending if at > now + 1e-9]
+        for name in due:
+            self.line.put_nowait(MarkPlayed(name))
 
     async def send_clear(self) -> None:
         self.sent.append(("clear", None))
         self._play_end = 0.0
-        for name, handle in list(self._pending.items()):
-            handle.cancel()
-            self._echo(name)
+        pending, self._pending = self._pending, []
+        for _, name in pending:
+            self.line.put_nowait(MarkPlayed(name))
 
     async def hangup(self) -> None:
         self.sent.append(("hangup", None))
-        self.hung_up.set()
 
     async def transfer(self, to: str) -> None:
         self.sent.append(("transfer", to))
 
 
-def _session(line: MemoryLine, tts: SlowTone, **turns: object) -> CallSession:
-    voice = Voice(vad=Vad(), stt=NoStt(), llm=EchoDigits(), tts=tts)  # type: ignore[arg-type]
-    return CallSession.create(
-        CallInfo("CA1", "MZ1"),
-        line,
-        voice,
-        TurnTaking.model_validate(turns),
-        Script(first_message="Hello and welcome. Press one for billing, or two for support."),
-    )
+class Call:
+    def __init__(self, **turns: object) -> None:
+        self.clock = ManualClock(100.0)
+        self.line = Line()
+        self.memory = MemoryLine(self.line, self.clock)
+        self.tts = Tone()
+        voice = Voice(vad=Vad(), stt=NoStt(), llm=EchoDigits(), tts=self.tts)  # type: ignore[arg-type]
+        self.session = CallSession.create(
+            CallInfo("CA1", "MZ1"),
+            self.memory,
+            voice,
+            turn_rules(TurnTaking.model_validate(turns)),
+            Script(first_message="Hello and welcome. Press one for billing, or two for support."),
+            clock=self.clock,
+        )
+        self.task = asyncio.create_task(self.session.run(self.line))
 
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.memory.sent]
 
-async def _stream_frames(queue: asyncio.Queue[LineEvent], frame: bytes, ms: int) -> None:
-    for _ in range(ms // 20):
-        queue.put_nowait(CallerAudio(frame))
-        await asyncio.sleep(0.02)
+    async def settle(self) -> None:
+        """Let the call's tasks run until none has anything left to do at this time."""
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    async def stream(self, frame: bytes, ms: int) -> None:
+        for _ in range(ms // 20):
+            self.clock.advance(0.02)
+            self.memory.play()
+            self.line.put_nowait(CallerAudio(frame))
+            await self.settle()
+
+    async def hang_up(self) -> None:
+        self.line.put_nowait(CallerHungUp())
+        await asyncio.wait_for(self.task, 5)
 
 
 async def test_greeting_dtmf_reply_and_hangup_reach_the_line() -> None:
-    queue: asyncio.Queue[LineEvent] = asyncio.Queue()
-    line, tts = MemoryLine(queue), SlowTone()
-    session = _session(line, tts)
-    task = asyncio.create_task(session.run(queue))
-    await _stream_frames(queue, SILENCE, 400)
-    kinds = [kind for kind, _ in line.sent]
-    assert kinds.count("audio") >= 10 and "mark" in kinds
-    queue.put_nowait(CallerDtmf("1"))
-    await _stream_frames(queue, SILENCE, 300)
-    assert sum(kind == "audio" for kind, _ in line.sent) > kinds.count("audio")
-    assert session.engine.conversation.messages()[-1].dtmf == "1"
-    queue.put_nowait(CallerHungUp())
-    await asyncio.wait_for(task, 5)
-    assert tts.started == tts.stopped  # every synthesis was closed
+    call = Call()
+    await call.stream(SILENCE, 400)
+    kinds = call.kinds()
+    # Audio flows from the first frame (20 ms): 380 ms played and 200 ms sent ahead are
+    # 29 frames, and the first sentence has its mark.
+    assert kinds.count("audio") == 29 and "mark" in kinds
+    call.line.put_nowait(CallerDtmf("1"))
+    await call.stream(SILENCE, 300)
+    assert call.kinds().count("clear") == 1  # the key press cut the greeting
+    assert call.kinds().count("audio") > kinds.count("audio")
+    assert call.session.engine.conversation.messages()[-1].dtmf == "1"
+    await call.hang_up()
+    assert call.tts.started == call.tts.stopped  # every synthesis was closed
 
 
 async def test_barge_in_clears_cancels_and_sends_no_stale_audio() -> None:
-    queue: asyncio.Queue[LineEvent] = asyncio.Queue()
-    line, tts = MemoryLine(queue), SlowTone()
-    session = _session(line, tts, send_ahead_ms=200)
-    task = asyncio.create_task(session.run(queue))
-    await _stream_frames(queue, SILENCE, 200)
-    assert any(kind == "audio" for kind, _ in line.sent)
-    await _stream_frames(queue, SPEECH, 400)
-    kinds = [kind for kind, _ in line.sent]
+    call = Call(send_ahead_ms=200)
+    await call.stream(SILENCE, 200)
+    assert "audio" in call.kinds()
+    await call.stream(SPEECH, 400)
+    kinds = call.kinds()
     assert kinds.count("clear") == 1
     after_clear = kinds[kinds.index("clear") + 1 :]
     assert "audio" not in after_clear  # nothing of the interrupted greeting follows
-    assert tts.started == tts.stopped  # the TTS stream was really stopped
-    queue.put_nowait(CallerHungUp())
-    await asyncio.wait_for(task, 5)
+    assert call.tts.started == call.tts.stopped  # the TTS stream was really stopped
+    await call.hang_up()

@@ -334,3 +334,16 @@ def test_the_transcribers_language_picks_the_list_unless_turn_taking_names_one()
     )
     assert named.turns().language == "fr"
     assert AssistantConfig.model_validate({}).turns().language == "en"
+
+
+def test_the_engine_rules_carry_every_turn_taking_setting() -> None:
+    """The engine takes plain rules; the config layer's fields map one to one."""
+    from dataclasses import fields
+
+    from callbridge.engine.config import TurnRules
+    from callbridge.engine.runner import turn_rules
+
+    assert {f.name for f in fields(TurnRules)} == set(TurnTaking.model_fields)
+    rules = turn_rules(TurnTaking.model_validate({"endpointingMs": 800, "language": "es"}))
+    assert (rules.endpointing_ms, rules.language) == (800, "es")
+    assert rules.backchannels["es"]

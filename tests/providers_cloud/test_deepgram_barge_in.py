@@ -15,7 +15,7 @@ import pytest
 from engine.engine_harness import SPEECH, Harness
 from fakes.deepgram import FakeDeepgram
 
-from callbridge.engine.core import Script
+from callbridge.engine.config import Script
 from callbridge.engine.events import SendClear
 from callbridge.providers.base import TranscriptUpdate
 from callbridge.providers.stt.deepgram import DeepgramConfig, DeepgramSTT, listen_url

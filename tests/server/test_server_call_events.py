@@ -27,6 +27,8 @@ from callbridge.engine.transport import (
     CallerHungUp,
     CallInfo,
     CallTransport,
+    Inbox,
+    Line,
     LineEvent,
 )
 from callbridge.errors import ProviderError
@@ -70,13 +72,15 @@ class RetryingRunner:
         return "ok"
 
     async def __call__(
-        self, info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]
+        self, info: CallInfo, transport: CallTransport, line: Line
     ) -> None:
         async def no_wait(_: float) -> None:
             return None
 
+        inbox: Inbox[LineEvent] = Inbox()
+        inbox.attach(line)
         while True:
-            event = await line.get()
+            event = await inbox.get()
             if isinstance(event, CallerHungUp):
                 return
             if isinstance(event, CallerAudio):

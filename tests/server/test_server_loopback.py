@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from callbridge.engine.clock import ManualClock
-from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp, LineEvent
+from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp
+from callbridge.engine.transport import Line as LineQueue
 from callbridge.server.loopback import FRAMES_PER_MARK, LoopbackAgent
 
 
@@ -48,7 +49,7 @@ async def _settle() -> None:
 
 async def test_a_burst_is_played_back_at_real_time_with_a_mark_per_second() -> None:
     agent, line, _ = _agent()
-    queue: asyncio.Queue[LineEvent] = asyncio.Queue()
+    queue = LineQueue()
     n = FRAMES_PER_MARK + 10
     # 80-byte halves: the agent must reassemble 20 ms frames itself.
     for i in range(n):
@@ -69,7 +70,7 @@ async def test_a_burst_is_played_back_at_real_time_with_a_mark_per_second() -> N
 
 async def test_an_idle_gap_restarts_the_schedule_instead_of_rushing() -> None:
     agent, line, clock = _agent()
-    queue: asyncio.Queue[LineEvent] = asyncio.Queue()
+    queue = LineQueue()
     task = asyncio.create_task(agent.run(queue))
     queue.put_nowait(CallerAudio(b"\x01" * 160))
     await _settle()
@@ -85,7 +86,7 @@ async def test_an_idle_gap_restarts_the_schedule_instead_of_rushing() -> None:
 
 async def test_a_key_press_clears_queued_audio() -> None:
     agent, line, _ = _agent()
-    queue: asyncio.Queue[LineEvent] = asyncio.Queue()
+    queue = LineQueue()
     for _ in range(20):
         queue.put_nowait(CallerAudio(b"\x05" * 160))
     queue.put_nowait(CallerDtmf("1"))

@@ -25,6 +25,8 @@ from callbridge.engine.transport import (
     CallerHungUp,
     CallInfo,
     CallTransport,
+    Inbox,
+    Line,
     LineEvent,
     MarkPlayed,
 )
@@ -50,9 +52,11 @@ class Recorder:
         self.fail = fail
 
     async def __call__(
-        self, info: CallInfo, transport: CallTransport, queue: asyncio.Queue[LineEvent]
+        self, info: CallInfo, transport: CallTransport, line: Line
     ) -> None:
         self.info = info
+        queue: Inbox[LineEvent] = Inbox()
+        queue.attach(line)
         try:
             while True:
                 event = await queue.get()

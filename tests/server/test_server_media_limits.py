@@ -25,6 +25,8 @@ from callbridge.engine.transport import (
     CallerDtmf,
     CallInfo,
     CallTransport,
+    Inbox,
+    Line,
     LineEvent,
     MarkPlayed,
 )
@@ -80,9 +82,11 @@ class Streams:
         self.events: dict[str, list[LineEvent]] = {}
 
     async def __call__(
-        self, info: CallInfo, transport: CallTransport, queue: asyncio.Queue[LineEvent]
+        self, info: CallInfo, transport: CallTransport, line: Line
     ) -> None:
         self.started.append(info.call_sid)
+        queue: Inbox[LineEvent] = Inbox()
+        queue.attach(line)
         events = self.events.setdefault(info.stream_sid, [])
         while True:
             event = await queue.get()

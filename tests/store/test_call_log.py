@@ -14,7 +14,7 @@ from callbridge.call_events import CallEventBus, EngineNote, MediaGap
 from callbridge.engine.clock import ManualClock
 from callbridge.engine.events import TurnRecord
 from callbridge.engine.runner import CallStats
-from callbridge.engine.transport import CallerAudio, CallerHungUp, CallInfo, LineEvent
+from callbridge.engine.transport import CallerAudio, CallerHungUp, CallInfo, Inbox, Line, LineEvent
 from callbridge.server.call_log import CallLog, Providers
 from callbridge.store.database import Database
 from callbridge.store.repository import get_call
@@ -69,8 +69,10 @@ async def test_a_call_is_recorded_end_to_end(database: Database, tmp_path: Path)
     bus.subscribe(metrics.count_event)
     bus.subscribe(log.on_event)
 
-    async def runner(info: CallInfo, transport: object, line: asyncio.Queue[LineEvent]) -> None:
-        assert (await line.get()) == CallerAudio(b"\xff" * 160, 0)
+    async def runner(info: CallInfo, transport: object, line: Line) -> None:
+        inbox: Inbox[LineEvent] = Inbox()
+        inbox.attach(line)
+        assert (await inbox.get()) == CallerAudio(b"\xff" * 160, 0)
         clock.advance(1.0)
         for _ in range(3):
             await transport.send_audio(b"\x10" * 160)  # type: ignore[attr-defined]
@@ -92,11 +94,11 @@ async def test_a_call_is_recorded_end_to_end(database: Database, tmp_path: Path)
                 latency_ms={"stt": 100.0, "first_audio": 250.0, "first_frame": 252.25},
             ),
         )
-        assert isinstance(await line.get(), CallerHungUp)
+        assert isinstance(await inbox.get(), CallerHungUp)
         info.emit(EngineNote("caller_hung_up", {"reason": "stop"}))
         log.on_end(info, CallStats(barge_ins=1, stale_interrupts=0, dropped_frames=4))
 
-    line: asyncio.Queue[LineEvent] = asyncio.Queue()
+    line = Line()
     line.put_nowait(CallerAudio(b"\xff" * 160, 0))
     line.put_nowait(CallerHungUp("stop"))
     transport = ListTransport()
@@ -206,7 +208,7 @@ async def test_a_provider_retry_in_a_call_is_recorded_with_its_fields(database: 
             raise ProviderError("deepgram", "HTTP 503", retryable=True)
         return "ok"
 
-    async def runner(info: CallInfo, transport: object, line: asyncio.Queue[LineEvent]) -> None:
+    async def runner(info: CallInfo, transport: object, line: Line) -> None:
         async def no_wait(_: float) -> None:
             return None
 
@@ -214,7 +216,7 @@ async def test_a_provider_retry_in_a_call_is_recorded_with_its_fields(database: 
 
     info = CallInfo(sid, "MZ" + "7" * 32, emit=bus.emitter(sid))
     try:
-        await log.wrap(runner)(info, object(), asyncio.Queue())  # type: ignore[arg-type]
+        await log.wrap(runner)(info, object(), Line())  # type: ignore[arg-type]
         await writer.flush()
     finally:
         await writer.close()

@@ -6,14 +6,15 @@ uses (20 ms frames, bounded lead, a mark after each stretch of speech). ``Bridge
 holds every rule and does no I/O: it takes events with the time and returns commands, so
 a manual clock tests it. Its shell, ``BridgeCall``, is in ``bridge_call.py``.
 
-Barge-in happens in one place (``BridgeCore._barge_in``): ``clear`` to the line, drop the
-queued playout, and hold back agent audio that was already on its way (until the agent
-says it starts speaking again, or ``stale_guard_ms`` passes). When the agent ends the call
-the line is hung up after the last mark comes back (so the goodbye is heard), or after
-``hangup_mark_timeout_s``; when the caller hangs up the agent's call is ended. When the
-agent is lost (unreachable, or its socket drops mid-call) the caller hears what was
-already queued, then the apology in the local voice, then the REST hang-up, and the
-record says which provider failed and why (DESIGN.md §3: every fault is heard).
+Barge-in happens in one place (``BridgeCore._barge_in``, through the engine's one
+``speaker.barge_in``): ``clear`` to the line, drop the queued playout, and hold back
+agent audio that was already on its way (until the agent says it starts speaking again,
+or ``stale_guard_ms`` passes). When the agent ends the call the line is hung up after
+the last mark comes back (so the goodbye is heard), or after ``hangup_mark_timeout_s``;
+when the caller hangs up the agent's call is ended. When the agent is lost (unreachable,
+or its socket drops mid-call) the caller hears what was already queued, then the apology
+in the local voice, then the REST hang-up, and the record says which provider failed and
+why (DESIGN.md §3: every fault is heard).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from callbridge.engine.events import (
     Tick,
 )
 from callbridge.engine.playout import Playout, SegmentKey
+from callbridge.engine.speaker import barge_in
 from callbridge.engine.transport import (
     CallerAudio,
     CallerDtmf,
@@ -247,8 +249,7 @@ class BridgeCore:
         self._guard_until = now + self.options.stale_guard_ms / 1000
         if not self.playout.busy():
             return
-        self._out.append(SendClear())
-        self.playout.clear(now)
+        barge_in(self.playout, self._out.append, now, clear=True)
         self._segment = None
         self.clears += 1
 

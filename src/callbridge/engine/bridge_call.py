@@ -1,5 +1,6 @@
-"""The shell of a bridged call: one task reads one queue (line events from the socket
-adapter, agent events from a pump task) and carries out ``BridgeCore``'s commands.
+"""The shell of a bridged call: the engine's one ``Shell`` (``shell.py``) reads one inbox
+(line events from the socket adapter, agent events from a pump task) and carries out
+``BridgeCore``'s commands.
 
 When the core asks for the apology (the agent was lost), the local fallback voice speaks
 it into the same queue, so the caller hears it paced and marked like the agent's audio,
@@ -8,10 +9,8 @@ and the hang-up waits for its last mark.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
-from typing import cast
 
 from callbridge.engine.bridge import (
     Apologise,
@@ -37,7 +36,8 @@ from callbridge.engine.events import (
     SendMark,
     Tick,
 )
-from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
+from callbridge.engine.shell import Shell
+from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, Line
 from callbridge.errors import CallbridgeError, ProviderError
 from callbridge.providers.base import RemoteAgent, RemoteSession, TextToSpeech
 from callbridge.providers.retry import record_retries
@@ -48,9 +48,10 @@ log = logging.getLogger(__name__)
 
 
 class BridgeCall:
-    """One bridged call's owner task. ``apology_tts`` (the local voice, which needs no
-    network) speaks ``apology_message`` when the agent is lost, so no caller is dropped
-    in silence; ``on_event`` gets the call's record events."""
+    """One bridged call's owner task, on the same ``Shell`` as the pipeline's session.
+    ``apology_tts`` (the local voice, which needs no network) speaks ``apology_message``
+    when the agent is lost, so no caller is dropped in silence; ``on_event`` gets the
+    call's record events."""
 
     def __init__(
         self,
@@ -64,39 +65,31 @@ class BridgeCall:
         on_event: Callable[[CallEvent], None] | None = None,
     ) -> None:
         self.core = BridgeCore(options)
-        self._transport = transport
+        self._shell: Shell[BridgeEvent] = Shell(
+            transport, clock or MonotonicClock(), on_event=on_event
+        )
         self._agent = agent
-        self._clock = clock or MonotonicClock()
+        # The agent's retries reach the call's record through the same emit.
+        self._on_retry = record_retries(on_event) if on_event is not None else None
         self._apology_tts = apology_tts
         self._apology_message = apology_message
-        self._on_event = on_event
         self._session: RemoteSession | None = None
-        self._group: asyncio.TaskGroup | None = None
-        self._inbox: asyncio.Queue[BridgeEvent] = asyncio.Queue()
-        self._apology: asyncio.Task[None] | None = None
 
-    async def run(self, line: asyncio.Queue[LineEvent]) -> None:
-        """Serve the call until it ends; ``line`` is the socket adapter's queue."""
-        # The line's queue is the inbox: one queue keeps the order things happened in.
-        inbox = self._inbox = cast("asyncio.Queue[BridgeEvent]", line)
+    async def run(self, line: Line) -> None:
+        """Serve the call until it ends; ``line`` is the socket adapter's side of it."""
+        shell = self._shell
         try:
-            on_retry = record_retries(self._on_event) if self._on_event is not None else None
-            self._session = await self._agent.open_session(on_retry=on_retry)
+            self._session = await self._agent.open_session(on_retry=self._on_retry)
         except ProviderError as exc:
             log.error("bridge.agent_unreachable agent=%s error=%s", self._agent.name, exc)
-            inbox.put_nowait(RemoteFailed(f"unreachable: {exc}", self._agent.name))
-        async with asyncio.TaskGroup() as group:
-            self._group = group
-            pump = None
+            shell.post(RemoteFailed(f"unreachable: {exc}", self._agent.name))
+        async with shell.owning(line):
             if self._session is not None:
-                pump = group.create_task(self._pump(self._session, inbox))
+                shell.spawn(self._pump(self._session))
             try:
-                await self._loop(inbox)
+                await shell.loop(self.core, self._execute, Tick())
             finally:
-                self._group = None
-                for task in (pump, self._apology):
-                    if task is not None:
-                        task.cancel()
+                shell.cancel_tasks()
                 if self._session is not None:
                     await self._session.aclose()
         log.info(
@@ -107,54 +100,24 @@ class BridgeCall:
             self.core.playout.sent_frames,
         )
 
-    async def _loop(self, inbox: asyncio.Queue[BridgeEvent]) -> None:
-        core, clock = self.core, self._clock
-        while not core.ended:
-            event: BridgeEvent
-            if not inbox.empty():
-                event = inbox.get_nowait()
-            else:
-                deadline = core.next_deadline()
-                delay = None if deadline is None else deadline - clock.now()
-                if delay is not None and delay <= 0:
-                    event = Tick()
-                else:
-                    try:
-                        async with asyncio.timeout(delay):
-                            event = await inbox.get()
-                    except TimeoutError:
-                        event = Tick()
-            core.handle(event, clock.now())
-            await self._execute(core.take_commands())
-
     async def _execute(self, commands: list[BridgeCommand]) -> None:
-        transport, session = self._transport, self._session
+        shell, session = self._shell, self._session
         for command in commands:
             match command:
                 case ForwardAudio(ulaw=data):
                     if session is not None:
                         session.push_audio(data)
-                case SendAudio(ulaw=data):
-                    await transport.send_audio(data)
-                case SendMark(name=name):
-                    await transport.send_mark(name)
-                case SendClear():
-                    await transport.send_clear()
-                case Hangup(reason=reason):
-                    log.info("bridge.hangup reason=%s", reason)
-                    await transport.hangup()
+                case SendAudio() | SendMark() | SendClear() | Hangup() | RecordEvent():
+                    await shell.send(command)
                 case EndRemote(reason=reason):
                     log.info("bridge.end_agent_call reason=%s", reason)
                     if session is not None:
                         await session.hangup()
                 case Apologise():
-                    assert self._group is not None
-                    self._apology = self._group.create_task(self._apologise(self._inbox))
-                case RecordEvent(event=event):
-                    if self._on_event is not None:
-                        self._on_event(event)
+                    shell.spawn(self._apologise())
 
-    async def _pump(self, session: RemoteSession, inbox: asyncio.Queue[BridgeEvent]) -> None:
+    async def _pump(self, session: RemoteSession) -> None:
+        inbox = self._shell.inbox
         try:
             async for item in session.events():
                 inbox.put_nowait(
@@ -165,9 +128,10 @@ class BridgeCall:
             return
         inbox.put_nowait(RemoteSignalled("ended"))  # a stream that stops is a call that ended
 
-    async def _apologise(self, inbox: asyncio.Queue[BridgeEvent]) -> None:
+    async def _apologise(self) -> None:
         """The apology in the local voice; whatever happens, ``ApologyDone`` follows, so
         the hang-up is never left waiting on it."""
+        inbox = self._shell.inbox
         try:
             if self._apology_tts is not None and self._apology_message:
                 async for chunk in self._apology_tts.synthesize(self._apology_message):
@@ -194,7 +158,7 @@ def make_bridge_runner(
     gets the call's core (its counters) once the call is over; the call's record events
     (a lost agent, the hang-up) go to the call's own ``info.emit``."""
 
-    async def run(info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]) -> None:
+    async def run(info: CallInfo, transport: CallTransport, line: Line) -> None:
         call = BridgeCall(transport, agent, options, clock=clock, apology_tts=apology_tts,
                           apology_message=apology_message, on_event=info.emit)
         try:

@@ -7,14 +7,25 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from enum import Enum
 
 from callbridge.engine.events import CancelReply, Command, ReplyKind, StartReply, TurnRecord
 from callbridge.engine.playout import Playout
 from callbridge.providers.base import Message
 
-__all__ = ["Replies", "Reply"]
+__all__ = ["Replies", "Reply", "ReplyStage"]
 
 log = logging.getLogger(__name__)
+
+
+class ReplyStage(Enum):
+    """A reply's life, in order; it ends when it is heard in full or cancelled (then it
+    is no longer ``Replies.current``)."""
+
+    WAITING = "waiting"  # started, no audio yet: the caller hears silence
+    SPEAKING = "speaking"  # its audio is arriving and being paced out
+    WRITTEN = "written"  # its task is done: every sentence's audio is in the playout
+    SENT = "sent"  # all of it went to the line; the marks will say when it was heard
 
 
 @dataclass(slots=True)
@@ -22,16 +33,27 @@ class Reply:
     id: int
     kind: ReplyKind
     started_at: float
+    stage: ReplyStage = ReplyStage.WAITING
+    held: bool = False  # speculative: started before the endpoint, not to be played yet
     segments: int = 0
-    done: bool = False
+    # What to do once it has been heard (the model's actions).
+    hangup_after: bool = False
+    transfer_to: str | None = None
+    # When each stage began, for the latency marks and the hang-up deadline.
     first_audio_at: float | None = None
     first_segment_at: float | None = None  # the model's first speakable sentence
     first_sent_at: float | None = None
     all_sent_at: float | None = None
-    hangup_after: bool = False
-    transfer_to: str | None = None
-    held: bool = False  # speculative: started before the endpoint, not to be played yet
     latency_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        """Its task has finished: nothing more of it will arrive."""
+        return self.stage is ReplyStage.WRITTEN or self.stage is ReplyStage.SENT
+
+    def all_sent(self, now: float) -> None:
+        if self.stage is not ReplyStage.SENT:
+            self.stage, self.all_sent_at = ReplyStage.SENT, now
 
     def record(self, text: str, heard: str, now: float, *, interrupted: bool = False) -> TurnRecord:
         """This reply as a finished assistant turn: what it said and what was heard."""
@@ -88,8 +110,8 @@ class Replies:
 
     def on_audio(self, index: int, data: bytes, now: float) -> None:
         reply = self._require()
-        if reply.first_audio_at is None:
-            reply.first_audio_at = now
+        if reply.stage is ReplyStage.WAITING:
+            reply.stage, reply.first_audio_at = ReplyStage.SPEAKING, now
             reply.latency_ms["first_audio"] = (now - reply.started_at) * 1000
         self._playout.add_audio((reply.id, index), data)
 
@@ -112,7 +134,7 @@ class Replies:
     def on_done(self) -> None:
         reply = self._require()
         self._end_open_segment(reply)
-        reply.done = True
+        reply.stage = ReplyStage.WRITTEN
 
     def on_failed(self) -> None:
         """Let what was already said play out; the reply itself is over."""

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from callbridge.assistant import BuiltAssistant
+from callbridge.assistant import BuiltAssistant, TurnTaking
 from callbridge.engine.actions import with_configured_actions
-from callbridge.engine.core import Script
+from callbridge.engine.config import Script, TurnRules
 from callbridge.engine.events import TurnRecord
 from callbridge.engine.session import CallSession, Voice
-from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, LineEvent
+from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, Line
 from callbridge.engine.warm import warm_up
 from callbridge.providers.base import TextToSpeech, ToolCall, TurnJudge
 
-__all__ = ["CallStats", "make_runner", "script_for"]
+__all__ = ["CallStats", "make_runner", "script_for", "turn_rules"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +37,11 @@ def script_for(assistant: BuiltAssistant) -> Script:
         hold_after_s=faults.hold_after_s,
         transfer_failed_message=faults.transfer_failed_message,
     )
+
+
+def turn_rules(turns: TurnTaking) -> TurnRules:
+    """The validated ``turnTaking`` block as the engine's plain rules (same field names)."""
+    return TurnRules(**turns.model_dump())
 
 
 def _tools_of(llm: object) -> dict[str, Any]:
@@ -91,9 +95,9 @@ def make_runner(
         **_tools_of(assistant.llm),
     )
     script = script_for(assistant)
-    turns = assistant.config.turns()
+    turns = turn_rules(assistant.config.turns())
 
-    async def run(info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]) -> None:
+    async def run(info: CallInfo, transport: CallTransport, line: Line) -> None:
         warm_up(assistant.llm)
         def record(turn: TurnRecord) -> None:
             log.info(

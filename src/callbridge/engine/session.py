@@ -1,12 +1,14 @@
 """The async shell around one ``CallEngine``: the call's single owner task.
 
-It reads the call's one inbox (line events from the socket adapter, transcripts from
-STT, audio from the reply task, and its own timer), hands each event to the engine with
-the time, and carries out the engine's commands. Every task it starts lives in its
-TaskGroup, so nothing outlives the call, and none of them lets a provider's exception
-out: the transcriber heals itself (``stt_link.py``), a reply reports its failure as an
-event, and a failed transfer or hold line is told to the engine, so a vendor fault is
-heard and recorded, never a socket error.
+It runs on the engine's one ``Shell`` (``shell.py``): the call's one inbox (line events
+from the socket adapter, transcripts from STT, audio from the reply task, and its own
+timer), each event handed to the engine with the time, and the engine's commands carried
+out here (a reply task started or cancelled and waited for, STT finalised, a hold line,
+a transfer; audio, marks and ``clear`` go to the line through the shell). Every task it
+starts lives in the call's TaskGroup, so nothing outlives the call, and none of them
+lets a provider's exception out: the transcriber heals itself (``stt_link.py``), a reply
+reports its failure as an event, and a failed transfer or hold line is told to the
+engine, so a vendor fault is heard and recorded, never a socket error.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
 
-from callbridge.assistant import TurnTaking
 from callbridge.engine.clock import Clock, MonotonicClock
-from callbridge.engine.core import CallEngine, Script
+from callbridge.engine.config import Script, TurnRules
+from callbridge.engine.core import CallEngine
 from callbridge.engine.events import (
     CallEvent,
     CancelReply,
@@ -30,7 +31,6 @@ from callbridge.engine.events import (
     HoldAudio,
     HoldDone,
     JudgeTurn,
-    Phase,
     RecordEvent,
     RecordTurn,
     ReplyKind,
@@ -48,8 +48,9 @@ from callbridge.engine.events import (
     WarmUp,
 )
 from callbridge.engine.reply import ToolExecutor, run_reply
+from callbridge.engine.shell import Shell
 from callbridge.engine.stt_link import DEFAULT_FINAL_TIMEOUT_S, DEFAULT_RESEND_S, SttLink
-from callbridge.engine.transport import CallerAudio, CallInfo, CallTransport, LineEvent
+from callbridge.engine.transport import CallInfo, CallTransport, Line
 from callbridge.engine.warm import warm_up
 from callbridge.providers.base import (
     LanguageModel,
@@ -121,19 +122,17 @@ class CallSession:
     ) -> None:
         self.info = info
         self.engine = engine
+        self._shell: Shell[EngineEvent] = Shell(
+            transport, clock or MonotonicClock(), on_event=on_event
+        )
         self._transport = transport
         self._voice = voice
-        self._clock = clock or MonotonicClock()
         self._on_turn = on_turn
-        self._on_event = on_event
         # The providers' retries reach the call's record through the same emit.
         self._on_retry: OnRetry | None = record_retries(on_event) if on_event is not None else None
-        self._inbox: asyncio.Queue[EngineEvent] = asyncio.Queue()
         self._replies: dict[int, asyncio.Task[None]] = {}
         self._stt: SttLink | None = None
         self._tts: TextToSpeech = voice.tts
-        self._group: asyncio.TaskGroup | None = None
-        self._side_tasks: set[asyncio.Task[None]] = set()  # hold lines, transfers
 
     @classmethod
     def create(
@@ -141,7 +140,7 @@ class CallSession:
         info: CallInfo,
         transport: CallTransport,
         voice: Voice,
-        turns: TurnTaking,
+        turns: TurnRules,
         script: Script,
         *,
         clock: Clock | None = None,
@@ -161,24 +160,20 @@ class CallSession:
         )
 
     def post(self, event: EngineEvent) -> None:
-        self._inbox.put_nowait(event)
+        self._shell.post(event)
 
-    async def run(self, line: asyncio.Queue[LineEvent]) -> None:
-        """Serve the call until it ends; ``line`` is the socket adapter's queue."""
-        # The adapter's queue doubles as our inbox: line events are engine events, and
-        # one queue keeps the order in which things happened.
-        self._inbox = cast("asyncio.Queue[EngineEvent]", line)
+    async def run(self, line: Line) -> None:
+        """Serve the call until it ends; ``line`` is the socket adapter's side of it."""
+        shell, voice = self._shell, self._voice
         try:
-            async with asyncio.TaskGroup() as group:
-                self._group = group
+            async with shell.owning(line):
                 # The call's own TTS connection starts opening now, beside STT's.
-                call_tts = _tts_for_call(self._voice.tts)
+                call_tts = _tts_for_call(voice.tts)
                 if call_tts is not None:
                     self._tts = call_tts
-                voice = self._voice
                 # Opened (and re-opened) in the background: the greeting does not wait
                 # for the transcriber, and its faults reach the engine as events.
-                self._stt = SttLink(
+                stt = self._stt = SttLink(
                     voice.stt,
                     self.post,
                     delays_s=voice.retry_delays_s,
@@ -187,60 +182,25 @@ class CallSession:
                     final_timeout_s=voice.stt_final_timeout_s,
                     on_retry=self._on_retry,
                 )
-                transcripts = group.create_task(self._stt.run())
+                shell.spawn(stt.run())
                 try:
-                    self.engine.start(self._clock.now())
-                    await self._loop()
+                    self.engine.start(shell.clock.now())
+                    await shell.loop(
+                        self.engine, self._execute, _TICK, on_caller_audio=stt.push_audio
+                    )
                 finally:
-                    for task in (*self._replies.values(), *self._side_tasks, transcripts):
-                        task.cancel()
-                    await self._stt.aclose()
+                    shell.cancel_tasks()
+                    await stt.aclose()
         finally:
-            self._group = None
-            if self._tts is not self._voice.tts:
+            if self._tts is not voice.tts:
                 await _close_tts(self._tts)
 
-    async def _loop(self) -> None:
-        """Wait on the inbox only. The engine's next deadline is a timer that posts a
-        ``Tick`` into the same inbox, moved only when the deadline moves: cheaper per
-        frame than a timeout around every wait, and a stale tick is harmless."""
-        engine, inbox, clock = self.engine, self._inbox, self._clock
-        loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle | None = None
-        timer_at: float | None = None
-        try:
-            await self._execute(engine.take_commands())
-            while engine.phase is not Phase.ENDED:
-                deadline = engine.next_deadline()
-                if deadline != timer_at:
-                    if timer is not None:
-                        timer.cancel()
-                    timer_at = deadline
-                    timer = None
-                    if deadline is not None:
-                        delay = max(0.0, deadline - clock.now())
-                        timer = loop.call_later(delay, inbox.put_nowait, _TICK)
-                event = inbox.get_nowait() if not inbox.empty() else await inbox.get()
-                if event is _TICK:
-                    timer_at = None  # fired: the next deadline needs a new timer
-                elif type(event) is CallerAudio and self._stt is not None:
-                    self._stt.push_audio(event.ulaw)
-                engine.handle(event, clock.now())
-                await self._execute(engine.take_commands())
-        finally:
-            if timer is not None:
-                timer.cancel()
-
     async def _execute(self, commands: list[Command]) -> None:
-        transport = self._transport
+        shell = self._shell
         for command in commands:
             match command:
-                case SendAudio(ulaw=data):
-                    await transport.send_audio(data)
-                case SendMark(name=name):
-                    await transport.send_mark(name)
-                case SendClear():
-                    await transport.send_clear()
+                case SendAudio() | SendMark() | SendClear() | Hangup() | RecordEvent():
+                    await shell.send(command)
                 case StartReply():
                     self._start_reply(command)
                 case CancelReply(reply_id=rid):
@@ -252,26 +212,19 @@ class CallSession:
                     self._judge_turn(command)
                 case WarmUp():
                     warm_up(self._voice.llm)
-                case Hangup(reason=reason):
-                    log.info("call.hangup reason=%s", reason)
-                    await transport.hangup()
                 case Transfer(to=to):
                     log.info("call.transfer")
-                    self._side_task(self._transfer(to))
+                    shell.spawn(self._transfer(to))
                 case SpeakHold(hold_id=hold_id, text=text):
-                    self._side_task(self._speak_hold(hold_id, text))
+                    shell.spawn(self._speak_hold(hold_id, text))
                 case RecordTurn(turn=turn):
                     if self._on_turn is not None:
                         self._on_turn(turn)
-                case RecordEvent(event=event):
-                    if self._on_event is not None:
-                        self._on_event(event)
 
     def _start_reply(self, request: StartReply) -> None:
-        assert self._group is not None
         voice = self._voice
         tts = voice.fallback_tts if request.kind is ReplyKind.APOLOGY else self._tts
-        task = self._group.create_task(
+        task = self._shell.spawn(
             run_reply(
                 request,
                 llm=voice.llm,
@@ -302,12 +255,6 @@ class CallSession:
             async with asyncio.timeout(_CANCEL_WAIT_S):
                 await asyncio.wait({task})
 
-    def _side_task(self, work: Coroutine[None, None, None]) -> None:
-        assert self._group is not None
-        task = self._group.create_task(work)
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
-
     async def _transfer(self, to: str) -> None:
         """Run the transfer beside the loop (a REST call may be slow) and report back:
         a failed one is told to the caller, never raised into the call's task group."""
@@ -332,9 +279,8 @@ class CallSession:
 
     def _judge_turn(self, request: JudgeTurn) -> None:
         judge = self._voice.turn_judge
-        if judge is None or self._group is None:
-            return
-        self._group.create_task(_judge(judge, request, self.post))
+        if judge is not None:
+            self._shell.spawn(_judge(judge, request, self.post))
 
 
 def _tts_for_call(tts: TextToSpeech) -> TextToSpeech | None:

@@ -1,12 +1,19 @@
 """The engine's only view of the phone line, so the same engine runs behind Twilio's
-socket, the simulator and tests (DESIGN.md §1: the engine never imports ``twilio``)."""
+socket, the simulator and tests (DESIGN.md §1: the engine never imports ``twilio``).
+
+A frame's way in: the socket adapter (``server/media.py``) decodes it into a
+``CallerAudio`` and posts it to the call's ``Line``; the call's owner task has attached
+its own ``Inbox`` to that line, so the frame lands in the one queue the owner reads, in
+order with the owner's own events (reply audio, transcripts, timer ticks). The owner
+answers through the ``CallTransport`` (audio, marks, ``clear``, hang-up).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from callbridge.call_events import Emit, ignore
 
@@ -18,7 +25,10 @@ __all__ = [
     "CallerDtmf",
     "CallerHungUp",
     "EndCall",
+    "Inbox",
+    "Line",
     "LineEvent",
+    "LineTap",
     "MarkPlayed",
     "SayText",
 ]
@@ -109,6 +119,101 @@ class CallInfo:
     emit: Emit = field(default=ignore, compare=False, repr=False)
 
 
-CallRunner = Callable[[CallInfo, CallTransport, "asyncio.Queue[LineEvent]"], Awaitable[None]]
-"""Serves one call: reads line events from the queue until ``CallerHungUp``, talks back
-through the transport. The socket adapter owns the queue; the runner owns the call."""
+LineTap = Callable[[LineEvent], None]
+"""Sees each line event as it enters the owner's inbox (the call record's recording of
+the caller); events posted before the owner attached are seen when it does."""
+
+E = TypeVar("E")
+
+
+class _LineSink(Protocol):
+    """What a line needs of the inbox it feeds (any ``Inbox[E]``)."""
+
+    unread_audio: int
+
+    def put_line(self, event: LineEvent) -> None: ...
+
+
+class Line:
+    """The socket adapter's half of a call: where it posts what the caller does.
+
+    The call's owner attaches its ``Inbox`` once (``Inbox.attach``); events posted
+    before that wait here and go first. ``qsize`` counts the caller frames the owner
+    has not taken yet: the adapter's backlog cap is about those, not about the owner's
+    own events (reply audio, transcripts) that share its inbox.
+    """
+
+    def __init__(self) -> None:
+        self._inbox: _LineSink | None = None
+        self._early: list[LineEvent] = []
+        self._taps: tuple[LineTap, ...] = ()
+
+    def put_nowait(self, event: LineEvent) -> None:
+        if self._inbox is not None:
+            self._deliver(self._inbox, event)
+        else:
+            self._early.append(event)
+
+    def qsize(self) -> int:
+        """Caller frames posted and not yet taken by the call's owner."""
+        if self._inbox is not None:
+            return self._inbox.unread_audio
+        return sum(type(event) is CallerAudio for event in self._early)
+
+    def add_tap(self, tap: LineTap) -> None:
+        self._taps = (*self._taps, tap)
+
+    def _attach(self, inbox: _LineSink) -> None:
+        if self._inbox is not None:
+            raise RuntimeError("a line has one owner")
+        self._inbox = inbox
+        early, self._early = self._early, []
+        for event in early:
+            self._deliver(inbox, event)
+
+    def _deliver(self, inbox: _LineSink, event: LineEvent) -> None:
+        for tap in self._taps:
+            tap(event)
+        inbox.put_line(event)
+
+
+class Inbox(Generic[E]):
+    """A call owner's one queue: its own events (``E``) and its line's, in the order
+    they happened. ``get_nowait``/``empty`` let a busy loop skip a coroutine per event."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[E | LineEvent] = asyncio.Queue()
+        self.unread_audio = 0  # caller frames queued here and not yet taken
+
+    def attach(self, line: Line) -> None:
+        """Take ``line``'s events from now on (and those it already holds)."""
+        line._attach(self)
+
+    def put_nowait(self, event: E) -> None:
+        self._queue.put_nowait(event)
+
+    def put_line(self, event: LineEvent) -> None:
+        if type(event) is CallerAudio:
+            self.unread_audio += 1
+        self._queue.put_nowait(event)
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def get_nowait(self) -> E | LineEvent:
+        event = self._queue.get_nowait()
+        if type(event) is CallerAudio:
+            self.unread_audio -= 1
+        return event
+
+    async def get(self) -> E | LineEvent:
+        event = await self._queue.get()
+        if type(event) is CallerAudio:
+            self.unread_audio -= 1
+        return event
+
+
+CallRunner = Callable[[CallInfo, CallTransport, Line], Awaitable[None]]
+"""Serves one call: attaches an ``Inbox`` to the line and reads it until
+``CallerHungUp``, talking back through the transport. The socket adapter owns the line;
+the runner owns the call."""

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from callbridge.call_events import CallEvent, EngineNote
 from callbridge.engine.clock import Clock, MonotonicClock
@@ -33,6 +33,7 @@ from callbridge.engine.transport import (
     CallInfo,
     CallRunner,
     CallTransport,
+    Line,
     LineEvent,
 )
 from callbridge.server.live_board import LiveBoard
@@ -106,12 +107,11 @@ class CallLog:
 
     def wrap(self, runner: CallRunner) -> CallRunner:
         async def run(
-            info: CallInfo, transport: CallTransport, line: asyncio.Queue[LineEvent]
+            info: CallInfo, transport: CallTransport, line: Line
         ) -> None:
             call = self._begin(info)
             transport = _RecordingTransport(transport, call, self.board)
-            if call.recording is not None:
-                line = cast("asyncio.Queue[LineEvent]", _TappedLine(line, call))
+            line.add_tap(_LineTap(call))
             try:
                 await runner(info, transport, line)
             except asyncio.CancelledError:
@@ -279,45 +279,18 @@ class _RecordingTransport:
         await self._inner.transfer(to)
 
 
-class _TappedLine:
-    """The line queue, seen through: the caller's audio also goes to the recording.
+class _LineTap:
+    """Sees each line event as the adapter posts it: the caller's audio goes to the
+    recording, a hang-up to the call's outcome. Called inline, so a frame costs no
+    extra task switch."""
 
-    A proxy rather than a forwarding task, so a frame costs no extra task switch.
-    """
-
-    def __init__(self, inner: asyncio.Queue[LineEvent], call: _Live) -> None:
-        self._inner = inner
+    def __init__(self, call: _Live) -> None:
         self._call = call
 
-    def _tap(self, event: Any) -> Any:
+    def __call__(self, event: LineEvent) -> None:
         if type(event) is CallerAudio:
             recording = self._call.recording
             if recording is not None:
                 recording.caller_audio(event.ulaw, event.timestamp_ms)
         elif type(event) is CallerHungUp:
             self._call.outcome = self._call.outcome or "caller_hung_up"
-        return event
-
-    async def get(self) -> Any:
-        return self._tap(await self._inner.get())
-
-    def get_nowait(self) -> Any:
-        return self._tap(self._inner.get_nowait())
-
-    async def put(self, item: Any) -> None:
-        await self._inner.put(item)
-
-    def put_nowait(self, item: Any) -> None:
-        self._inner.put_nowait(item)
-
-    def empty(self) -> bool:
-        return self._inner.empty()
-
-    def qsize(self) -> int:
-        return self._inner.qsize()
-
-    def full(self) -> bool:
-        return self._inner.full()
-
-    def task_done(self) -> None:
-        self._inner.task_done()

@@ -20,6 +20,8 @@ from callbridge.engine.transport import (
     CallerHungUp,
     CallInfo,
     CallTransport,
+    Inbox,
+    Line,
     LineEvent,
     MarkPlayed,
 )
@@ -35,10 +37,10 @@ _MAX_LAG_S = 0.2  # idle longer than this and the schedule restarts from "now"
 
 
 async def loopback_runner(
-    info: CallInfo, transport: CallTransport, queue: asyncio.Queue[LineEvent]
+    info: CallInfo, transport: CallTransport, line: Line
 ) -> None:
     """A ``CallRunner`` (the default one until the engine replaces it)."""
-    await LoopbackAgent(transport).run(queue)
+    await LoopbackAgent(transport).run(line)
 
 
 class LoopbackAgent:
@@ -61,8 +63,10 @@ class LoopbackAgent:
         self.marks_sent = 0
         self.marks_played: list[str] = []
 
-    async def run(self, queue: asyncio.Queue[LineEvent]) -> None:
+    async def run(self, line: Line) -> None:
         """Serve until the caller hangs up; the pacer lives and dies inside this call."""
+        queue: Inbox[LineEvent] = Inbox()
+        queue.attach(line)
         pacer = asyncio.create_task(self._pace())
         try:
             while True:

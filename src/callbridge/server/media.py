@@ -44,7 +44,7 @@ from callbridge.engine.transport import (
     CallerDtmf,
     CallerHungUp,
     CallInfo,
-    LineEvent,
+    Line,
     MarkPlayed,
 )
 from callbridge.errors import CallbridgeError
@@ -244,7 +244,7 @@ class _Stream:
             parameters=params,
             emit=self.emit,
         )
-        queue: asyncio.Queue[LineEvent] = asyncio.Queue()
+        queue = Line()
         transport = TwilioTransport(
             stream_sid=start.stream_sid,
             call_sid=start.call_sid,
@@ -277,7 +277,7 @@ class _Stream:
             await transport.close()
 
     async def _run_runner(
-        self, info: CallInfo, transport: TwilioTransport, queue: asyncio.Queue[LineEvent]
+        self, info: CallInfo, transport: TwilioTransport, queue: Line
     ) -> None:
         try:
             await self.edge.runner(info, transport, queue)
@@ -288,7 +288,7 @@ class _Stream:
             log.exception("stream.runner_failed")
             self.emit(RunnerFailed(repr(exc)))
 
-    async def _read(self, queue: asyncio.Queue[LineEvent], transport: TwilioTransport) -> None:
+    async def _read(self, queue: Line, transport: TwilioTransport) -> None:
         clock = self.edge.clock
         dtmf = TokenBucket(DTMF_PER_S, DTMF_BURST)
         pacer = AudioPacer()

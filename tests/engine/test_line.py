@@ -1,0 +1,63 @@
+"""The line and the owner's inbox: one typed queue, in order, and a backlog that counts
+only the caller's frames (a long reply must not make the adapter drop caller audio)."""
+
+from __future__ import annotations
+
+import pytest
+
+from callbridge.engine.events import EngineEvent, ReplyAudio, Tick
+from callbridge.engine.transport import (
+    CallerAudio,
+    CallerDtmf,
+    CallerHungUp,
+    Inbox,
+    Line,
+    LineEvent,
+    MarkPlayed,
+)
+
+FRAME = b"\xff" * 160
+
+
+async def test_events_posted_before_the_owner_attaches_come_first_in_order() -> None:
+    line = Line()
+    line.put_nowait(CallerAudio(FRAME, 0))
+    line.put_nowait(CallerDtmf("1"))
+    inbox: Inbox[EngineEvent] = Inbox()
+    inbox.put_nowait(Tick())  # the owner's own, posted before it took the line
+    inbox.attach(line)
+    line.put_nowait(MarkPlayed("m1"))
+    inbox.put_nowait(ReplyAudio(1, 0, FRAME))
+    got = [await inbox.get() for _ in range(5)]
+    assert got == [Tick(), CallerAudio(FRAME, 0), CallerDtmf("1"), MarkPlayed("m1"),
+                   ReplyAudio(1, 0, FRAME)]
+
+
+async def test_backlog_counts_unread_caller_frames_only() -> None:
+    line = Line()
+    line.put_nowait(CallerAudio(FRAME))
+    assert line.qsize() == 1
+    inbox: Inbox[EngineEvent] = Inbox()
+    inbox.attach(line)
+    for _ in range(3):
+        line.put_nowait(CallerAudio(FRAME))
+    line.put_nowait(MarkPlayed("m1"))
+    for _ in range(100):
+        inbox.put_nowait(ReplyAudio(1, 0, FRAME))  # the bot's audio is not the caller's
+    assert line.qsize() == 4
+    inbox.get_nowait()
+    await inbox.get()
+    assert line.qsize() == 2
+
+
+def test_taps_see_every_line_event_once_and_a_line_has_one_owner() -> None:
+    line = Line()
+    seen: list[LineEvent] = []
+    line.put_nowait(CallerAudio(FRAME))
+    line.add_tap(seen.append)
+    inbox: Inbox[LineEvent] = Inbox()
+    inbox.attach(line)
+    line.put_nowait(CallerHungUp())
+    assert seen == [CallerAudio(FRAME), CallerHungUp()]
+    with pytest.raises(RuntimeError):
+        Inbox[LineEvent]().attach(line)
