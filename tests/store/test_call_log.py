@@ -9,7 +9,7 @@ import wave
 from datetime import UTC, datetime
 from pathlib import Path
 
-from callbridge.engine.clock import ManualClock
+from callbridge.clock import ManualClock
 from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.runner import CallStats
 from callbridge.engine.transport import CallerAudio, CallerHungUp, CallInfo, LineEvent

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
+from callbridge.clock import Clock, MonotonicClock
 from callbridge.engine.bridge import (
     Apologise,
     ApologyAudio,
@@ -27,7 +28,6 @@ from callbridge.engine.bridge import (
     RemoteFailed,
     RemoteSignalled,
 )
-from callbridge.engine.clock import Clock, MonotonicClock
 from callbridge.engine.events import (
     CallEvent,
     Hangup,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import cast
 
 from callbridge.assistant import TurnTaking
-from callbridge.engine.clock import Clock, MonotonicClock
+from callbridge.clock import Clock, MonotonicClock
 from callbridge.engine.core import CallEngine, Script
 from callbridge.engine.events import (
     CallEvent,

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from callbridge.engine.clock import Clock, MonotonicClock
+from callbridge.clock import Clock, MonotonicClock
 from callbridge.engine.events import CallEvent, TurnRecord
 from callbridge.engine.runner import CallStats
 from callbridge.engine.transport import (

@@ -17,7 +17,7 @@ from types import TracebackType
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from callbridge.engine.clock import Clock, MonotonicClock
+from callbridge.clock import Clock, MonotonicClock
 from callbridge.errors import TwilioProtocolError
 from callbridge.simulator import wire
 from callbridge.simulator.dialer import CallOptions, TwimlPlan, sign

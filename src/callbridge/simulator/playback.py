@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from callbridge.engine.clock import Clock
+from callbridge.clock import Clock
 
 __all__ = [
     "AudioPlayed",

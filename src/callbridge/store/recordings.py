@@ -21,7 +21,7 @@ from pathlib import Path
 
 from callbridge.audio import ulaw
 from callbridge.audio.wav import IncrementalWavWriter
-from callbridge.engine.clock import Clock, MonotonicClock
+from callbridge.clock import Clock, MonotonicClock
 
 __all__ = ["RATE_HZ", "CallRecording", "purge_recordings", "recording_path"]
 
