@@ -7,6 +7,8 @@ chunks and only ever hands out whole frames.
 
 from __future__ import annotations
 
+from callbridge.audio import ulaw
+
 __all__ = [
     "FRAME_MS",
     "FRAME_SAMPLES",
@@ -15,7 +17,6 @@ __all__ = [
     "SAMPLE_RATE_HZ",
     "SILENT_PAD",
     "ULAW_FRAME_BYTES",
-    "ULAW_SILENCE",
     "Framer",
     "split_frames",
 ]
@@ -26,12 +27,11 @@ FRAME_SAMPLES = SAMPLE_RATE_HZ * FRAME_MS // 1000  # 160
 ULAW_FRAME_BYTES = FRAME_SAMPLES  # one byte per sample
 PCM_FRAME_BYTES = FRAME_SAMPLES * 2  # PCM16: two bytes per sample
 
-ULAW_SILENCE = b"\xff"  # μ-law code for 0 (0x7f is also ~0; 0xff is what G.711 idles on)
 PCM_SILENCE = b"\x00"
 # Default padding byte: μ-law silence, and -1 LSB (inaudible) when read as PCM16, so
 # forgetting to pass the right pad can never put a full-scale click on the line
 # (0x00 would: it is the loudest negative μ-law code).
-SILENT_PAD = ULAW_SILENCE
+SILENT_PAD = ulaw.SILENCE
 
 
 class Framer:
@@ -88,6 +88,6 @@ def split_frames(data: bytes, frame_bytes: int, pad: bytes = SILENT_PAD) -> list
 
 def _pad(tail: bytes, frame_bytes: int, pad: bytes) -> bytes:
     if not pad:
-        raise ValueError("pad must be at least one byte, e.g. ULAW_SILENCE or PCM_SILENCE")
+        raise ValueError("pad must be at least one byte, e.g. ulaw.SILENCE or PCM_SILENCE")
     need = frame_bytes - len(tail)
     return tail + (pad * (need // len(pad) + 1))[:need]
