@@ -11,12 +11,12 @@ same way every time, so waiting 7 s for it would only delay the apology.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from callbridge.errors import ProviderError
+from callbridge.providers.base import close_now
 from callbridge.telemetry.logging import log_event
 
 __all__ = ["DEFAULT_DELAYS_S", "OnRetry", "Sleep", "retry_call", "retry_stream"]
@@ -84,7 +84,7 @@ async def retry_stream(
             retries += 1
             _announce(exc, retries, delay, on_retry)
         finally:
-            await _close(stream)
+            await close_now(stream)
         await sleep(delay)
 
 
@@ -100,11 +100,3 @@ def _announce(exc: ProviderError, retry: int, delay: float, on_retry: OnRetry | 
     )
     if on_retry is not None:
         on_retry(exc, retry, delay)
-
-
-async def _close(stream: AsyncIterator[T]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        result = aclose()
-        if inspect.isawaitable(result):
-            await result
