@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from callbridge.errors import TwilioProtocolError
 from callbridge.simulator import wire
-from callbridge.simulator.metrics import PacingMeter, TurnTracker
+from callbridge.simulator.metrics import CallerSpeech, PacingMeter, TurnTracker
 from callbridge.simulator.playback import BYTES_PER_S, PlaybackModel
 from callbridge.simulator.voice import SILENCE, Utterance
 
@@ -172,8 +172,7 @@ class LeanCall:
         self._classify = classify
         self._seq = 0
         self._k = 0
-        self._utterance: Utterance | None = None
-        self._index = 0
+        self.speech = CallerSpeech(self.tracker)
         self.t0_s = 0.0
         self.ended_by: str | None = None
         self.frames_sent = self.frames_received = self.marks_received = 0
@@ -315,7 +314,7 @@ class LeanCall:
                 self._say(s.question)
                 self._go(_Step.ASKING, 0.0)
             elif step is _Step.ASKING or step is _Step.BARGING:
-                if self._utterance is not None:
+                if self.speech.utterance is not None:
                     return
                 if step is _Step.BARGING:
                     self._go(_Step.REPLY_QUIET, now + s.quiet_timeout_s)
@@ -352,20 +351,11 @@ class LeanCall:
         return max(0.0, now - (self.t0_s if last is None else last))
 
     def _say(self, utterance: Utterance) -> None:
-        self._utterance, self._index = utterance, 0
+        self.speech.say(utterance)
 
     def _next_payload(self, now: float) -> str:
-        utterance = self._utterance
-        if utterance is None:
+        utterance = self.speech.utterance
+        i = self.speech.next_frame(now, bot_speaking=self.playback.speaking)
+        if utterance is None or i is None:
             return SILENCE.payloads[0]
-        i = self._index
-        if i == utterance.onset_index:
-            self.tracker.speech_onset(
-                now, label=utterance.label, bot_speaking=self.playback.speaking
-            )
-        if i == utterance.end_index:
-            self.tracker.speech_end(now)
-        self._index = i + 1
-        if self._index >= len(utterance.payloads):
-            self._utterance = None
         return utterance.payloads[i]
