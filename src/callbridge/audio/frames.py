@@ -52,11 +52,13 @@ class Framer:
 
     def push(self, data: bytes) -> list[bytes]:
         """Add a chunk; return every frame now complete (possibly none)."""
+        size = self.frame_bytes
         if self._tail:
             data = self._tail + data  # copies the chunk and less than a frame
         elif type(data) is not bytes:
             data = bytes(data)  # a bytearray's slices would be bytearrays
-        size = self.frame_bytes
+        elif len(data) == size:
+            return [data]  # the usual case: a whole frame in, the same frame out
         whole = len(data) - len(data) % size
         self._tail = data[whole:]
         return [data[i : i + size] for i in range(0, whole, size)]
