@@ -20,7 +20,7 @@ from collections.abc import Callable
 from callbridge.audio import ulaw
 from callbridge.providers.base import VadStream
 from callbridge.providers.tts.espeak import synthesize_pcm
-from callbridge.providers.vad.silero import SileroModel
+from callbridge.providers.vad.silero_model import SileroModel
 from callbridge.providers.vad.webrtc import WebrtcModel
 
 FRAME_BYTES = 320

@@ -23,7 +23,7 @@ from callbridge.settings import Settings, load_settings
 from callbridge.store.database import Database
 from callbridge.store.models import Turn, utc
 from callbridge.store.ops import CallSeen, EventHappened, apply
-from callbridge.store.repository import CallDetail, CallFilter, CallPage, get_call, list_calls
+from callbridge.store.repository import CallDetail, CallFilter, Page, get_call, list_calls
 
 __all__ = ["add_commands", "latency_bar"]
 
@@ -71,7 +71,7 @@ def _calls(args: argparse.Namespace) -> int:
     console = Console()
     if page is None:
         return EXIT_FAILED
-    assert isinstance(page, CallPage)
+    assert isinstance(page, Page)
     if not page.rows:
         console.print("No calls recorded yet.")
         return 0

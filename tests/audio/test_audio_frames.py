@@ -89,3 +89,11 @@ def test_bad_arguments_are_rejected() -> None:
         Framer(0)
     with pytest.raises(ValueError, match="pad must be at least one byte"):
         split_frames(b"a", 4, pad=b"")
+
+
+def test_framer_hands_out_bytes_for_a_bytearray() -> None:
+    framer = Framer(4)
+    frames = framer.push(bytearray(b"abcdefghij"))
+    assert frames == [b"abcd", b"efgh"] and all(type(f) is bytes for f in frames)
+    assert framer.pending == 2
+    assert framer.push(bytearray(b"kl")) == [b"ijkl"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from callbridge.audio import levels, ulaw
+from callbridge.clock import ManualClock
 from callbridge.engine.bridge import (
     Apologise,
     ApologyAudio,
@@ -24,7 +25,6 @@ from callbridge.engine.bridge import (
     RemoteSignal,
     RemoteSignalled,
 )
-from callbridge.engine.clock import ManualClock
 from callbridge.engine.events import (
     CallEvent,
     Hangup,

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from callbridge.engine.clock import ManualClock
+from callbridge.clock import ManualClock
 from callbridge.server.dashboard import views
 from callbridge.server.dashboard.auth import (
     FAILURE_WINDOW_S,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from callbridge.assistant import TurnTaking
 from callbridge.audio import levels, ulaw
-from callbridge.engine.clock import ManualClock
+from callbridge.clock import ManualClock
 from callbridge.engine.config import Script
 from callbridge.engine.core import CallEngine
 from callbridge.engine.events import (

@@ -3,6 +3,8 @@ sentence's audio instead of being padded with silence (no inserted gap)."""
 
 from __future__ import annotations
 
+import pytest
+
 from callbridge.engine.events import SendAudio, SendMark
 from callbridge.engine.playout import Playout
 
@@ -50,3 +52,8 @@ def test_a_clear_forgets_the_carried_bytes() -> None:
     playout.begin_segment((2, 0), "New.")
     playout.add_audio((2, 0), b"\x02" * FRAME)
     assert _frames(playout) == [b"\x02" * FRAME]
+
+
+def test_a_lead_shorter_than_a_frame_is_refused() -> None:
+    with pytest.raises(ValueError, match="send_ahead_ms"):
+        Playout(send_ahead_ms=10)

@@ -13,7 +13,7 @@ from engine_harness import SILENCE, SPEECH, EnergyVad
 
 from callbridge.assistant import TurnTaking
 from callbridge.audio import levels, ulaw
-from callbridge.engine.clock import ManualClock
+from callbridge.clock import ManualClock
 from callbridge.engine.config import Script
 from callbridge.engine.runner import turn_rules
 from callbridge.engine.session import CallSession, Voice

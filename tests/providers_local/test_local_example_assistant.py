@@ -13,7 +13,7 @@ from callbridge.providers.base import Message, TextDelta, ToolCall
 from callbridge.providers.llm.scripted import ScriptedAgent
 from callbridge.providers.stt.none import NoSpeechToText
 from callbridge.providers.tts.espeak import EspeakTts
-from callbridge.providers.vad.silero import SileroModel
+from callbridge.providers.vad.silero_model import SileroModel
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "assistant.yaml"
 

@@ -8,7 +8,8 @@ from pydantic import ValidationError
 
 from callbridge.providers.base import VadStream
 from callbridge.providers.registry import build_provider, spec_for
-from callbridge.providers.vad.silero import SileroBlock, SileroModel, load_session
+from callbridge.providers.vad.silero import SileroBlock
+from callbridge.providers.vad.silero_model import SileroModel, load_session
 from callbridge.providers.vad.webrtc import WebrtcBlock, WebrtcModel
 from providers_local.helpers import frames
 

@@ -10,8 +10,8 @@ import pytest
 
 from callbridge.audio import ulaw
 from callbridge.providers.tts.espeak import synthesize_pcm
-from callbridge.providers.vad.silero import SileroModel
 from callbridge.providers.vad.silero_batch import BatchedSileroModel
+from callbridge.providers.vad.silero_model import SileroModel
 
 
 def _frames(text: str) -> list[bytes]:

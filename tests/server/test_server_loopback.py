@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from callbridge.engine.clock import ManualClock
+from callbridge.clock import ManualClock
 from callbridge.engine.transport import CallerAudio, CallerDtmf, CallerHungUp
 from callbridge.engine.transport import Line as LineQueue
 from callbridge.server.loopback import FRAMES_PER_MARK, LoopbackAgent

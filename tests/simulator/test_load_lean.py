@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from callbridge.engine.clock import ManualClock
+from callbridge.clock import ManualClock
 from callbridge.errors import TwilioProtocolError
 from callbridge.simulator import voice, wire
 from callbridge.simulator.caller import LiveCall

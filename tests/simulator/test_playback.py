@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callbridge.engine.clock import ManualClock
+from callbridge.clock import ManualClock
 from callbridge.simulator.playback import (
     AudioPlayed,
     BotSpeechEnded,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from callbridge.call_events import CallEventBus, EngineNote, MediaGap
-from callbridge.engine.clock import ManualClock
+from callbridge.clock import ManualClock
 from callbridge.engine.events import TurnRecord
 from callbridge.engine.runner import CallStats
 from callbridge.engine.transport import CallerAudio, CallerHungUp, CallInfo, Inbox, Line, LineEvent

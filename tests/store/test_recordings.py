@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from callbridge.audio import ulaw
-from callbridge.engine.clock import ManualClock
+from callbridge.clock import ManualClock
 from callbridge.store.recordings import CallRecording, purge_recordings, recording_path
 
 FRAME = 160  # 20 ms of μ-law

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callbridge.engine.clock import ManualClock
+from callbridge.clock import ManualClock
 from callbridge.twilio.gaps import GapDetector
 
 

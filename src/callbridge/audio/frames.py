@@ -7,6 +7,8 @@ chunks and only ever hands out whole frames.
 
 from __future__ import annotations
 
+from callbridge.audio import ulaw
+
 __all__ = [
     "FRAME_MS",
     "FRAME_SAMPLES",
@@ -15,7 +17,6 @@ __all__ = [
     "SAMPLE_RATE_HZ",
     "SILENT_PAD",
     "ULAW_FRAME_BYTES",
-    "ULAW_SILENCE",
     "Framer",
     "split_frames",
 ]
@@ -26,54 +27,56 @@ FRAME_SAMPLES = SAMPLE_RATE_HZ * FRAME_MS // 1000  # 160
 ULAW_FRAME_BYTES = FRAME_SAMPLES  # one byte per sample
 PCM_FRAME_BYTES = FRAME_SAMPLES * 2  # PCM16: two bytes per sample
 
-ULAW_SILENCE = b"\xff"  # μ-law code for 0 (0x7f is also ~0; 0xff is what G.711 idles on)
 PCM_SILENCE = b"\x00"
 # Default padding byte: μ-law silence, and -1 LSB (inaudible) when read as PCM16, so
 # forgetting to pass the right pad can never put a full-scale click on the line
 # (0x00 would: it is the loudest negative μ-law code).
-SILENT_PAD = ULAW_SILENCE
+SILENT_PAD = ulaw.SILENCE
 
 
 class Framer:
     """Accumulates arbitrary-size chunks and hands out whole frames of ``frame_bytes``."""
 
-    __slots__ = ("_buf", "frame_bytes")
+    __slots__ = ("_tail", "frame_bytes")
 
     def __init__(self, frame_bytes: int) -> None:
         if frame_bytes <= 0:
             raise ValueError(f"frame_bytes must be positive, got {frame_bytes}")
         self.frame_bytes = frame_bytes
-        self._buf = bytearray()
+        self._tail = b""  # less than a frame
 
     @property
     def pending(self) -> int:
         """Bytes held back, waiting for the rest of their frame."""
-        return len(self._buf)
+        return len(self._tail)
 
     def push(self, data: bytes) -> list[bytes]:
         """Add a chunk; return every frame now complete (possibly none)."""
-        self._buf += data
-        n = len(self._buf) // self.frame_bytes * self.frame_bytes
-        if n == 0:
-            return []
-        whole = bytes(self._buf[:n])
-        del self._buf[:n]
-        return [whole[i : i + self.frame_bytes] for i in range(0, n, self.frame_bytes)]
+        size = self.frame_bytes
+        if self._tail:
+            data = self._tail + data  # copies the chunk and less than a frame
+        elif type(data) is not bytes:
+            data = bytes(data)  # a bytearray's slices would be bytearrays
+        elif len(data) == size:
+            return [data]  # the usual case: a whole frame in, the same frame out
+        whole = len(data) - len(data) % size
+        self._tail = data[whole:]
+        return [data[i : i + size] for i in range(0, whole, size)]
 
     def flush(self, pad: bytes = SILENT_PAD) -> bytes | None:
         """Return the held-back tail padded to a whole frame with ``pad``, or None if empty.
 
         Call it at the end of a TTS segment so its last few milliseconds are not lost.
         """
-        if not self._buf:
+        if not self._tail:
             return None
-        frame = _pad(bytes(self._buf), self.frame_bytes, pad)
-        self._buf.clear()
+        frame = _pad(self._tail, self.frame_bytes, pad)
+        self._tail = b""
         return frame
 
     def clear(self) -> None:
         """Drop the held-back tail (barge-in: the rest of the reply will never play)."""
-        self._buf.clear()
+        self._tail = b""
 
 
 def split_frames(data: bytes, frame_bytes: int, pad: bytes = SILENT_PAD) -> list[bytes]:
@@ -88,6 +91,6 @@ def split_frames(data: bytes, frame_bytes: int, pad: bytes = SILENT_PAD) -> list
 
 def _pad(tail: bytes, frame_bytes: int, pad: bytes) -> bytes:
     if not pad:
-        raise ValueError("pad must be at least one byte, e.g. ULAW_SILENCE or PCM_SILENCE")
+        raise ValueError("pad must be at least one byte, e.g. ulaw.SILENCE or PCM_SILENCE")
     need = frame_bytes - len(tail)
     return tail + (pad * (need // len(pad) + 1))[:need]

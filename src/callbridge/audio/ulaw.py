@@ -10,7 +10,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["decode", "encode"]
+__all__ = ["SILENCE", "decode", "encode"]
+
+SILENCE = b"\xff"
+"""The μ-law code for 0: what G.711 idles on (0x7f decodes to 0 too; 0x00 is the loudest
+negative sample, a click)."""
 
 
 def encode(pcm16: bytes) -> bytes:

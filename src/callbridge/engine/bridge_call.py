@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from callbridge.clock import Clock, MonotonicClock
 from callbridge.engine.bridge import (
     Apologise,
     ApologyAudio,
@@ -26,7 +27,6 @@ from callbridge.engine.bridge import (
     RemoteFailed,
     RemoteSignalled,
 )
-from callbridge.engine.clock import Clock, MonotonicClock
 from callbridge.engine.events import (
     CallEvent,
     Hangup,

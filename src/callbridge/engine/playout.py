@@ -9,7 +9,8 @@ in flight, which is what ``heard_text`` reports on barge-in.
 
 The line is assumed to play audio in real time from the moment it arrives (Twilio does),
 so ``play_end`` — when everything sent so far will have finished playing — is tracked
-on the engine's clock.
+on the engine's clock, by ``audio.playhead.PlayHead`` (the model the recording and the
+simulator's Twilio use too).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from callbridge.audio.frames import FRAME_MS, ULAW_FRAME_BYTES
+from callbridge.audio.frames import FRAME_MS, ULAW_FRAME_BYTES, Framer
+from callbridge.audio.playhead import PlayHead
 from callbridge.engine.events import Command, SendAudio, SendMark
 
 __all__ = ["Playout", "SegmentKey"]
 
 SegmentKey = tuple[int, int]  # (reply_id, segment index)
-_SILENCE = b"\xff"  # μ-law code for zero
 _FRAME_S = FRAME_MS / 1000
 
 
@@ -32,7 +33,7 @@ class _Segment:
     key: SegmentKey
     text: str
     mark: str
-    pending: bytes = b""  # audio shorter than a frame, waiting for more
+    framer: Framer  # holds audio shorter than a frame, waiting for more
     frames_queued: int = 0
     frames_sent: int = 0
     ended: bool = False
@@ -47,6 +48,8 @@ class _MarkItem:
 
 class Playout:
     def __init__(self, *, send_ahead_ms: int = 200, max_queued_s: float = 120.0) -> None:
+        if send_ahead_ms < FRAME_MS:
+            raise ValueError(f"send_ahead_ms must be at least {FRAME_MS}, got {send_ahead_ms}")
         self._lead_s = send_ahead_ms / 1000
         self._max_frames = max(1, int(max_queued_s / _FRAME_S))
         self._queue: deque[tuple[_Segment, bytes] | _MarkItem] = deque()
@@ -56,11 +59,16 @@ class Playout:
         self._order: list[_Segment] = []  # segments of the current utterance, in order
         self._told = 0  # segments of _order already recorded as a turn (a failed reply)
         self._mark_counter = 0
-        self._carry = b""  # the last partial frame of a sentence, for the next one to finish
-        self.play_end = 0.0
+        self._carry: Framer | None = None  # a sentence's last partial frame, for the next
+        self._head = PlayHead(0.0)
         self.last_frame_end = 0.0  # when the last frame sent finishes playing
         self.dropped_frames = 0
         self.sent_frames = 0
+
+    @property
+    def play_end(self) -> float:
+        """When everything sent so far will have finished playing (the far end's head)."""
+        return self._head.end
 
     # ------------------------------------------------------------ filling
 
@@ -68,9 +76,9 @@ class Playout:
         """``before_unsent``: a line said while the reply waits for its audio ("one
         moment") goes before the reply's segments that have no audio yet, as it is heard."""
         self._mark_counter += 1
+        framer, self._carry = self._carry or Framer(ULAW_FRAME_BYTES), None
         segment = _Segment(key=key, text=text, mark=f"m{self._mark_counter}-r{key[0]}s{key[1]}",
-                           pending=self._carry)
-        self._carry = b""
+                           framer=framer)
         self._segments[key] = segment
         self._by_mark[segment.mark] = segment
         at = len(self._order)
@@ -83,13 +91,11 @@ class Playout:
         segment = self._segments.get(key)
         if segment is None or segment.ended:
             return
-        data = segment.pending + ulaw
-        whole = len(data) - len(data) % ULAW_FRAME_BYTES
-        for offset in range(0, whole, ULAW_FRAME_BYTES):
-            self._queue.append((segment, data[offset : offset + ULAW_FRAME_BYTES]))
-            segment.frames_queued += 1
-            self._frames_in_queue += 1
-        segment.pending = data[whole:]
+        frames = segment.framer.push(ulaw)
+        for frame in frames:
+            self._queue.append((segment, frame))
+        segment.frames_queued += len(frames)
+        self._frames_in_queue += len(frames)
         self._enforce_bound()
 
     def end_segment(self, key: SegmentKey, *, more_follows: bool = False) -> None:
@@ -99,14 +105,12 @@ class Playout:
         segment = self._segments.get(key)
         if segment is None or segment.ended:
             return
-        if segment.pending and more_follows:
-            self._carry, segment.pending = segment.pending, b""
-        elif segment.pending:
-            padded = segment.pending + _SILENCE * (ULAW_FRAME_BYTES - len(segment.pending))
+        if segment.framer.pending and more_follows:
+            self._carry = segment.framer
+        elif (padded := segment.framer.flush()) is not None:  # with μ-law silence
             self._queue.append((segment, padded))
             segment.frames_queued += 1
             self._frames_in_queue += 1
-            segment.pending = b""
         segment.ended = True
         self._queue.append(_MarkItem(segment))
 
@@ -115,25 +119,24 @@ class Playout:
     def pull(self, now: float) -> list[Command]:
         """Frames and marks that may go out now without exceeding the lead."""
         out: list[Command] = []
-        if self.play_end < now:
-            self.play_end = now  # the far end ran dry; it plays new audio on arrival
+        head = self._head
         while self._queue:
             item = self._queue[0]
             if isinstance(item, _MarkItem):
                 self._queue.popleft()
                 out.append(SendMark(item.segment.mark))
                 continue
-            if self.play_end + _FRAME_S - now > self._lead_s + 1e-9:
-                break
+            if head.end + _FRAME_S - self._lead_s > now + 1e-9:
+                break  # not due (next_deadline): the far end holds a full lead
             self._queue.popleft()
             segment, frame = item
             self._frames_in_queue -= 1
+            start = head.queue(now, _FRAME_S)  # the far end plays it on arrival if dry
             if segment.play_start is None:
-                segment.play_start = self.play_end
+                segment.play_start = start
             segment.frames_sent += 1
             self.sent_frames += 1
-            self.play_end += _FRAME_S
-            self.last_frame_end = self.play_end
+            self.last_frame_end = head.end
             out.append(SendAudio(frame))
         return out
 
@@ -143,7 +146,7 @@ class Playout:
             return None
         if isinstance(self._queue[0], _MarkItem):
             return 0.0
-        return self.play_end + _FRAME_S - self._lead_s
+        return self._head.end + _FRAME_S - self._lead_s
 
     # ------------------------------------------------------------ what was heard
 
@@ -204,8 +207,8 @@ class Playout:
         self._by_mark.clear()
         self._order.clear()
         self._told = 0
-        self._carry = b""
-        self.play_end = now
+        self._carry = None
+        self._head.clear(now)
 
     def finish_utterance(self) -> None:
         """The utterance played out; start the next one's bookkeeping afresh."""
@@ -214,7 +217,7 @@ class Playout:
             self._by_mark.pop(segment.mark, None)
         self._order.clear()
         self._told = 0
-        self._carry = b""
+        self._carry = None
 
     def _enforce_bound(self) -> None:
         while self._frames_in_queue > self._max_frames:

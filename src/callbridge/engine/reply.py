@@ -40,6 +40,7 @@ from callbridge.providers.base import (
     TextToSpeech,
     ToolCall,
     ToolSpec,
+    close_now,
 )
 from callbridge.providers.retry import DEFAULT_DELAYS_S, OnRetry, Sleep, retry_stream
 
@@ -140,7 +141,7 @@ async def _think(
                     case ToolCall():
                         calls.append(event)
         finally:
-            await _close(stream)
+            await close_now(stream)
         if not calls or execute_tool is None:
             if calls:
                 log.warning("reply.tools_unavailable names=%s", [c.name for c in calls])
@@ -170,7 +171,7 @@ async def _speak(
                 if chunk:
                     post(ReplyAudio(rid, index, chunk))
         finally:
-            await _close(audio)
+            await close_now(audio)
         index += 1
 
 
@@ -238,15 +239,7 @@ async def _guarded(stream: AsyncIterator[T]) -> AsyncIterator[T]:
         async for item in stream:
             yield item
     finally:
-        await _close(stream)
-
-
-async def _close(stream: AsyncIterator[object]) -> None:
-    """Close a provider's generator now, on cancel too: a vendor socket must not linger
-    until the garbage collector gets to it."""
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
+        await close_now(stream)
 
 
 def _split(text: str) -> list[str]:

@@ -18,7 +18,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
-from callbridge.engine.clock import Clock, MonotonicClock
+from callbridge.clock import Clock, MonotonicClock
 from callbridge.engine.config import Script, TurnRules
 from callbridge.engine.core import CallEngine
 from callbridge.engine.events import (

@@ -9,6 +9,7 @@ shared); per-call state lives in the streams they open.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -39,6 +40,7 @@ __all__ = [
     "TurnJudge",
     "VadModel",
     "VadStream",
+    "close_now",
 ]
 
 
@@ -257,3 +259,16 @@ class RemoteAgent(Protocol):
         """Start a call on the agent; ``ProviderError`` if it cannot (after its retries).
         ``on_retry`` hears of each retry, so the call's record keeps it."""
         ...
+
+
+# ---------------------------------------------------------------- streams
+
+
+async def close_now(stream: AsyncIterator[object]) -> None:
+    """Close a provider's stream now, on cancel too: a vendor socket must not linger until
+    the garbage collector gets to it. A plain iterator without ``aclose`` is left be."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        result = aclose()
+        if inspect.isawaitable(result):
+            await result

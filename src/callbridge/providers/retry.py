@@ -14,13 +14,13 @@ for operators and, when the caller passes ``on_retry`` (the engine does, built w
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from callbridge.call_events import Emit, ProviderRetried
 from callbridge.errors import ProviderError
+from callbridge.providers.base import close_now
 from callbridge.telemetry.logging import log_event
 
 __all__ = [
@@ -104,7 +104,7 @@ async def retry_stream(
             retries += 1
             _announce(exc, retries, delay, on_retry)
         finally:
-            await _close(stream)
+            await close_now(stream)
         await sleep(delay)
 
 
@@ -120,11 +120,3 @@ def _announce(exc: ProviderError, retry: int, delay: float, on_retry: OnRetry | 
     )
     if on_retry is not None:
         on_retry(exc, retry, delay)
-
-
-async def _close(stream: AsyncIterator[T]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        result = aclose()
-        if inspect.isawaitable(result):
-            await result

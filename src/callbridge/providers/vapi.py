@@ -35,6 +35,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from callbridge.errors import ProviderError
 from callbridge.providers.base import RemoteEvent, RemoteSignal
 from callbridge.providers.env import base_url, require_key, to_websocket_url
+from callbridge.providers.inbox import Inbox
 from callbridge.providers.retry import DEFAULT_DELAYS_S, OnRetry, Sleep, retry_call
 
 __all__ = [
@@ -180,13 +181,6 @@ class VapiAgent:
         return call_id, socket_url(self.base, url)
 
 
-class _End:
-    """Ends the event stream."""
-
-
-_END: Final = _End()
-
-
 class VapiSession:
     """One VAPI call's socket: the ``RemoteSession`` the bridge drives."""
 
@@ -199,8 +193,7 @@ class VapiSession:
         self._outbox_frames = outbox_frames
         self._audio_queued = 0
         self._wake = asyncio.Event()
-        self._events: asyncio.Queue[RemoteEvent | _End] = asyncio.Queue()
-        self._failure: ProviderError | None = None
+        self._inbox: Inbox[RemoteEvent] = Inbox()
         self._hanging_up = False
         self._ended_emitted = False
         self._sender = asyncio.create_task(self._send_loop(), name="vapi.send")
@@ -223,16 +216,9 @@ class VapiSession:
         self._audio_queued += 1
         self._wake.set()
 
-    async def events(self) -> AsyncIterator[RemoteEvent]:
+    def events(self) -> AsyncIterator[RemoteEvent]:
         """Agent audio and signals until the call ends; a dropped socket raises."""
-        while True:
-            item = await self._events.get()
-            if isinstance(item, _End):
-                self._events.put_nowait(item)
-                if self._failure is not None:
-                    raise self._failure
-                return
-            yield item
+        return self._inbox.events()
 
     async def hangup(self) -> None:
         """Tell VAPI to end the call (``{"type": "hangup"}``), then close the socket."""
@@ -249,7 +235,7 @@ class VapiSession:
             task.cancel()
         await asyncio.wait({self._sender, self._receiver})
         await self._ws.close()
-        self._events.put_nowait(_END)
+        self._inbox.end()
 
     async def _send_loop(self) -> None:
         try:
@@ -272,11 +258,11 @@ class VapiSession:
             async for message in self._ws:
                 if isinstance(message, bytes):
                     if message:
-                        self._events.put_nowait(message)
+                        self._inbox.put(message)
                     continue
                 signal = self._parse(message)
                 if signal is not None:
-                    self._events.put_nowait(signal)
+                    self._inbox.put(signal)
         except ConnectionClosed:
             pass
         finally:
@@ -285,19 +271,20 @@ class VapiSession:
     def _on_closed(self) -> None:
         """A close after VAPI said the call ended, or after our hang-up, is the normal end;
         any other close lost the call mid-way (VAPI cannot resume it)."""
+        failure: ProviderError | None = None
         if not self._ended_emitted and not self._hanging_up:
             code, reason = self._ws.close_code, self._ws.close_reason or ""
             if code == 1000:
                 self._ended_emitted = True
                 self.ended_reason = f"socket closed: {reason or 'normal'}"
-                self._events.put_nowait("ended")
+                self._inbox.put("ended")
             else:
-                self._failure = ProviderError(
+                failure = ProviderError(
                     NAME, f"call {self.call_id}: socket closed with code {code} {reason!r}",
                     retryable=True,
                 )
                 log.warning("vapi.dropped call_id=%s code=%s", self.call_id, code)
-        self._events.put_nowait(_END)
+        self._inbox.end(failure)
 
     def _parse(self, text: str) -> RemoteSignal | None:
         try:

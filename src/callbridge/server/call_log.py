@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from callbridge.call_events import CallEvent, EngineNote
-from callbridge.engine.clock import Clock, MonotonicClock
+from callbridge.clock import Clock, MonotonicClock
 from callbridge.engine.events import TurnRecord
 from callbridge.engine.runner import CallStats
 from callbridge.engine.transport import (

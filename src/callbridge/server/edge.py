@@ -41,7 +41,8 @@ are refused at the handshake."""
 
 @dataclass
 class EdgeStats:
-    """Process-wide counters (Prometheus comes later; tests and /healthz read these)."""
+    """Process-wide counters: ``/metrics`` exports them (``Metrics.watch_edge``), ``/healthz``
+    and the tests read them."""
 
     active_calls: int = 0
     calls_total: int = 0

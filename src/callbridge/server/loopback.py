@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from callbridge.audio.frames import FRAME_MS, ULAW_FRAME_BYTES, Framer
-from callbridge.engine.clock import Clock, MonotonicClock
+from callbridge.clock import Clock, MonotonicClock
 from callbridge.engine.transport import (
     CallerAudio,
     CallerDtmf,

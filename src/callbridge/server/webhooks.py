@@ -80,7 +80,8 @@ async def status(request: Request) -> Response:
     if isinstance(params, Response):
         return params
     with call_context(params.get("CallSid", "")):
-        # Recorded as a log event for now; the store takes these over later.
+        # With a store, ``status_capture.StatusCapture`` puts it in the call record once
+        # this answers 204; the log line is for people.
         log_event(
             log,
             logging.INFO,

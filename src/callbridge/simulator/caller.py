@@ -17,11 +17,11 @@ from types import TracebackType
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from callbridge.engine.clock import Clock, MonotonicClock
+from callbridge.clock import Clock, MonotonicClock
 from callbridge.errors import TwilioProtocolError
 from callbridge.simulator import wire
 from callbridge.simulator.dialer import CallOptions, TwimlPlan, sign
-from callbridge.simulator.metrics import PacingMeter, TurnTracker
+from callbridge.simulator.metrics import CallerSpeech, PacingMeter, TurnTracker
 from callbridge.simulator.playback import (
     AudioPlayed,
     BotSpeechEnded,
@@ -67,8 +67,7 @@ class LiveCall:
         self._ws: ClientConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._seq = 0
-        self._utterance: Utterance | None = None
-        self._utterance_index = 0
+        self.speech = CallerSpeech(self.tracker)
         self._utterance_done: asyncio.Future[None] | None = None
         self._pulse: asyncio.Future[None] | None = None
         self.t0_s = 0.0
@@ -175,7 +174,8 @@ class LiveCall:
         if self._utterance_done is not None and not self._utterance_done.done():
             self._utterance_done.set_result(None)  # a new utterance cuts the old one
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._utterance, self._utterance_index, self._utterance_done = utterance, 0, done
+        self.speech.say(utterance)
+        self._utterance_done = done
         await self.wait_until(done.done, None)
 
     async def dtmf(self, digit: str) -> None:
@@ -295,21 +295,13 @@ class LiveCall:
     # ------------------------------------------------------------ private
 
     def _next_frame(self, now: float) -> tuple[bytes, str]:
-        utterance = self._utterance
-        if utterance is None:
+        utterance = self.speech.utterance
+        i = self.speech.next_frame(now, bot_speaking=self.playback.speaking)
+        if utterance is None or i is None:
             return SILENCE.frames[0], SILENCE.payloads[0]
-        i = self._utterance_index
-        if i == utterance.onset_index:
-            self.tracker.speech_onset(
-                now, label=utterance.label, bot_speaking=self.playback.speaking
-            )
-        if i == utterance.end_index:
-            self.tracker.speech_end(now)
-        self._utterance_index = i + 1
-        if self._utterance_index >= len(utterance.frames):
-            self._utterance = None
-            if self._utterance_done is not None and not self._utterance_done.done():
-                self._utterance_done.set_result(None)
+        done = self._utterance_done
+        if self.speech.utterance is None and done is not None and not done.done():
+            done.set_result(None)  # that was its last frame
         return utterance.frames[i], utterance.payloads[i]
 
     def _apply(self, events: list[PlaybackEvent]) -> list[str]:

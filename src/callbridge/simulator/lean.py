@@ -9,8 +9,9 @@ the same caller as a plain state machine that the worker's scheduler calls once 
 - server frames are classified by exact prefix/suffix against the server's canonical
   compact form; anything else (marks, odd shapes, errors) goes through the strict
   ``wire.parse_server``, so the verdicts are the full parser's;
-- ``LeanPlayback`` is ``PlaybackBuffer`` keeping byte counts instead of audio and
-  booking straight into ``TurnTracker`` (no event objects);
+- ``LeanPlayback`` is ``PlaybackBuffer``'s model (``playback.PlaybackModel``) keeping
+  byte counts instead of audio and booking straight into ``TurnTracker`` (no event
+  objects);
 - the metrics are ``metrics.TurnTracker``/``PacingMeter`` themselves: same definitions.
 
 Sans-I/O: every method takes the time; the owner moves the bytes.
@@ -20,19 +21,18 @@ from __future__ import annotations
 
 import binascii
 import enum
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from callbridge.errors import TwilioProtocolError
 from callbridge.simulator import wire
-from callbridge.simulator.metrics import PacingMeter, TurnTracker
+from callbridge.simulator.metrics import CallerSpeech, PacingMeter, TurnTracker
+from callbridge.simulator.playback import BYTES_PER_S, PlaybackModel
 from callbridge.simulator.voice import SILENCE, Utterance
 
 __all__ = ["CLEAR", "LeanCall", "LeanPlayback", "Script", "ServerReader", "fast_audible"]
 
 FRAME_S = 0.020
-BYTES_PER_S = 8000
 CLEAR = wire.ServerClear()
 _LOUD = bytes(1 if _b < 0x70 or 0x80 <= _b < 0xF0 else 0 for _b in range(256))
 
@@ -70,119 +70,49 @@ class ServerReader:
         return message.ulaw if isinstance(message, wire.ServerMedia) else message
 
 
-class LeanPlayback:
+class LeanPlayback(PlaybackModel):
     """Twilio's playback queue as byte counts; books into ``tracker`` as it plays.
 
-    Same rules as ``playback.PlaybackBuffer`` (see there); marks to echo collect in
-    ``echoes`` (name, cleared) for the owner to send and drain.
+    The rules are ``playback.PlaybackModel``'s; marks to echo collect in ``echoes``
+    (name, cleared) for the owner to send and drain.
     """
 
     def __init__(self, tracker: TurnTracker, *, reply_gap_ms: float = 500.0) -> None:
+        super().__init__(reply_gap_ms=reply_gap_ms)
         self.tracker = tracker
-        self._gap_s = reply_gap_ms / 1000.0
-        self._items: deque[tuple[int, bool] | str] = deque()  # (bytes, audible) or a mark
-        self._offset = 0
-        self._buffered = 0
-        self._cursor_s: float | None = None
-        self._dry_since_s: float | None = None
-        self._reply_played = 0
-        self.speaking = False
         self.echoes: list[tuple[str, bool]] = []
         self.speech_starts: list[float] = []
-        self.underruns = 0
-        self.underrun_ms = 0.0
-        self.cleared_bytes = 0
-        self.played_bytes = 0
         self.audible_bytes = 0
         self.last_audible_end_s: float | None = None
 
-    @property
-    def reply_played_ms(self) -> float:
-        return self._reply_played * 1000.0 / BYTES_PER_S if self.speaking else 0.0
-
-    @property
-    def buffered_ms(self) -> float:
-        return self._buffered * 1000.0 / BYTES_PER_S
-
     def receive_media(self, now: float, nbytes: int, audible: bool) -> None:
-        self.advance(now)
-        if not nbytes:
-            return
-        if self._cursor_s is None:
-            self._cursor_s = now
-            if self.speaking and self._dry_since_s is not None:
-                self.underruns += 1
-                self.underrun_ms += (now - self._dry_since_s) * 1000.0
-            self._dry_since_s = None
-        self._items.append((nbytes, audible))
-        self._buffered += nbytes
+        self.media(now, nbytes, audible)
 
     def receive_mark(self, now: float, name: str) -> None:
-        self.advance(now)
-        if self._buffered == 0:
-            self.echoes.append((name, False))
-        else:
-            self._items.append(name)
+        self.mark(now, name)
 
     def receive_clear(self, now: float) -> None:
-        self.advance(now)
-        for item in self._items:
-            if isinstance(item, str):
-                self.echoes.append((item, True))
-        self.cleared_bytes += self._buffered
-        self._items.clear()
-        self._offset = self._buffered = 0
-        self._cursor_s = self._dry_since_s = None
-        if self.speaking:
-            self.speaking = False
-            self.tracker.bot_speech_ended()
+        self.clear(now)
 
     def advance(self, now: float) -> None:
-        items = self._items
-        while items and self._cursor_s is not None:
-            head = items[0]
-            if isinstance(head, str):
-                items.popleft()
-                self.echoes.append((head, False))
-                continue
-            size, audible = head
-            n = min(size - self._offset, int((now - self._cursor_s) * BYTES_PER_S + 1e-6))
-            if n <= 0:
-                break
-            self._play(n, audible)
-            if self._offset == size:
-                items.popleft()
-                self._offset = 0
-        if self._cursor_s is not None and self._buffered == 0:
-            self._dry_since_s, self._cursor_s = self._cursor_s, None
-        if (
-            self.speaking
-            and self._cursor_s is None
-            and self._dry_since_s is not None
-            and now - self._dry_since_s >= self._gap_s
-        ):
-            self.speaking = False
-            self.tracker.bot_speech_ended()
+        self.play(now)
 
-    def _play(self, n: int, audible: bool) -> None:
-        start = self._cursor_s
-        assert start is not None
-        if audible and not self.speaking:
-            self.speaking = True
-            self._reply_played = 0
-            self.speech_starts.append(start)
-            self.tracker.bot_speech_started(start)
+    def _on_played(self, start_s: float, n: int, audible: bool, ulaw: bytes, offset: int) -> None:
         duration_s = n / BYTES_PER_S
         if audible:
             self.audible_bytes += n
-            self.last_audible_end_s = start + duration_s
-        self.tracker.audio_played(start, duration_s, audible=audible)
-        self._cursor_s = start + duration_s
-        self._offset += n
-        self._buffered -= n
-        self.played_bytes += n
-        if self.speaking:
-            self._reply_played += n
+            self.last_audible_end_s = start_s + duration_s
+        self.tracker.audio_played(start_s, duration_s, audible=audible)
+
+    def _on_mark(self, name: str, at_s: float, cleared: bool) -> None:
+        self.echoes.append((name, cleared))
+
+    def _on_speech_started(self, at_s: float) -> None:
+        self.speech_starts.append(at_s)
+        self.tracker.bot_speech_started(at_s)
+
+    def _on_speech_ended(self, at_s: float, cleared: bool) -> None:
+        self.tracker.bot_speech_ended()
 
 
 class _Step(enum.Enum):
@@ -242,8 +172,7 @@ class LeanCall:
         self._classify = classify
         self._seq = 0
         self._k = 0
-        self._utterance: Utterance | None = None
-        self._index = 0
+        self.speech = CallerSpeech(self.tracker)
         self.t0_s = 0.0
         self.ended_by: str | None = None
         self.frames_sent = self.frames_received = self.marks_received = 0
@@ -385,7 +314,7 @@ class LeanCall:
                 self._say(s.question)
                 self._go(_Step.ASKING, 0.0)
             elif step is _Step.ASKING or step is _Step.BARGING:
-                if self._utterance is not None:
+                if self.speech.utterance is not None:
                     return
                 if step is _Step.BARGING:
                     self._go(_Step.REPLY_QUIET, now + s.quiet_timeout_s)
@@ -422,20 +351,11 @@ class LeanCall:
         return max(0.0, now - (self.t0_s if last is None else last))
 
     def _say(self, utterance: Utterance) -> None:
-        self._utterance, self._index = utterance, 0
+        self.speech.say(utterance)
 
     def _next_payload(self, now: float) -> str:
-        utterance = self._utterance
-        if utterance is None:
+        utterance = self.speech.utterance
+        i = self.speech.next_frame(now, bot_speaking=self.playback.speaking)
+        if utterance is None or i is None:
             return SILENCE.payloads[0]
-        i = self._index
-        if i == utterance.onset_index:
-            self.tracker.speech_onset(
-                now, label=utterance.label, bot_speaking=self.playback.speaking
-            )
-        if i == utterance.end_index:
-            self.tracker.speech_end(now)
-        self._index = i + 1
-        if self._index >= len(utterance.payloads):
-            self._utterance = None
         return utterance.payloads[i]

@@ -26,7 +26,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["PacingMeter", "TurnMetrics", "TurnTracker", "percentile"]
+from callbridge.simulator.voice import Utterance
+
+__all__ = ["CallerSpeech", "PacingMeter", "TurnMetrics", "TurnTracker", "percentile"]
 
 
 @dataclass(slots=True)
@@ -111,6 +113,38 @@ class TurnTracker:
         if turn is not None and turn.barge_in and turn.bargein_ms is None:
             turn.bargein_ms = max(0.0, (at_s - turn.onset_s) * 1000.0)
             turn._stale_open = False
+
+
+class CallerSpeech:
+    """The utterance the caller is saying, a frame at a time; books its voiced span's onset
+    and end into ``tracker`` as those frames go out (the definitions above)."""
+
+    __slots__ = ("index", "tracker", "utterance")
+
+    def __init__(self, tracker: TurnTracker) -> None:
+        self.tracker = tracker
+        self.utterance: Utterance | None = None  # None: the caller is quiet
+        self.index = 0
+
+    def say(self, utterance: Utterance) -> None:
+        """Start ``utterance`` from its first frame (cutting one in progress)."""
+        self.utterance, self.index = utterance, 0
+
+    def next_frame(self, now: float, *, bot_speaking: bool) -> int | None:
+        """Index of the utterance's frame to send now (None: silence); once its last frame
+        is handed out, ``utterance`` is None."""
+        utterance = self.utterance
+        if utterance is None:
+            return None
+        i = self.index
+        if i == utterance.onset_index:
+            self.tracker.speech_onset(now, label=utterance.label, bot_speaking=bot_speaking)
+        if i == utterance.end_index:
+            self.tracker.speech_end(now)
+        self.index = i + 1
+        if self.index >= len(utterance.payloads):
+            self.utterance = None
+        return i
 
 
 class PacingMeter:

@@ -7,7 +7,10 @@ every pending mark at once. When the queue runs dry the caller hears nothing: in
 reply that is an *underrun* (a gap the caller notices).
 
 Sans-I/O: the owner feeds what arrives and calls ``advance()`` on its own schedule; time
-comes from an injected clock, so tests move it by hand.
+comes from an injected clock, so tests move it by hand. ``PlaybackModel`` holds the rules
+(on ``audio.playhead.PlayHead``) and says what happens through hooks: ``PlaybackBuffer``
+turns them into event objects, the load benchmark's ``lean.LeanPlayback`` books them
+straight into its metrics.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from callbridge.engine.clock import Clock
+from callbridge.audio.playhead import PlayHead
+from callbridge.clock import Clock
 
 __all__ = [
     "AudioPlayed",
@@ -24,6 +28,8 @@ __all__ = [
     "MarkEchoed",
     "PlaybackBuffer",
     "PlaybackEvent",
+    "PlaybackModel",
+    "Queued",
     "Underrun",
 ]
 
@@ -74,34 +80,27 @@ class Underrun:
 PlaybackEvent = AudioPlayed | MarkEchoed | BotSpeechStarted | BotSpeechEnded | Underrun
 
 
-@dataclass(slots=True)
-class _Chunk:
-    ulaw: bytes
-    audible: bool
+Queued = tuple[float, int, bool, bytes]
+"""Audio as it arrived: when it starts playing, its size, audible, the bytes (empty where
+the owner keeps only counts)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Mark:
-    name: str
-
-
-class PlaybackBuffer:
-    """The queue Twilio plays from, one per call.
+class PlaybackModel:
+    """Twilio's playback queue, in bytes on a ``PlayHead``; every method takes the time.
 
     ``reply_gap_ms``: a dry spell at least this long ends the reply (the bot is done);
-    a shorter one followed by more audio is an underrun.
+    a shorter one followed by more audio is an underrun. The ``_on_*`` hooks say what
+    happened, in order; a subclass keeps what it needs of it.
     """
 
-    def __init__(self, clock: Clock, *, reply_gap_ms: float = 500.0) -> None:
-        self._clock = clock
+    def __init__(self, *, reply_gap_ms: float = 500.0) -> None:
         self._gap_s = reply_gap_ms / 1000.0
-        self._items: deque[_Chunk | _Mark] = deque()
+        self._head = PlayHead(0.0)
+        self._items: deque[Queued | str] = deque()  # audio, or a mark's name
         self._offset = 0  # bytes of the head chunk already played
         self._buffered = 0  # bytes queued and not yet played
-        self._cursor_s: float | None = None  # when the next queued byte starts; None = dry
-        self._dry_since_s: float | None = None
-        self._speaking = False
-        self._reply_played_bytes = 0
+        self._reply_played = 0
+        self.speaking = False  # a reply is playing (audible audio started, not ended)
         self.underruns = 0
         self.underrun_ms = 0.0
         self.cleared_bytes = 0
@@ -110,114 +109,150 @@ class PlaybackBuffer:
     # ------------------------------------------------------------ state
 
     @property
-    def speaking(self) -> bool:
-        """A reply is playing (audible audio started and has not ended)."""
-        return self._speaking
-
-    @property
     def buffered_ms(self) -> float:
         return self._buffered * 1000.0 / BYTES_PER_S
 
     @property
     def reply_played_ms(self) -> float:
         """Audio played since the current reply became audible (0 when not speaking)."""
-        return self._reply_played_bytes * 1000.0 / BYTES_PER_S if self._speaking else 0.0
+        return self._reply_played * 1000.0 / BYTES_PER_S if self.speaking else 0.0
+
+    # ------------------------------------------------------------ what arrives
+
+    def media(self, now: float, size: int, audible: bool, ulaw: bytes = b"") -> None:
+        self.play(now)
+        if not size:
+            return
+        if self._buffered == 0 and self.speaking:
+            dry_since = self._head.end
+            gap_ms = (now - dry_since) * 1000.0
+            self.underruns += 1
+            self.underrun_ms += gap_ms
+            self._on_underrun(dry_since, gap_ms)
+        start = self._head.queue(now, size / BYTES_PER_S)
+        self._items.append((start, size, audible, ulaw))
+        self._buffered += size
+
+    def mark(self, now: float, name: str) -> None:
+        """Queue a mark behind the audio; with nothing queued Twilio echoes it at once."""
+        self.play(now)
+        if self._buffered == 0:
+            self._on_mark(name, now, False)
+        else:
+            self._items.append(name)
+
+    def clear(self, now: float) -> None:
+        self.play(now)
+        for item in self._items:
+            if isinstance(item, str):
+                self._on_mark(item, now, True)
+        self.cleared_bytes += self._buffered
+        self._items.clear()
+        self._offset = self._buffered = 0
+        self._head.clear(now)
+        if self.speaking:
+            self.speaking = False
+            self._on_speech_ended(now, True)
+
+    def play(self, now: float) -> None:
+        """Play everything due by ``now``."""
+        items = self._items
+        reached_s = now  # where playback is: the end of the chunk that played out last
+        while items:
+            head = items[0]
+            if isinstance(head, str):
+                items.popleft()
+                self._on_mark(head, reached_s, False)
+                continue
+            chunk_s, size, audible, ulaw = head
+            offset = self._offset
+            n = min(size, int((now - chunk_s) * BYTES_PER_S + 1e-6)) - offset
+            if n <= 0:
+                return
+            start_s = chunk_s + offset / BYTES_PER_S
+            if audible and not self.speaking:
+                self.speaking = True
+                self._reply_played = 0
+                self._on_speech_started(start_s)
+            self._on_played(start_s, n, audible, ulaw, offset)
+            self._offset = offset + n
+            self._buffered -= n
+            self.played_bytes += n
+            if self.speaking:
+                self._reply_played += n
+            if self._offset == size:
+                items.popleft()
+                self._offset = 0
+                reached_s = start_s + n / BYTES_PER_S
+        if self.speaking and self._buffered == 0 and now - self._head.end >= self._gap_s:
+            self.speaking = False
+            self._on_speech_ended(self._head.end, False)
+
+    # ------------------------------------------------------------ hooks
+
+    def _on_played(self, start_s: float, n: int, audible: bool, ulaw: bytes, offset: int) -> None:
+        """``n`` bytes from ``offset`` of audio queued as ``ulaw`` started playing at
+        ``start_s``."""
+
+    def _on_mark(self, name: str, at_s: float, cleared: bool) -> None:
+        """Twilio echoes the mark; ``cleared``: flushed, not reached."""
+
+    def _on_speech_started(self, at_s: float) -> None:
+        """The first audible byte of a reply played."""
+
+    def _on_speech_ended(self, at_s: float, cleared: bool) -> None:
+        """The reply stopped: dry for the reply gap since ``at_s``, or cleared."""
+
+    def _on_underrun(self, at_s: float, gap_ms: float) -> None:
+        """Playback ran dry inside a reply at ``at_s`` for ``gap_ms``."""
+
+
+class PlaybackBuffer(PlaybackModel):
+    """The queue Twilio plays from, one per call, on the call's clock; each input returns
+    what happened since the last one, as events."""
+
+    def __init__(self, clock: Clock, *, reply_gap_ms: float = 500.0) -> None:
+        super().__init__(reply_gap_ms=reply_gap_ms)
+        self._clock = clock
+        self._events: list[PlaybackEvent] = []
 
     @property
     def dry_since_s(self) -> float | None:
         """When playback last ran dry, while it still is; None while audio plays."""
-        return self._dry_since_s if self._cursor_s is None else None
-
-    # ------------------------------------------------------------ inputs
+        return self._head.end if self._buffered == 0 and self.played_bytes else None
 
     def receive_media(self, ulaw: bytes, *, audible: bool) -> list[PlaybackEvent]:
-        events = self.advance()
-        if not ulaw:
-            return events
-        now = self._clock.now()
-        if self._cursor_s is None:
-            self._cursor_s = now
-            if self._speaking and self._dry_since_s is not None:
-                gap_ms = (now - self._dry_since_s) * 1000.0
-                self.underruns += 1
-                self.underrun_ms += gap_ms
-                events.append(Underrun(self._dry_since_s, gap_ms))
-            self._dry_since_s = None
-        self._items.append(_Chunk(ulaw, audible))
-        self._buffered += len(ulaw)
-        return events
+        self.media(self._clock.now(), len(ulaw), audible, ulaw)
+        return self._drain()
 
     def receive_mark(self, name: str) -> list[PlaybackEvent]:
-        """Queue a mark behind the audio; with nothing queued Twilio echoes it at once."""
-        events = self.advance()
-        if self._buffered == 0:
-            events.append(MarkEchoed(name, self._clock.now(), cleared=False))
-        else:
-            self._items.append(_Mark(name))
-        return events
+        self.mark(self._clock.now(), name)
+        return self._drain()
 
     def receive_clear(self) -> list[PlaybackEvent]:
-        events = self.advance()
-        now = self._clock.now()
-        for item in self._items:
-            if isinstance(item, _Mark):
-                events.append(MarkEchoed(item.name, now, cleared=True))
-        self.cleared_bytes += self._buffered
-        self._items.clear()
-        self._offset = 0
-        self._buffered = 0
-        self._cursor_s = None
-        self._dry_since_s = None
-        if self._speaking:
-            self._speaking = False
-            events.append(BotSpeechEnded(now, cleared=True))
-        return events
+        self.clear(self._clock.now())
+        return self._drain()
 
     def advance(self) -> list[PlaybackEvent]:
         """Play everything due by now; return what happened, in order."""
-        now = self._clock.now()
-        events: list[PlaybackEvent] = []
-        while self._items and self._cursor_s is not None:
-            head = self._items[0]
-            if isinstance(head, _Mark):
-                self._items.popleft()
-                events.append(MarkEchoed(head.name, self._cursor_s, cleared=False))
-                continue
-            due = int((now - self._cursor_s) * BYTES_PER_S + 1e-6)
-            n = min(len(head.ulaw) - self._offset, due)
-            if n <= 0:
-                break
-            self._play(head, n, events)
-        if self._cursor_s is not None and self._buffered == 0:
-            self._dry_since_s = self._cursor_s
-            self._cursor_s = None
-        if (
-            self._speaking
-            and self._cursor_s is None
-            and self._dry_since_s is not None
-            and now - self._dry_since_s >= self._gap_s
-        ):
-            self._speaking = False
-            events.append(BotSpeechEnded(self._dry_since_s, cleared=False))
+        self.play(self._clock.now())
+        return self._drain()
+
+    def _drain(self) -> list[PlaybackEvent]:
+        events, self._events = self._events, []
         return events
 
-    # ------------------------------------------------------------ private
+    def _on_played(self, start_s: float, n: int, audible: bool, ulaw: bytes, offset: int) -> None:
+        self._events.append(AudioPlayed(start_s, ulaw[offset : offset + n], audible))
 
-    def _play(self, head: _Chunk, n: int, events: list[PlaybackEvent]) -> None:
-        assert self._cursor_s is not None
-        start = self._cursor_s
-        if head.audible and not self._speaking:
-            self._speaking = True
-            self._reply_played_bytes = 0
-            events.append(BotSpeechStarted(start))
-        piece = head.ulaw[self._offset : self._offset + n]
-        events.append(AudioPlayed(start, piece, head.audible))
-        self._cursor_s = start + n / BYTES_PER_S
-        self._offset += n
-        self._buffered -= n
-        self.played_bytes += n
-        if self._speaking:
-            self._reply_played_bytes += n
-        if self._offset == len(head.ulaw):
-            self._items.popleft()
-            self._offset = 0
+    def _on_mark(self, name: str, at_s: float, cleared: bool) -> None:
+        self._events.append(MarkEchoed(name, at_s, cleared))
+
+    def _on_speech_started(self, at_s: float) -> None:
+        self._events.append(BotSpeechStarted(at_s))
+
+    def _on_speech_ended(self, at_s: float, cleared: bool) -> None:
+        self._events.append(BotSpeechEnded(at_s, cleared))
+
+    def _on_underrun(self, at_s: float, gap_ms: float) -> None:
+        self._events.append(Underrun(at_s, gap_ms))

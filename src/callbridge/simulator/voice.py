@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from callbridge.audio import levels, ulaw
-from callbridge.audio.frames import PCM_FRAME_BYTES, PCM_SILENCE, split_frames
+from callbridge.audio.frames import PCM_FRAME_BYTES, PCM_SILENCE, ULAW_FRAME_BYTES, split_frames
 from callbridge.audio.resample import resample
 from callbridge.audio.wav import read_wav
 
@@ -31,7 +31,7 @@ VOICED_DBFS = -45.0
 """Frames louder than this count as speech (the caller's) or as bot audio heard."""
 
 _RATE_HZ = 8000
-_SILENT_ULAW = b"\xff" * 160
+_SILENT_ULAW = ulaw.SILENCE * ULAW_FRAME_BYTES
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from callbridge.audio import ulaw
+from callbridge.audio.playhead import PlayHead
 from callbridge.audio.wav import IncrementalWavWriter
-from callbridge.engine.clock import Clock, MonotonicClock
+from callbridge.clock import Clock, MonotonicClock
 
 __all__ = ["RATE_HZ", "CallRecording", "purge_recordings", "recording_path"]
 
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 RATE_HZ = 8000
 CALLER, BOT = 0, 1
-_SILENCE_BYTE = b"\xff"  # μ-law code for 0
 _REANCHOR_MS = 2000  # a caller timestamp this far from our clock is a reset, not jitter
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -57,11 +57,11 @@ class CallRecording:
         self._wav = IncrementalWavWriter(path, RATE_HZ, channels=2)
         # Interleaved μ-law, caller then bot per sample instant: a frame is one strided
         # slice assignment (in C), and a flush is one decode of the leading bytes.
-        self._window = bytearray(_SILENCE_BYTE * (RATE_HZ * 2 * 2))
+        self._window = bytearray(ulaw.SILENCE * (RATE_HZ * 2 * 2))
         self._base = 0  # timeline sample at window[0]; everything before it is on disk
         self._end = 0  # one past the last sample either leg has written
         self._caller_end = 0
-        self._bot_cursor = 0  # where the next bot frame starts playing
+        self._bot = PlayHead(0)  # where the bot's audio plays, in samples
         self._anchor: int | None = None  # our sample minus the caller's timestamp sample
         self.late_frames = 0
 
@@ -95,23 +95,22 @@ class CallRecording:
         """Shift the caller's leg not yet on disk ``samples`` earlier on the timeline."""
         leg = self._window[CALLER::2]
         samples = min(samples, len(leg))
-        self._window[CALLER::2] = leg[samples:] + _SILENCE_BYTE * samples
+        self._window[CALLER::2] = leg[samples:] + ulaw.SILENCE * samples
         self._caller_end = max(self._base, self._caller_end - samples)
 
     def bot_audio(self, data: bytes) -> None:
         now = self._now()
-        start = max(self._bot_cursor, now, self._base)
+        start = self._bot.queue(max(now, self._base), len(data))
         self._put(BOT, start, data)
-        self._bot_cursor = start + len(data)
         self._maybe_flush(now)
 
     def bot_cleared(self) -> None:
         """The far end dropped its buffer: bot audio after now was never heard."""
         now = max(self._now(), self._base)
-        if self._bot_cursor > now:
-            lo, hi = 2 * (now - self._base) + BOT, 2 * (self._bot_cursor - self._base) + BOT
-            self._window[lo:hi:2] = _SILENCE_BYTE * (self._bot_cursor - now)
-            self._bot_cursor = now
+        unplayed = self._bot.clear(now)
+        if unplayed:
+            lo = 2 * (now - self._base) + BOT
+            self._window[lo : lo + 2 * unplayed : 2] = ulaw.SILENCE * unplayed
             self._end = max(self._caller_end, now)
 
     def close(self) -> None:
@@ -134,7 +133,7 @@ class CallRecording:
     def _reserve(self, end: int) -> None:
         missing = 2 * (end - self._base) - len(self._window)
         if missing > 0:
-            self._window.extend(_SILENCE_BYTE * max(missing, len(self._window)))
+            self._window.extend(ulaw.SILENCE * max(missing, len(self._window)))
 
     def _maybe_flush(self, now: int) -> None:
         if now - self._settle_samples - self._base >= self._flush_samples:

@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from sqlalchemy import func, select
 
 from callbridge.store.database import Database
 from callbridge.store.models import Call, Event, Recording, Turn
 
-__all__ = ["CallDetail", "CallFilter", "CallPage", "CallRow", "get_call", "list_calls"]
+R = TypeVar("R")
+
+__all__ = ["CallDetail", "CallFilter", "CallPage", "CallRow", "Page", "get_call", "list_calls"]
 
 MAX_PAGE = 200
 
@@ -35,8 +38,10 @@ class CallRow:
 
 
 @dataclass(frozen=True, slots=True)
-class CallPage:
-    rows: Sequence[CallRow]
+class Page(Generic[R]):
+    """One page of a listing: its rows, the count of all, and where the neighbours start."""
+
+    rows: Sequence[R]
     total: int
     limit: int
     offset: int
@@ -45,6 +50,13 @@ class CallPage:
     def next_offset(self) -> int | None:
         end = self.offset + len(self.rows)
         return end if end < self.total else None
+
+    @property
+    def prev_offset(self) -> int | None:
+        return max(0, self.offset - self.limit) if self.offset > 0 else None
+
+
+CallPage = Page[CallRow]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +95,7 @@ async def list_calls(
             .offset(offset)
         )
         rows = [CallRow(call=call, turns=int(count or 0)) for call, count in result.all()]
-    return CallPage(rows=rows, total=int(total), limit=limit, offset=offset)
+    return Page(rows=rows, total=int(total), limit=limit, offset=offset)
 
 
 async def get_call(database: Database, sid: str) -> CallDetail | None:

@@ -7,7 +7,6 @@ answers from indexes (``0002_dashboard_indexes``), never a query per row from Py
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from sqlalchemy import ColumnElement, Float, Select, and_, cast, func, or_, sele
 
 from callbridge.store.database import Database
 from callbridge.store.models import Call, Event, Turn, utc
+from callbridge.store.repository import Page
 
 __all__ = [
     "BARGE_IN_KINDS",
@@ -86,21 +86,7 @@ class CallSummary:
         return (self.ended_at - self.started_at).total_seconds()
 
 
-@dataclass(frozen=True, slots=True)
-class SummaryPage:
-    rows: Sequence[CallSummary]
-    total: int
-    limit: int
-    offset: int
-
-    @property
-    def next_offset(self) -> int | None:
-        end = self.offset + len(self.rows)
-        return end if end < self.total else None
-
-    @property
-    def prev_offset(self) -> int | None:
-        return max(0, self.offset - self.limit) if self.offset > 0 else None
+SummaryPage = Page[CallSummary]
 
 
 async def search_calls(database: Database, query: CallQuery) -> SummaryPage:
@@ -112,7 +98,7 @@ async def search_calls(database: Database, query: CallQuery) -> SummaryPage:
         total = await session.scalar(select(func.count(Call.sid)).where(*conditions)) or 0
         result = await session.execute(statement)
         rows = [_summary(row) for row in result.all()]
-    return SummaryPage(rows=rows, total=int(total), limit=limit, offset=offset)
+    return Page(rows=rows, total=int(total), limit=limit, offset=offset)
 
 
 def _conditions(query: CallQuery) -> list[ColumnElement[bool]]:

@@ -70,15 +70,8 @@ class TwilioRest:
             sid = await asyncio.to_thread(
                 self._create, to, from_, url, status_callback, list(status_events)
             )
-        except TwilioRestException as exc:
-            raise TwilioRestError(
-                f"placing a call to {to} failed: HTTP {exc.status}, Twilio code {exc.code}: "
-                f"{exc.msg}",
-                status=exc.status,
-                code=exc.code,
-            ) from exc
         except (TwilioException, OSError) as exc:
-            raise TwilioRestError(f"placing a call to {to} failed: {exc}") from exc
+            raise _failed(f"placing a call to {to}", exc) from exc
         log_event(log, logging.INFO, "rest.call_created", call_sid=sid)
         return sid
 
@@ -86,33 +79,19 @@ class TwilioRest:
         """Replace the call's TwiML (e.g. a ``<Dial>``); the stream ends as Twilio moves on."""
         try:
             await asyncio.to_thread(self._update, call_sid, twiml)
-        except TwilioRestException as exc:
-            raise TwilioRestError(
-                f"transferring call {call_sid} failed: HTTP {exc.status}, Twilio code "
-                f"{exc.code}: {exc.msg}",
-                status=exc.status,
-                code=exc.code,
-            ) from exc
         except (TwilioException, OSError) as exc:
-            raise TwilioRestError(f"transferring call {call_sid} failed: {exc}") from exc
+            raise _failed(f"transferring call {call_sid}", exc) from exc
         log_event(log, logging.INFO, "rest.transfer", call_sid=call_sid)
 
     async def end_call(self, call_sid: str) -> bool:
         """Hang up ``call_sid``. True if we ended it, False if it was already over."""
         try:
             await asyncio.to_thread(self._complete, call_sid)
-        except TwilioRestException as exc:
-            if exc.code == CALL_NOT_FOUND:
+        except (TwilioException, OSError) as exc:  # requests' errors are OSErrors
+            if isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_FOUND:
                 log_event(log, logging.INFO, "rest.hangup_already_over", call_sid=call_sid)
                 return False
-            raise TwilioRestError(
-                f"ending call {call_sid} failed: HTTP {exc.status}, Twilio code {exc.code}: "
-                f"{exc.msg}",
-                status=exc.status,
-                code=exc.code,
-            ) from exc
-        except (TwilioException, OSError) as exc:  # requests' errors are OSErrors
-            raise TwilioRestError(f"ending call {call_sid} failed: {exc}") from exc
+            raise _failed(f"ending call {call_sid}", exc) from exc
         log_event(log, logging.INFO, "rest.hangup", call_sid=call_sid)
         return True
 
@@ -134,3 +113,14 @@ class TwilioRest:
 
     def _update(self, call_sid: str, twiml: str) -> None:
         self._client.calls(call_sid).update(twiml=twiml)
+
+
+def _failed(doing: str, exc: Exception) -> TwilioRestError:
+    """``exc`` from the SDK or the network, said as what we were doing."""
+    if isinstance(exc, TwilioRestException):
+        return TwilioRestError(
+            f"{doing} failed: HTTP {exc.status}, Twilio code {exc.code}: {exc.msg}",
+            status=exc.status,
+            code=exc.code,
+        )
+    return TwilioRestError(f"{doing} failed: {exc}")

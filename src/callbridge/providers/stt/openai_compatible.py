@@ -31,6 +31,7 @@ from callbridge.audio.frames import SAMPLE_RATE_HZ
 from callbridge.errors import ProviderError
 from callbridge.providers.base import SttEvent, TranscriptUpdate
 from callbridge.providers.env import base_url, require_key
+from callbridge.providers.inbox import Inbox
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
 from callbridge.providers.retry import DEFAULT_DELAYS_S, OnRetry, Sleep, retry_call
 from callbridge.providers.tts.openai_compatible import http_error
@@ -130,13 +131,6 @@ class OpenAITranscription:
         await self._http.aclose()
 
 
-class _End:
-    pass
-
-
-_END: Final = _End()
-
-
 class TranscriptionStream:
     """One call's ``SpeechToTextStream`` over the per-utterance endpoint."""
 
@@ -147,9 +141,8 @@ class TranscriptionStream:
         self._on_retry = on_retry  # the call's: each retried utterance is recorded
         self._limit = int(provider.config.max_utterance_s * SAMPLE_RATE_HZ)
         self._audio = bytearray()
-        self._utterances: asyncio.Queue[bytes | _End] = asyncio.Queue()
-        self._events: asyncio.Queue[SttEvent | _End] = asyncio.Queue()
-        self._failure: ProviderError | None = None
+        self._utterances: asyncio.Queue[bytes] = asyncio.Queue()
+        self._inbox: Inbox[SttEvent] = Inbox()
         self._closed = False
         self.dropped_bytes = 0
         self._worker = asyncio.create_task(self._work(), name="transcription.worker")
@@ -169,40 +162,30 @@ class TranscriptionStream:
         self._utterances.put_nowait(bytes(self._audio))
         self._audio.clear()
 
-    async def events(self) -> AsyncIterator[SttEvent]:
-        while True:
-            item = await self._events.get()
-            if isinstance(item, _End):
-                self._events.put_nowait(item)
-                if self._failure is not None:
-                    raise self._failure
-                return
-            yield item
+    def events(self) -> AsyncIterator[SttEvent]:
+        return self._inbox.events()
 
     async def aclose(self) -> None:
         """Drop pending utterances: after the call ends nobody waits for their text."""
         self._closed = True
         self._worker.cancel()
         await asyncio.wait({self._worker})
-        self._events.put_nowait(_END)
+        self._inbox.end()
 
     async def _work(self) -> None:
         try:
             while True:
                 audio = await self._utterances.get()
-                if isinstance(audio, _End):
-                    return
                 text = (
                     await self._provider.transcribe_with_retries(audio, on_retry=self._on_retry)
                     if audio
                     else ""
                 )
-                self._events.put_nowait(TranscriptUpdate(text, is_final=True, speech_final=True))
+                self._inbox.put(TranscriptUpdate(text, is_final=True, speech_final=True))
         except ProviderError as exc:
             log.warning("transcription.failed retryable=%s error=%s", exc.retryable, exc)
-            self._failure = exc
             self._closed = True
-            self._events.put_nowait(_END)
+            self._inbox.end(exc)
 
 
 def _wav(pcm16: bytes) -> bytes:

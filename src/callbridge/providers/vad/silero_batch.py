@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from callbridge.providers.vad.silero import (
+from callbridge.providers.vad.silero_model import (
     CONTEXT_SAMPLES,
     WINDOW_SAMPLES,
     Floats,

@@ -13,13 +13,10 @@ from typing import Literal
 import webrtcvad
 from pydantic import Field
 
+from callbridge.audio.frames import PCM_FRAME_BYTES, SAMPLE_RATE_HZ, Framer
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
 
 __all__ = ["SPEC", "WebrtcBlock", "WebrtcModel", "WebrtcStream"]
-
-SAMPLE_RATE_HZ = 8000
-FRAME_BYTES = 320  # 20 ms of PCM16 at 8 kHz
-
 
 class WebrtcBlock(ProviderBlock):
     """``vad: {provider: webrtc, aggressiveness: 2}``; 0 lets most sound through, 3 least."""
@@ -44,29 +41,24 @@ class WebrtcModel:
 class WebrtcStream:
     """One call's detector; buffers odd-sized input into 20 ms frames."""
 
-    __slots__ = ("_aggressiveness", "_pending", "_probability", "_vad")
+    __slots__ = ("_aggressiveness", "_framer", "_probability", "_vad")
 
     def __init__(self, aggressiveness: int) -> None:
         self._aggressiveness = aggressiveness
         self._vad = webrtcvad.Vad(aggressiveness)
-        self._pending = b""
+        self._framer = Framer(PCM_FRAME_BYTES)
         self._probability = 0.0
 
     def speech_probability(self, pcm16: bytes) -> float:
         if len(pcm16) % 2:
             raise ValueError(f"PCM16 needs an even number of bytes, got {len(pcm16)}")
-        data = self._pending + pcm16 if self._pending else pcm16
-        offset = 0
-        while len(data) - offset >= FRAME_BYTES:
-            frame = data[offset : offset + FRAME_BYTES]
+        for frame in self._framer.push(pcm16):
             self._probability = 1.0 if self._vad.is_speech(frame, SAMPLE_RATE_HZ) else 0.0
-            offset += FRAME_BYTES
-        self._pending = data[offset:]
         return self._probability
 
     def reset(self) -> None:
         self._vad = webrtcvad.Vad(self._aggressiveness)
-        self._pending = b""
+        self._framer.clear()
         self._probability = 0.0
 
 

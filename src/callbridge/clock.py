@@ -1,4 +1,8 @@
-"""Time as a dependency, so turn-taking and pacing are testable without sleeping."""
+"""Time as a dependency, so turn-taking and pacing are testable without sleeping.
+
+A module of its own, not the engine's: the engine, the server, the store's recordings and
+the simulator all take a ``Clock``, and none of them should import another for it.
+"""
 
 from __future__ import annotations
 
