@@ -13,7 +13,9 @@ the fakes' CPU is not counted. This process is pinned to core 0 and its CPU time
 - ``llm``: each call streams one request after another (a reply of ``--chunks`` SSE
   chunks, as a real model streams a short answer token by token); µs per request.
 - ``stt``: each call pushes a 20 ms μ-law frame every 20 ms, as the engine does; µs per
-  second of a call's audio, and per binary message the fake received.
+  second of a call's audio, all of it and the client's alone (the same 20 ms timers
+  pushing into nothing are measured first and subtracted); the fake counts the binary
+  messages it received.
 - ``tts``: each call asks its socket for one sentence after another (100 ms audio
   chunks); µs per sentence and per audio chunk.
 """
@@ -130,7 +132,7 @@ async def bench_stt(env: Mapping[str, str], calls: int, seconds: float,
     loop = asyncio.get_running_loop()
     frames = 0
 
-    async def call(stream: deepgram.DeepgramStream, stop: float) -> None:
+    async def call(stream: Any, stop: float) -> None:
         # One timer per call, as the engine has today: a frame every 20 ms.
         nonlocal frames
         due = loop.time()
@@ -140,14 +142,24 @@ async def bench_stt(env: Mapping[str, str], calls: int, seconds: float,
             due += FRAME_S
             await asyncio.sleep(max(0.0, due - loop.time()))
 
+    class Deaf:
+        def push_audio(self, ulaw: bytes) -> None:
+            pass
+
+    with Meter(None) as pacing:  # the 20 ms timers alone, to subtract
+        await asyncio.gather(*(call(Deaf(), loop.time() + seconds / 2) for _ in streams))
+    pacing_per_frame = pacing.cpu / max(frames, 1)
+    frames = 0
     with Meter(profile) as meter:
         stop = loop.time() + seconds
         await asyncio.gather(*(call(s, stop) for s in streams))
         await asyncio.sleep(0.1)  # the last chunks go out
     await asyncio.gather(*(s.aclose() for s in streams))
     call_seconds = frames * FRAME_S
+    client = meter.cpu - pacing_per_frame * frames
     return {"frames": frames, "cpu_s": round(meter.cpu, 3),
             "us_per_call_second": round(meter.cpu / call_seconds * 1e6),
+            "client_us_per_call_second": round(client / call_seconds * 1e6),
             "cpu_share": round(meter.cpu / meter.wall, 3)}
 
 
