@@ -137,6 +137,15 @@ async def test_error_event_mid_stream_is_retryable() -> None:
     assert caught.value.retryable
 
 
+async def test_a_malformed_event_mid_stream_is_retryable() -> None:
+    async with FakeAnthropic([Reply(text=("a", "b"), malformed_after=3)]) as fake:
+        received: list[LlmEvent] = []
+        with pytest.raises(ProviderError, match="malformed") as caught:
+            async for event in make(fake).stream(HELLO, ()):
+                received.append(event)
+    assert caught.value.retryable and received == [TextDelta("a")]
+
+
 async def test_hang_and_drop_are_retryable() -> None:
     async with FakeAnthropic([Failure(hang=True), Reply(text=("a", "b"), drop_after=3)]) as fake:
         with pytest.raises(ProviderError, match="timed out") as hung:

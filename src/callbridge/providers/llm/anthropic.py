@@ -4,6 +4,11 @@ The system prompt goes to ``system``; tool calls come back as ``tool_use`` conte
 whose ``input_json_delta`` pieces are joined into a ``ToolCall`` at ``content_block_stop``;
 tool results go back as ``tool_result`` blocks in a user message. The SDK's retries are
 off: the retry policy is ours.
+
+As in openai.py, the SDK sends the request (``client.post``: auth, base URL, timeouts,
+the pool, HTTP errors) but the events are read by httpx2's ``EventSource`` and
+``json.loads``: the typed ``create`` would transform the request into TypedDicts and
+build a pydantic model per event, the bulk of the client's CPU per turn.
 """
 
 from __future__ import annotations
@@ -76,33 +81,63 @@ class AnthropicChat:
         if tools:
             request["tools"] = [_tool_schema(spec) for spec in tools]
         if self.config.temperature is not None:
-            # The current SDK no longer lists sampling parameters; models that still take
-            # one get it as a raw body field.
-            request["extra_body"] = {"temperature": self.config.temperature}
+            request["temperature"] = self.config.temperature
         try:
-            response = await self._client.messages.create(**request)
+            response = await self._client.post(
+                "/v1/messages", cast_to=httpx2.Response, body=request,
+                options={"headers": _STREAM_RAW},
+            )
         except (anthropic.APIError, httpx2.TransportError) as exc:
             raise _provider_error(exc) from exc
         tool_blocks: dict[int, tuple[str, str, list[str]]] = {}
         try:
-            async for event in response:
-                if event.type == "content_block_start":
-                    block = event.content_block
-                    if block.type == "tool_use":
-                        tool_blocks[event.index] = (block.id, block.name, [])
-                elif event.type == "content_block_delta":
-                    delta = event.delta
-                    if delta.type == "text_delta" and delta.text:
-                        yield TextDelta(delta.text)
-                    elif delta.type == "input_json_delta" and event.index in tool_blocks:
-                        tool_blocks[event.index][2].append(delta.partial_json)
-                elif event.type == "content_block_stop" and event.index in tool_blocks:
-                    call_id, name, pieces = tool_blocks.pop(event.index)
+            async for sse in httpx2.EventSource(response):
+                if not sse.data:
+                    continue
+                event = _parse_event(sse.event, sse.data)
+                kind = event.get("type")
+                if kind == "content_block_start":
+                    block = event["content_block"]
+                    if block.get("type") == "tool_use":
+                        tool_blocks[event["index"]] = (str(block["id"]), str(block["name"]), [])
+                elif kind == "content_block_delta":
+                    delta = event["delta"]
+                    if delta.get("type") == "text_delta" and delta.get("text"):
+                        yield TextDelta(str(delta["text"]))
+                    elif delta.get("type") == "input_json_delta" and event["index"] in tool_blocks:
+                        tool_blocks[event["index"]][2].append(str(delta["partial_json"]))
+                elif kind == "content_block_stop" and event.get("index") in tool_blocks:
+                    call_id, name, pieces = tool_blocks.pop(event["index"])
                     yield ToolCall(call_id, name, "".join(pieces) or "{}")
-        except (anthropic.APIError, httpx2.TransportError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
+            log.warning("llm.malformed_event provider=%s error=%r", NAME, exc)
+            raise ProviderError(NAME, f"malformed stream event: {exc!r}", retryable=True) from exc
+        except httpx2.TransportError as exc:
             raise _provider_error(exc) from exc
         finally:
-            await response.close()
+            await response.aclose()
+
+
+# The SDK's own switch (what ``with_streaming_response`` sets): the body left unread.
+_STREAM_RAW: Final = {"X-Stainless-Raw-Response": "stream"}
+
+
+def _parse_event(name: str, data: str) -> Mapping[str, Any]:
+    """One SSE event's JSON; an ``error`` event (the server failed mid-answer, e.g.
+    ``overloaded_error``) or JSON that is not an object raises ``ProviderError``."""
+    try:
+        event = json.loads(data)
+    except ValueError as exc:
+        raise ProviderError(NAME, f"malformed stream event: {exc!r}", retryable=True) from exc
+    if not isinstance(event, dict):
+        raise ProviderError(NAME, f"malformed stream event: {data[:80]!r}", retryable=True)
+    if name == "error" or event.get("type") == "error":
+        kind = _error_type(event)
+        inner = event.get("error")
+        message = str(inner.get("message") if isinstance(inner, Mapping) else data)[:300]
+        raise ProviderError(NAME, f"stream error {kind or ''}: {message}",
+                            retryable=kind not in _FATAL_TYPES)
+    return event
 
 
 def to_anthropic_messages(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
