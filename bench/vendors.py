@@ -103,9 +103,9 @@ class Meter:
 
 
 async def bench_llm(env: Mapping[str, str], calls: int, seconds: float,
-                    profile: cProfile.Profile | None) -> dict[str, Any]:
+                    profile: cProfile.Profile | None, pool: int = 0) -> dict[str, Any]:
     llm = openai_llm.build(openai_llm.OpenAIConfig(), env)
-    await asyncio.gather(*(llm.warm() for _ in range(calls)))
+    await asyncio.gather(*(llm.warm() for _ in range(max(calls, pool))))
     done = 0
     chunks = 0
 
@@ -120,7 +120,8 @@ async def bench_llm(env: Mapping[str, str], calls: int, seconds: float,
     with Meter(profile) as meter:
         stop = asyncio.get_running_loop().time() + seconds
         await asyncio.gather(*(call(stop) for _ in range(calls)))
-    return {"requests": done, "text_chunks": chunks, "cpu_s": round(meter.cpu, 3),
+    return {"pool": max(calls, pool), "requests": done, "text_chunks": chunks,
+            "cpu_s": round(meter.cpu, 3),
             "us_per_request": round(meter.cpu / max(done, 1) * 1e6),
             "cpu_share": round(meter.cpu / meter.wall, 3)}
 
@@ -214,6 +215,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--chunks", type=int, default=30, help="SSE text chunks per reply")
+    parser.add_argument("--pool", type=int, default=0,
+                        help="llm: open this many connections first (idle ones in the pool)")
     parser.add_argument("--profile", help="write a cProfile of the measured windows here")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -234,7 +237,9 @@ def main() -> int:
         profile = cProfile.Profile() if args.profile else None
         for name in vendors:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                result = runner.run(BENCHES[name](env, args.calls, args.seconds, profile))
+                extra = {"pool": args.pool} if name == "llm" else {}
+                result = runner.run(
+                    BENCHES[name](env, args.calls, args.seconds, profile, **extra))
             print(json.dumps({"vendor": name, "calls": args.calls, **result}), flush=True)
         fakes.stdin.write("counts\n")
         fakes.stdin.flush()

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from fakes._h2 import Http2
 from fakes.openai_chat import FakeOpenAI
 from fakes.script import Failure, Reply, ScriptedToolCall
 
@@ -20,6 +21,7 @@ from callbridge.providers.llm.openai import (
     build,
     build_compatible,
 )
+from callbridge.providers.llm.tools import build_toolset
 from callbridge.providers.registry import spec_for
 from callbridge.providers.retry import retry_stream
 from providers_cloud.helpers import RecordingSleep, wait_for
@@ -356,3 +358,38 @@ def test_a_chunk_of_the_wrong_shape_is_a_retryable_provider_error(data: str) -> 
     with pytest.raises(openai_llm._StreamError) as caught:
         openai_llm._parse_chunk("openai", data)
     assert caught.value.error.retryable and "malformed" in str(caught.value.error)
+
+
+def make_h2(url: str) -> OpenAIChat:
+    config = OpenAIConfig()
+    client = openai_llm._client(config, KEY, url, prior_knowledge=True)
+    return OpenAIChat("openai", config, client, build_toolset(config))
+
+
+async def test_over_http2_every_call_shares_one_connection() -> None:
+    reply = Reply(text=("Hi", " there."), first_token_delay_s=0.05)
+    async with FakeOpenAI([reply]) as fake, Http2(fake, new_connection_s=0.02) as h2:
+        llm = make_h2(h2.base_url)
+        await llm.warm()
+        for _ in range(3):
+            results = await asyncio.gather(*(collect(llm) for _ in range(10)))
+            assert all(r == [TextDelta("Hi"), TextDelta(" there.")] for r in results)
+        assert h2.link.connections == 1
+    assert fake.completed == 30
+
+
+async def test_over_http2_a_cancelled_stream_leaves_the_connection_and_errors_map() -> None:
+    long = Reply(text=tuple(f"w{i} " for i in range(50)), chunk_delay_s=0.01)
+    script = [long, Failure(429, "Rate limit reached"), Reply(text=("a", "b"),
+              error_event_after=2), Reply(text=("Next.",))]
+    async with FakeOpenAI(script) as fake, Http2(fake) as h2:
+        llm = make_h2(h2.base_url)
+        task, _, count = await _cancel_after_first(llm)
+        assert task.cancelled() and 1 <= count < 50
+        with pytest.raises(ProviderError, match="429") as limited:
+            await collect(llm)
+        with pytest.raises(ProviderError, match="stream error") as failed:
+            await collect(llm)
+        assert limited.value.retryable and failed.value.retryable
+        assert await collect(llm) == [TextDelta("Next.")]
+        assert h2.link.connections == 1
