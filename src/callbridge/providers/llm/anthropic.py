@@ -215,19 +215,28 @@ def _message(exc: Exception) -> str:
     return str(getattr(exc, "message", None) or exc)[:300]
 
 
-def build(config: AnthropicConfig, env: Mapping[str, str]) -> AnthropicChat:
-    key = require_key(env, "ANTHROPIC_API_KEY", NAME)
-    url = base_url(config.base_url, env, "ANTHROPIC_BASE_URL", DEFAULT_BASE_URL)
-    # Connections kept open between turns (the SDK's 5 s keep-alive would drop them):
-    # a new one to the vendor costs a turn TCP + TLS.
+def _client(
+    config: AnthropicConfig, api_key: str, url: str, *, prior_knowledge: bool = False
+) -> anthropic.AsyncAnthropic:
+    """Connections kept open between turns (the SDK's 5 s keep-alive would drop them: a
+    new one to the vendor costs a turn TCP + TLS), over HTTP/2 where the server offers
+    it, one for every call (see openai.py ``_client``)."""
     limits = httpx2.Limits(
         max_connections=1000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
     )
-    client = anthropic.AsyncAnthropic(
-        api_key=key, base_url=url, max_retries=0, timeout=config.timeout_s,
-        http_client=anthropic.DefaultAsyncHttpxClient(limits=limits, timeout=config.timeout_s),
+    http_client = anthropic.DefaultAsyncHttpxClient(
+        limits=limits, timeout=config.timeout_s, http2=True, http1=not prior_knowledge
     )
-    return AnthropicChat(config, client, build_toolset(config))
+    return anthropic.AsyncAnthropic(
+        api_key=api_key, base_url=url, max_retries=0, timeout=config.timeout_s,
+        http_client=http_client,
+    )
+
+
+def build(config: AnthropicConfig, env: Mapping[str, str]) -> AnthropicChat:
+    key = require_key(env, "ANTHROPIC_API_KEY", NAME)
+    url = base_url(config.base_url, env, "ANTHROPIC_BASE_URL", DEFAULT_BASE_URL)
+    return AnthropicChat(config, _client(config, key, url), build_toolset(config))
 
 
 SPEC = ProviderSpec(kind="llm", name=NAME, config=AnthropicConfig, build=build)
