@@ -187,3 +187,19 @@ async def test_over_http2_calls_share_one_connection_and_errors_map() -> None:
             await collect(llm)
         assert failed.value.retryable and overloaded.value.retryable
         assert h2.link.connections == 1
+
+
+class _AnswersHtml(FakeAnthropic):
+    """A proxy in the way: 200 with a page, not the event stream."""
+
+    async def _messages(self, request: Any) -> Any:
+        from starlette.responses import HTMLResponse
+
+        return HTMLResponse("<html>Sign in to the proxy</html>")
+
+
+async def test_a_body_that_is_not_an_event_stream_is_not_retryable() -> None:
+    async with _AnswersHtml() as fake:
+        with pytest.raises(ProviderError, match="not an event stream") as caught:
+            await collect(make(fake))
+    assert not caught.value.retryable

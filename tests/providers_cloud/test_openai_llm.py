@@ -393,3 +393,23 @@ async def test_over_http2_a_cancelled_stream_leaves_the_connection_and_errors_ma
         assert limited.value.retryable and failed.value.retryable
         assert await collect(llm) == [TextDelta("Next.")]
         assert h2.link.connections == 1
+
+
+class _IgnoresStreaming(FakeOpenAI):
+    """A compatible server that answers ``stream: true`` with one JSON completion."""
+
+    async def _chat(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        self.requests.append(json.loads(await request.body()))
+        return JSONResponse({"id": "x", "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hi"},
+             "finish_reason": "stop"}]})
+
+
+async def test_a_server_that_does_not_stream_is_not_retried(sleep: RecordingSleep) -> None:
+    async with _IgnoresStreaming() as fake:
+        llm = make(fake)
+        with pytest.raises(ProviderError, match="not an event stream") as caught:
+            _ = [e async for e in retry_stream(lambda: llm.stream(HELLO, ()), sleep=sleep)]
+    assert not caught.value.retryable and len(fake.requests) == 1

@@ -112,6 +112,8 @@ class AnthropicChat:
         except (KeyError, TypeError, AttributeError) as exc:
             log.warning("llm.malformed_event provider=%s error=%r", NAME, exc)
             raise ProviderError(NAME, f"malformed stream event: {exc!r}", retryable=True) from exc
+        except httpx2.SSEError as exc:  # a proxy's page instead of the stream: no retry
+            raise ProviderError(NAME, f"not an event stream: {exc}", retryable=False) from exc
         except httpx2.TransportError as exc:
             raise _provider_error(exc) from exc
         finally:

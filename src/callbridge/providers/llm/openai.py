@@ -164,6 +164,9 @@ class OpenAIChat:
             chunks.put_nowait(_END)
         except _StreamError as exc:
             chunks.put_nowait(exc.error)
+        except httpx2.SSEError as exc:  # e.g. a server that ignored ``stream: true``
+            chunks.put_nowait(ProviderError(self.name, f"not an event stream: {exc}",
+                                            retryable=False))
         except httpx2.TransportError as exc:
             chunks.put_nowait(_provider_error(self.name, exc))
         except Exception as exc:  # a reader that waits forever would hang the reply
