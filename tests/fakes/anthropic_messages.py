@@ -115,6 +115,9 @@ class FakeAnthropic(HttpFake):
                 yield _sse("error", {"type": "error", "error": {
                     "type": "overloaded_error", "message": "Overloaded"}})
                 return
+            if reply.malformed_after is not None and sent >= reply.malformed_after:
+                yield b'event: content_block_delta\ndata: {"type": "content_block_delta", \n\n'
+                return
             if sent and reply.chunk_delay_s:
                 await asyncio.sleep(reply.chunk_delay_s)
             yield _sse(name, data)

@@ -136,6 +136,9 @@ class FakeOpenAI(HttpFake):
                                    "code": None}}
                 yield f"data: {json.dumps(error)}\n\n".encode()
                 return
+            if reply.malformed_after is not None and sent >= reply.malformed_after:
+                yield b'data: {"id": "chatcmpl-x", "choices": [{"delta": {"content": \n\n'
+                return
             if sent and reply.chunk_delay_s:
                 await asyncio.sleep(reply.chunk_delay_s)
             chunk = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,

@@ -46,6 +46,7 @@ class Reply:
     drop_after: int | None = None
     stall_after: int | None = None
     error_event_after: int | None = None
+    malformed_after: int | None = None  # then an event whose data is not JSON, and the end
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,15 @@ import json
 from typing import Any
 
 import pytest
+from fakes._h2 import Http2
 from fakes.anthropic_messages import FakeAnthropic
 from fakes.script import Failure, Reply, ScriptedToolCall
 
 from callbridge.errors import ConfigError, ProviderError
 from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
+from callbridge.providers.llm import anthropic as anthropic_llm
 from callbridge.providers.llm.anthropic import CALL_STARTED, AnthropicChat, AnthropicConfig, build
+from callbridge.providers.llm.tools import build_toolset
 from callbridge.providers.registry import spec_for
 from callbridge.providers.retry import retry_stream
 from providers_cloud.helpers import RecordingSleep, wait_for
@@ -137,6 +140,15 @@ async def test_error_event_mid_stream_is_retryable() -> None:
     assert caught.value.retryable
 
 
+async def test_a_malformed_event_mid_stream_is_retryable() -> None:
+    async with FakeAnthropic([Reply(text=("a", "b"), malformed_after=3)]) as fake:
+        received: list[LlmEvent] = []
+        with pytest.raises(ProviderError, match="malformed") as caught:
+            async for event in make(fake).stream(HELLO, ()):
+                received.append(event)
+    assert caught.value.retryable and received == [TextDelta("a")]
+
+
 async def test_hang_and_drop_are_retryable() -> None:
     async with FakeAnthropic([Failure(hang=True), Reply(text=("a", "b"), drop_after=3)]) as fake:
         with pytest.raises(ProviderError, match="timed out") as hung:
@@ -158,3 +170,36 @@ async def test_retry_stream_recovers(sleep: RecordingSleep) -> None:
         llm = make(fake)
         events = [e async for e in retry_stream(lambda: llm.stream(HELLO, ()), sleep=sleep)]
     assert events == [TextDelta("Back.")] and sleep.delays == [1.0]
+
+
+async def test_over_http2_calls_share_one_connection_and_errors_map() -> None:
+    script = [Reply(text=("Hi", " there."), first_token_delay_s=0.05)] * 10 + [
+        Reply(text=("a", "b"), error_event_after=2), Failure(529, "Overloaded")]
+    async with FakeAnthropic(script) as fake, Http2(fake) as h2:
+        config = AnthropicConfig()
+        client = anthropic_llm._client(config, KEY, h2.base_url, prior_knowledge=True)
+        llm = AnthropicChat(config, client, build_toolset(config))
+        results = await asyncio.gather(*(collect(llm) for _ in range(10)))
+        assert all(r == [TextDelta("Hi"), TextDelta(" there.")] for r in results)
+        with pytest.raises(ProviderError, match="overloaded") as failed:
+            await collect(llm)
+        with pytest.raises(ProviderError, match="529") as overloaded:
+            await collect(llm)
+        assert failed.value.retryable and overloaded.value.retryable
+        assert h2.link.connections == 1
+
+
+class _AnswersHtml(FakeAnthropic):
+    """A proxy in the way: 200 with a page, not the event stream."""
+
+    async def _messages(self, request: Any) -> Any:
+        from starlette.responses import HTMLResponse
+
+        return HTMLResponse("<html>Sign in to the proxy</html>")
+
+
+async def test_a_body_that_is_not_an_event_stream_is_not_retryable() -> None:
+    async with _AnswersHtml() as fake:
+        with pytest.raises(ProviderError, match="not an event stream") as caught:
+            await collect(make(fake))
+    assert not caught.value.retryable

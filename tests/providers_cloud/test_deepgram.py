@@ -116,6 +116,33 @@ async def test_audio_goes_out_in_40_ms_chunks_and_finalize_flushes_a_lone_frame(
     assert bytes(session.audio) == b"".join(frames) + SILENCE
 
 
+async def test_a_lone_frame_goes_out_alone_after_one_chunk_time() -> None:
+    async with FakeDeepgram() as fake:
+        stream = await make(fake, chunkMs=40).open_stream()
+        stream.push_audio(SILENCE)
+        await asyncio.sleep(0.01)
+        assert fake.sessions[0].frames == 0  # still waiting for its partner
+        await wait_for(lambda: fake.sessions[0].frames == 1)
+        stream.push_audio(SPEECH)  # the next one waits again, then goes alone too
+        await wait_for(lambda: fake.sessions[0].frames == 2)
+        assert fake.sessions[0].audio_messages == 2
+        await stream.aclose()
+    assert bytes(fake.sessions[0].audio) == SILENCE + SPEECH
+
+
+async def test_no_keepalive_while_audio_flows() -> None:
+    async with FakeDeepgram() as fake:
+        stream = await make(fake, keepaliveS=0.2).open_stream()
+        for _ in range(20):  # 0.4 s of audio, one frame every 20 ms
+            stream.push_audio(SILENCE)
+            await asyncio.sleep(0.02)
+        await wait_for(lambda: fake.sessions[0].frames == 20)
+        assert "KeepAlive" not in fake.sessions[0].controls
+        await wait_for(lambda: "KeepAlive" in fake.sessions[0].controls)  # then idle
+        await stream.aclose()
+    assert stream.keepalives_sent >= 1
+
+
 async def test_finalize_without_speech_gives_an_empty_final() -> None:
     async with FakeDeepgram(["unused"]) as fake:
         stream = await make(fake).open_stream()

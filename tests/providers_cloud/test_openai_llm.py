@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from fakes._h2 import Http2
 from fakes.openai_chat import FakeOpenAI
 from fakes.script import Failure, Reply, ScriptedToolCall
 
@@ -20,6 +21,7 @@ from callbridge.providers.llm.openai import (
     build,
     build_compatible,
 )
+from callbridge.providers.llm.tools import build_toolset
 from callbridge.providers.registry import spec_for
 from callbridge.providers.retry import retry_stream
 from providers_cloud.helpers import RecordingSleep, wait_for
@@ -297,3 +299,117 @@ async def test_a_failed_warm_up_is_harmless() -> None:
         llm = make(fake)
         await llm.warm()  # 401: logged, not raised; the turn will say what is wrong
     assert fake.models_requests == 1
+
+
+async def test_a_malformed_chunk_mid_stream_is_retryable_and_never_repeated(
+    sleep: RecordingSleep,
+) -> None:
+    async with FakeOpenAI([Reply(text=("Once", " more"), malformed_after=2)]) as fake:
+        llm = make(fake)
+        received: list[LlmEvent] = []
+        with pytest.raises(ProviderError, match="malformed") as caught:
+            async for event in retry_stream(lambda: llm.stream(HELLO, ()), sleep=sleep):
+                received.append(event)
+    assert caught.value.retryable
+    assert received == [TextDelta("Once")] and len(fake.requests) == 1
+
+
+async def test_a_server_error_after_the_stream_began_keeps_its_message() -> None:
+    async with FakeOpenAI([Reply(text=("a", "b"), error_event_after=2)]) as fake:
+        received: list[LlmEvent] = []
+        with pytest.raises(ProviderError) as caught:
+            async for event in make(fake).stream(HELLO, ()):
+                received.append(event)
+    assert received == [TextDelta("a")]
+    assert "The server had an error while processing your request." in str(caught.value)
+
+
+async def test_concurrent_calls_share_one_pool_and_reuse_its_connections() -> None:
+    # Ten calls at once open ten connections; their next turns open none.
+    reply = Reply(text=("Hi", " there."), first_token_delay_s=0.05)
+    async with FakeOpenAI([reply], new_connection_s=0.02) as fake:
+        llm = make(fake)
+        for _ in range(3):
+            results = await asyncio.gather(*(collect(llm) for _ in range(10)))
+            assert all(r == [TextDelta("Hi"), TextDelta(" there.")] for r in results)
+        assert fake.link is not None and fake.link.connections == 10
+    assert fake.completed == 30 and fake.aborted == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ('{"choices": [], "usage": {"total_tokens": 9}}', ("", 0, False)),
+        ('{"choices": [{"delta": {"content": "Hi"}, "finish_reason": null}]}', ("Hi", 0, False)),
+        ('{"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c"}]}, '
+         '"finish_reason": "tool_calls"}]}', ("", 1, True)),
+    ],
+)
+def test_chunks_are_read_without_the_sdk_models(data: str, expected: tuple[str, int, bool]) -> None:
+    chunk = openai_llm._parse_chunk("openai", data)
+    assert (chunk.text, len(chunk.tool_calls), chunk.finished) == expected
+
+
+@pytest.mark.parametrize("data", [
+    "not json", "[1, 2]", '{"choices": [{"delta": {"content": 5}}]}',
+    '{"choices": [{"delta": {"tool_calls": ["x"]}}]}', '{"choices": "abc"}',
+])
+def test_a_chunk_of_the_wrong_shape_is_a_retryable_provider_error(data: str) -> None:
+    with pytest.raises(openai_llm._StreamError) as caught:
+        openai_llm._parse_chunk("openai", data)
+    assert caught.value.error.retryable and "malformed" in str(caught.value.error)
+
+
+def make_h2(url: str) -> OpenAIChat:
+    config = OpenAIConfig()
+    client = openai_llm._client(config, KEY, url, prior_knowledge=True)
+    return OpenAIChat("openai", config, client, build_toolset(config))
+
+
+async def test_over_http2_every_call_shares_one_connection() -> None:
+    reply = Reply(text=("Hi", " there."), first_token_delay_s=0.05)
+    async with FakeOpenAI([reply]) as fake, Http2(fake, new_connection_s=0.02) as h2:
+        llm = make_h2(h2.base_url)
+        await llm.warm()
+        for _ in range(3):
+            results = await asyncio.gather(*(collect(llm) for _ in range(10)))
+            assert all(r == [TextDelta("Hi"), TextDelta(" there.")] for r in results)
+        assert h2.link.connections == 1
+    assert fake.completed == 30
+
+
+async def test_over_http2_a_cancelled_stream_leaves_the_connection_and_errors_map() -> None:
+    long = Reply(text=tuple(f"w{i} " for i in range(50)), chunk_delay_s=0.01)
+    script = [long, Failure(429, "Rate limit reached"), Reply(text=("a", "b"),
+              error_event_after=2), Reply(text=("Next.",))]
+    async with FakeOpenAI(script) as fake, Http2(fake) as h2:
+        llm = make_h2(h2.base_url)
+        task, _, count = await _cancel_after_first(llm)
+        assert task.cancelled() and 1 <= count < 50
+        with pytest.raises(ProviderError, match="429") as limited:
+            await collect(llm)
+        with pytest.raises(ProviderError, match="stream error") as failed:
+            await collect(llm)
+        assert limited.value.retryable and failed.value.retryable
+        assert await collect(llm) == [TextDelta("Next.")]
+        assert h2.link.connections == 1
+
+
+class _IgnoresStreaming(FakeOpenAI):
+    """A compatible server that answers ``stream: true`` with one JSON completion."""
+
+    async def _chat(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        self.requests.append(json.loads(await request.body()))
+        return JSONResponse({"id": "x", "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hi"},
+             "finish_reason": "stop"}]})
+
+
+async def test_a_server_that_does_not_stream_is_not_retried(sleep: RecordingSleep) -> None:
+    async with _IgnoresStreaming() as fake:
+        llm = make(fake)
+        with pytest.raises(ProviderError, match="not an event stream") as caught:
+            _ = [e async for e in retry_stream(lambda: llm.stream(HELLO, ()), sleep=sleep)]
+    assert not caught.value.retryable and len(fake.requests) == 1

@@ -4,6 +4,11 @@ The system prompt goes to ``system``; tool calls come back as ``tool_use`` conte
 whose ``input_json_delta`` pieces are joined into a ``ToolCall`` at ``content_block_stop``;
 tool results go back as ``tool_result`` blocks in a user message. The SDK's retries are
 off: the retry policy is ours.
+
+As in openai.py, the SDK sends the request (``client.post``: auth, base URL, timeouts,
+the pool, HTTP errors) but the events are read by httpx2's ``EventSource`` and
+``json.loads``: the typed ``create`` would transform the request into TypedDicts and
+build a pydantic model per event, the bulk of the client's CPU per turn.
 """
 
 from __future__ import annotations
@@ -76,33 +81,65 @@ class AnthropicChat:
         if tools:
             request["tools"] = [_tool_schema(spec) for spec in tools]
         if self.config.temperature is not None:
-            # The current SDK no longer lists sampling parameters; models that still take
-            # one get it as a raw body field.
-            request["extra_body"] = {"temperature": self.config.temperature}
+            request["temperature"] = self.config.temperature
         try:
-            response = await self._client.messages.create(**request)
+            response = await self._client.post(
+                "/v1/messages", cast_to=httpx2.Response, body=request,
+                options={"headers": _STREAM_RAW},
+            )
         except (anthropic.APIError, httpx2.TransportError) as exc:
             raise _provider_error(exc) from exc
         tool_blocks: dict[int, tuple[str, str, list[str]]] = {}
         try:
-            async for event in response:
-                if event.type == "content_block_start":
-                    block = event.content_block
-                    if block.type == "tool_use":
-                        tool_blocks[event.index] = (block.id, block.name, [])
-                elif event.type == "content_block_delta":
-                    delta = event.delta
-                    if delta.type == "text_delta" and delta.text:
-                        yield TextDelta(delta.text)
-                    elif delta.type == "input_json_delta" and event.index in tool_blocks:
-                        tool_blocks[event.index][2].append(delta.partial_json)
-                elif event.type == "content_block_stop" and event.index in tool_blocks:
-                    call_id, name, pieces = tool_blocks.pop(event.index)
+            async for sse in httpx2.EventSource(response):
+                if not sse.data:
+                    continue
+                event = _parse_event(sse.event, sse.data)
+                kind = event.get("type")
+                if kind == "content_block_start":
+                    block = event["content_block"]
+                    if block.get("type") == "tool_use":
+                        tool_blocks[event["index"]] = (str(block["id"]), str(block["name"]), [])
+                elif kind == "content_block_delta":
+                    delta = event["delta"]
+                    if delta.get("type") == "text_delta" and delta.get("text"):
+                        yield TextDelta(str(delta["text"]))
+                    elif delta.get("type") == "input_json_delta" and event["index"] in tool_blocks:
+                        tool_blocks[event["index"]][2].append(str(delta["partial_json"]))
+                elif kind == "content_block_stop" and event.get("index") in tool_blocks:
+                    call_id, name, pieces = tool_blocks.pop(event["index"])
                     yield ToolCall(call_id, name, "".join(pieces) or "{}")
-        except (anthropic.APIError, httpx2.TransportError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
+            log.warning("llm.malformed_event provider=%s error=%r", NAME, exc)
+            raise ProviderError(NAME, f"malformed stream event: {exc!r}", retryable=True) from exc
+        except httpx2.SSEError as exc:  # a proxy's page instead of the stream: no retry
+            raise ProviderError(NAME, f"not an event stream: {exc}", retryable=False) from exc
+        except httpx2.TransportError as exc:
             raise _provider_error(exc) from exc
         finally:
-            await response.close()
+            await response.aclose()
+
+
+# The SDK's own switch (what ``with_streaming_response`` sets): the body left unread.
+_STREAM_RAW: Final = {"X-Stainless-Raw-Response": "stream"}
+
+
+def _parse_event(name: str, data: str) -> Mapping[str, Any]:
+    """One SSE event's JSON; an ``error`` event (the server failed mid-answer, e.g.
+    ``overloaded_error``) or JSON that is not an object raises ``ProviderError``."""
+    try:
+        event = json.loads(data)
+    except ValueError as exc:
+        raise ProviderError(NAME, f"malformed stream event: {exc!r}", retryable=True) from exc
+    if not isinstance(event, dict):
+        raise ProviderError(NAME, f"malformed stream event: {data[:80]!r}", retryable=True)
+    if name == "error" or event.get("type") == "error":
+        kind = _error_type(event)
+        inner = event.get("error")
+        message = str(inner.get("message") if isinstance(inner, Mapping) else data)[:300]
+        raise ProviderError(NAME, f"stream error {kind or ''}: {message}",
+                            retryable=kind not in _FATAL_TYPES)
+    return event
 
 
 def to_anthropic_messages(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
@@ -180,19 +217,28 @@ def _message(exc: Exception) -> str:
     return str(getattr(exc, "message", None) or exc)[:300]
 
 
-def build(config: AnthropicConfig, env: Mapping[str, str]) -> AnthropicChat:
-    key = require_key(env, "ANTHROPIC_API_KEY", NAME)
-    url = base_url(config.base_url, env, "ANTHROPIC_BASE_URL", DEFAULT_BASE_URL)
-    # Connections kept open between turns (the SDK's 5 s keep-alive would drop them):
-    # a new one to the vendor costs a turn TCP + TLS.
+def _client(
+    config: AnthropicConfig, api_key: str, url: str, *, prior_knowledge: bool = False
+) -> anthropic.AsyncAnthropic:
+    """Connections kept open between turns (the SDK's 5 s keep-alive would drop them: a
+    new one to the vendor costs a turn TCP + TLS), over HTTP/2 where the server offers
+    it, one for every call (see openai.py ``_client``)."""
     limits = httpx2.Limits(
         max_connections=1000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
     )
-    client = anthropic.AsyncAnthropic(
-        api_key=key, base_url=url, max_retries=0, timeout=config.timeout_s,
-        http_client=anthropic.DefaultAsyncHttpxClient(limits=limits, timeout=config.timeout_s),
+    http_client = anthropic.DefaultAsyncHttpxClient(
+        limits=limits, timeout=config.timeout_s, http2=True, http1=not prior_knowledge
     )
-    return AnthropicChat(config, client, build_toolset(config))
+    return anthropic.AsyncAnthropic(
+        api_key=api_key, base_url=url, max_retries=0, timeout=config.timeout_s,
+        http_client=http_client,
+    )
+
+
+def build(config: AnthropicConfig, env: Mapping[str, str]) -> AnthropicChat:
+    key = require_key(env, "ANTHROPIC_API_KEY", NAME)
+    url = base_url(config.base_url, env, "ANTHROPIC_BASE_URL", DEFAULT_BASE_URL)
+    return AnthropicChat(config, _client(config, key, url), build_toolset(config))
 
 
 SPEC = ProviderSpec(kind="llm", name=NAME, config=AnthropicConfig, build=build)

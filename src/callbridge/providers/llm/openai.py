@@ -1,15 +1,23 @@
-"""OpenAI chat completions, streamed, through the official SDK.
+"""OpenAI chat completions, streamed: the official SDK's transport, our own chunk reader.
 
 ``provider: openai`` talks to OpenAI (or ``OPENAI_BASE_URL``); ``provider:
 openai-compatible`` talks to any server that speaks the same API (Groq, Ollama, vLLM,
 llama.cpp, LM Studio) at the block's ``baseUrl``. The SDK's own retries are off
 (``max_retries=0``): the retry policy is ours (providers/retry.py), so a failure is
 counted and recorded once, not hidden inside the SDK.
+
+The SDK still does auth, base URL, timeouts, the connection pool and HTTP error mapping
+(``client.post``, its documented way to call an endpoint with a raw response), but not
+its typed ``create``: that costs ~5 ms of CPU a request turning our already wire-shaped
+messages into its TypedDicts, and a pydantic model per streamed chunk (~100 µs); at 50
+calls the two were 12 % of the server's core (``bench/vendors.py llm``). The body is read
+as Server-Sent Events by httpx2's ``EventSource`` and each chunk by ``json.loads``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -114,15 +122,14 @@ class OpenAIChat:
             while (chunk := await chunks.get()) is not _END:
                 if isinstance(chunk, ProviderError):
                     raise chunk
-                for choice in chunk.choices[:1]:  # type: ignore[attr-defined]
-                    delta = choice.delta
-                    if delta.content:
-                        yield TextDelta(delta.content)
-                    for fragment in delta.tool_calls or ():
-                        calls.add(fragment)
-                    if choice.finish_reason is not None:
-                        for call in calls.complete():
-                            yield call
+                assert isinstance(chunk, _Chunk)
+                if chunk.text:
+                    yield TextDelta(chunk.text)
+                for fragment in chunk.tool_calls:
+                    calls.add(fragment)
+                if chunk.finished:
+                    for call in calls.complete():
+                        yield call
             for call in calls.complete():  # servers that never send finish_reason
                 yield call
             finished = True
@@ -133,23 +140,92 @@ class OpenAIChat:
                 asyncio.get_running_loop().call_later(DRAIN_S, exchange.cancel)
 
     async def _exchange(self, request: dict[str, Any], chunks: asyncio.Queue[object]) -> None:
-        """One streamed request, read to its end into ``chunks`` (then ``_END``)."""
+        """One streamed request, read to its end into ``chunks`` (then ``_END``).
+
+        Read past ``[DONE]`` to the end of the body: over HTTP/1.1 only a response read
+        to its end gives its connection back to the pool."""
         try:
-            response = await self._client.chat.completions.create(**request)
+            response = await self._client.post(
+                "/chat/completions", cast_to=httpx2.Response, body=request,
+                options={"headers": _STREAM_RAW},
+            )
         except (openai.APIError, httpx2.TransportError) as exc:
             chunks.put_nowait(_provider_error(self.name, exc))
             return
         try:
-            async for chunk in response:
-                chunks.put_nowait(chunk)
+            done = False
+            async for event in httpx2.EventSource(response):
+                if done:
+                    continue
+                if event.data.startswith("[DONE]"):
+                    done = True
+                    continue
+                chunks.put_nowait(_parse_chunk(self.name, event.data))
             chunks.put_nowait(_END)
-        except (openai.APIError, httpx2.TransportError) as exc:
+        except _StreamError as exc:
+            chunks.put_nowait(exc.error)
+        except httpx2.SSEError as exc:  # e.g. a server that ignored ``stream: true``
+            chunks.put_nowait(ProviderError(self.name, f"not an event stream: {exc}",
+                                            retryable=False))
+        except httpx2.TransportError as exc:
             chunks.put_nowait(_provider_error(self.name, exc))
         except Exception as exc:  # a reader that waits forever would hang the reply
             log.error("llm.stream_crashed provider=%s", self.name, exc_info=exc)
             chunks.put_nowait(ProviderError(self.name, f"stream failed: {exc!r}", retryable=True))
         finally:
-            await response.close()
+            await response.aclose()
+
+
+# The SDK's own switch (what ``with_streaming_response`` sets): hand back the response
+# with its body unread, so it can be streamed.
+_STREAM_RAW: Final = {"X-Stainless-Raw-Response": "stream"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """What one ``chat.completion.chunk`` says about the first choice."""
+
+    text: str
+    tool_calls: list[Mapping[str, Any]]
+    finished: bool
+
+
+_NOTHING: Final = _Chunk("", [], False)
+
+
+class _StreamError(Exception):
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _parse_chunk(name: str, data: str) -> _Chunk:
+    """One SSE ``data`` → ``_Chunk``; an error object or a malformed chunk ends the reply
+    with a retryable ``ProviderError`` (the server failed mid-answer)."""
+    try:
+        chunk = json.loads(data)
+        if error := chunk.get("error"):
+            message = error.get("message") if isinstance(error, Mapping) else None
+            text = str(message or "An error occurred during streaming")[:300]
+            raise _StreamError(ProviderError(name, f"stream error: {text}", retryable=True))
+        choices = chunk.get("choices")
+        if not choices:
+            return _NOTHING  # e.g. the usage chunk
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or ""
+        tool_calls = delta.get("tool_calls") or []
+        if not isinstance(text, str) or not all(
+            isinstance(call, dict) and isinstance(call.get("function") or {}, dict)
+            for call in tool_calls
+        ):
+            raise TypeError("content or tool_calls of the wrong type")
+        return _Chunk(text, tool_calls, choice.get("finish_reason") is not None)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        log.warning("llm.malformed_chunk provider=%s error=%r head=%r", name, exc, data[:80])
+        raise _StreamError(
+            ProviderError(name, f"malformed stream chunk: {exc!r}", retryable=True)
+        ) from exc
 
 
 _END: Final = object()
@@ -174,16 +250,16 @@ class _ToolCallAssembler:
     def __init__(self) -> None:
         self._partial: dict[int, _PartialCall] = {}
 
-    def add(self, fragment: Any) -> None:
-        partial = self._partial.setdefault(fragment.index, _PartialCall())
-        if fragment.id:
-            partial.id = fragment.id
-        function = fragment.function
-        if function is not None:
-            if function.name:
-                partial.name += function.name
-            if function.arguments:
-                partial.arguments.append(function.arguments)
+    def add(self, fragment: Mapping[str, Any]) -> None:
+        partial = self._partial.setdefault(int(fragment.get("index", 0)), _PartialCall())
+        if fragment.get("id"):
+            partial.id = str(fragment["id"])
+        function = fragment.get("function")
+        if function:
+            if function.get("name"):
+                partial.name += str(function["name"])
+            if function.get("arguments"):
+                partial.arguments.append(str(function["arguments"]))
 
     def complete(self) -> list[ToolCall]:
         calls = [
@@ -263,16 +339,27 @@ def _message(exc: Exception) -> str:
     return str(getattr(exc, "message", None) or exc)[:300]
 
 
-def _client(config: _ChatBlock, api_key: str, url: str) -> openai.AsyncOpenAI:
-    # One client per process, its connections kept open between turns: the SDK's 5 s
-    # keep-alive would drop them between two turns of a call, and a new connection to
-    # the vendor (TCP + TLS) costs a turn ~150 ms.
+def _client(
+    config: _ChatBlock, api_key: str, url: str, *, prior_knowledge: bool = False
+) -> openai.AsyncOpenAI:
+    """One client per process, its connections kept open between turns: the SDK's 5 s
+    keep-alive would drop them between two turns of a call, and a new connection to
+    the vendor (TCP + TLS) costs a turn ~150 ms.
+
+    HTTP/2 where the server offers it (ALPN, so ``https`` vendors): every call's requests
+    share one connection. Over HTTP/1.1 each concurrent request needs its own, and the
+    pool probes every idle one on each request: with 150 idle connections a request costs
+    ~40 % more CPU (``bench/vendors.py llm --pool 150``). ``prior_knowledge`` speaks
+    HTTP/2 over plain TCP (h2c), for a local server known to take it."""
     limits = httpx2.Limits(
         max_connections=1000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
     )
+    http_client = openai.DefaultAsyncHttpxClient(
+        limits=limits, timeout=config.timeout_s, http2=True, http1=not prior_knowledge
+    )
     return openai.AsyncOpenAI(
         api_key=api_key, base_url=url, max_retries=0, timeout=config.timeout_s,
-        http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=config.timeout_s),
+        http_client=http_client,
     )
 
 

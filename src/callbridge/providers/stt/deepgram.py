@@ -14,6 +14,13 @@ length and suggests 20–100 ms): every client frame costs a send, a mask from
 ``os.urandom`` and a header, and at a hundred calls that per-frame cost was a sixth of
 the server (``bench/load.py --stack seed --profile``). A lone frame waits at most
 ``chunkMs`` for its partner; ``Finalize`` and ``CloseStream`` flush what waits first.
+
+The sender wakes once a chunk, not once a frame: ``push_audio`` wakes it when a chunk is
+complete (or arms one timer for a lone frame), and the keep-alive is one timer per
+stream that checks when the socket last sent, not a timeout around every wait
+(``bench/vendors.py stt``: those timeouts and wake-ups were half the client's CPU). The
+mask itself (4 bytes of ``os.urandom`` a message, RFC 6455 §5.3 requires it of a client)
+is ~2 % of it.
 """
 
 from __future__ import annotations
@@ -135,12 +142,18 @@ class DeepgramStream:
         self, ws: ClientConnection, *, keepalive_s: float, outbox_frames: int, chunk_ms: int = 20
     ) -> None:
         self._ws = ws
+        self._loop = asyncio.get_running_loop()
         self._keepalive_s = keepalive_s
         self._outbox_frames = outbox_frames
         self._chunk_bytes = chunk_ms * 8  # μ-law 8 kHz: 8 bytes a millisecond
         self._chunk_wait_s = chunk_ms / 1000.0
         self._outbox: deque[bytes | str] = deque()
-        self._audio_queued = 0
+        self._audio_queued = 0  # frames in the outbox
+        self._audio_bytes = 0  # their bytes
+        self._controls_queued = 0  # text messages in the outbox (they flush the audio)
+        self._flush_due = False  # a lone frame waited its chunk's time: send it short
+        self._lone_timer: asyncio.TimerHandle | None = None
+        self._sent_at = self._loop.time()
         self._wake = asyncio.Event()
         self._events: asyncio.Queue[SttEvent | _End] = asyncio.Queue()
         self._failure: ProviderError | None = None
@@ -150,6 +163,7 @@ class DeepgramStream:
         self.keepalives_sent = 0
         self._sender = asyncio.create_task(self._send_loop(), name="deepgram.send")
         self._receiver = asyncio.create_task(self._receive_loop(), name="deepgram.receive")
+        self._keepalive_timer = self._loop.call_later(keepalive_s, self._keepalive_due)
 
     # ------------------------------------------------------------ engine side
 
@@ -161,14 +175,17 @@ class DeepgramStream:
             self._drop_oldest_audio()
         self._outbox.append(ulaw)
         self._audio_queued += 1
-        self._wake.set()
+        self._audio_bytes += len(ulaw)
+        if self._audio_bytes >= self._chunk_bytes:
+            self._wake_sender()
+        elif self._lone_timer is None:
+            self._lone_timer = self._loop.call_later(self._chunk_wait_s, self._lone_waited)
 
     def finalize(self) -> None:
         """Ask Deepgram to flush what it heard now (it answers with ``from_finalize``)."""
         if self._closing or self._failure is not None:
             return
-        self._outbox.append(_FINALIZE)
-        self._wake.set()
+        self._queue_control(_FINALIZE)
 
     async def events(self) -> AsyncIterator[SttEvent]:
         while True:
@@ -184,9 +201,11 @@ class DeepgramStream:
         """Send ``CloseStream``, give Deepgram a moment to flush its finals, then close."""
         if not self._closing:
             self._closing = True
-            self._outbox.append(_CLOSE_STREAM)
-            self._wake.set()
+            self._queue_control(_CLOSE_STREAM)
             await asyncio.wait({self._receiver}, timeout=1.5)
+        self._keepalive_timer.cancel()
+        if self._lone_timer is not None:
+            self._lone_timer.cancel()
         for task in (self._sender, self._receiver):
             task.cancel()
         await asyncio.wait({self._sender, self._receiver})
@@ -195,11 +214,38 @@ class DeepgramStream:
 
     # ------------------------------------------------------------ socket side
 
+    def _queue_control(self, message: str) -> None:
+        self._outbox.append(message)
+        self._controls_queued += 1
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        if self._lone_timer is not None:
+            self._lone_timer.cancel()
+            self._lone_timer = None
+        self._wake.set()
+
+    def _lone_waited(self) -> None:
+        self._lone_timer = None
+        self._flush_due = True
+        self._wake.set()
+
+    def _keepalive_due(self) -> None:
+        """Deepgram closes a socket idle for ~10 s: say something if nothing went out."""
+        idle = self._loop.time() - self._sent_at
+        if idle >= self._keepalive_s * 0.99 and not self._outbox:
+            self._queue_control(_KEEPALIVE)
+            idle = 0.0
+        self._keepalive_timer = self._loop.call_later(
+            max(self._keepalive_s - idle, 0.001), self._keepalive_due
+        )
+
     def _drop_oldest_audio(self) -> None:
         for index, item in enumerate(self._outbox):
             if isinstance(item, bytes):
                 del self._outbox[index]
                 self._audio_queued -= 1
+                self._audio_bytes -= len(item)
                 self.dropped_frames += 1
                 if self.dropped_frames == 1 or self.dropped_frames % 500 == 0:  # ~10 s of audio
                     log.warning("deepgram.outbox_overflow dropped_frames=%d", self.dropped_frames)
@@ -208,50 +254,45 @@ class DeepgramStream:
     async def _send_loop(self) -> None:
         try:
             while True:
-                if not self._outbox:
-                    self._wake.clear()
-                    try:
-                        async with asyncio.timeout(self._keepalive_s):
-                            await self._wake.wait()
-                    except TimeoutError:
-                        await self._ws.send(_KEEPALIVE)
+                await self._wake.wait()
+                self._wake.clear()
+                while (message := self._next_message()) is not None:
+                    await self._ws.send(message)
+                    self._sent_at = self._loop.time()
+                    if message is _KEEPALIVE:
                         self.keepalives_sent += 1
-                        continue
-                item = self._outbox.popleft()
-                if isinstance(item, bytes):
-                    self._audio_queued -= 1
-                    item = await self._audio_chunk(item)
-                await self._ws.send(item)
-                if item is _CLOSE_STREAM:
-                    return
+                    elif message is _CLOSE_STREAM:
+                        return
         except ConnectionClosed:
             return  # the receiver reports why the socket closed
 
-    async def _audio_chunk(self, first: bytes) -> bytes:
-        """``first`` and the audio queued right behind it, up to a chunk; a short chunk
-        waits up to one chunk's time for more (a control message ends it at once)."""
-        parts = [first]
-        size = len(first)
-        waited = False
-        while size < self._chunk_bytes:
-            if self._outbox:
-                item = self._outbox[0]
-                if not isinstance(item, bytes):
-                    break
-                self._outbox.popleft()
-                self._audio_queued -= 1
-                parts.append(item)
-                size += len(item)
-                continue
-            if waited:
-                break
-            waited = True
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(self._chunk_wait_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                break
+    def _next_message(self) -> bytes | str | None:
+        """The next message that is due, in order: a control message, or a chunk of the
+        audio queued — full, or short when a control message waits behind it or its lone
+        frame has waited a chunk's time; None while a lone frame still waits."""
+        if not self._outbox:
+            return None
+        head = self._outbox[0]
+        if isinstance(head, str):
+            self._outbox.popleft()
+            self._controls_queued -= 1
+            return head
+        if self._audio_bytes < self._chunk_bytes and not (
+            self._flush_due or self._controls_queued
+        ):
+            return None
+        self._flush_due = False
+        parts: list[bytes] = []
+        size = 0
+        while size < self._chunk_bytes and self._outbox and isinstance(self._outbox[0], bytes):
+            item = self._outbox.popleft()
+            assert isinstance(item, bytes)
+            parts.append(item)
+            size += len(item)
+        self._audio_queued -= len(parts)
+        self._audio_bytes -= size
+        if 0 < self._audio_bytes < self._chunk_bytes and self._lone_timer is None:
+            self._lone_timer = self._loop.call_later(self._chunk_wait_s, self._lone_waited)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def _receive_loop(self) -> None:

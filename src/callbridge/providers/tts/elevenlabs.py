@@ -15,7 +15,6 @@ nothing buffered in it can reach the caller, and closing it stops the vendor's b
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import json
 import logging
@@ -187,7 +186,7 @@ class ElevenLabsTTS:
 
 def _decode(audio: object) -> bytes:
     try:
-        return base64.b64decode(str(audio), validate=True)
+        return binascii.a2b_base64(str(audio), strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise ProviderError(NAME, f"audio is not base64: {exc}", retryable=True) from exc
 
