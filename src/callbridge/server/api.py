@@ -1,16 +1,16 @@
-"""``/api``: the call record and call control over HTTP, behind a bearer token.
+"""``/api``: the call record over HTTP, behind a bearer token (call control, with the same
+token, is ``api_control.py``).
 
-Reads come from the store; control goes through Twilio REST, so any instance can hang
-up, transfer or place any call (DESIGN.md §10). Without ``CALLBRIDGE_API_TOKEN`` the API
-is off (503), never open. ``/metrics`` (Prometheus) is outside the token, like
-``/healthz``: scrapers on the private network read it.
+Reads come from the store, so any instance answers for any call (DESIGN.md §10).
+Without ``CALLBRIDGE_API_TOKEN`` the API is off (503), never open. ``/metrics``
+(Prometheus) is outside the token, like ``/healthz``: scrapers on the private network
+read it.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import re
 import struct
 import wave
 from collections.abc import AsyncIterator
@@ -25,33 +25,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from callbridge.server.control import CallControl
 from callbridge.server.edge import Edge
 from callbridge.store import Store
 from callbridge.store.models import Call, Event, Recording, Turn, utc
-from callbridge.store.ops import CallSeen, EventHappened
 from callbridge.store.repository import CallFilter, get_call, list_calls
 from callbridge.telemetry.logging import log_event
 from callbridge.telemetry.metrics import CONTENT_TYPE, Metrics
-from callbridge.twilio import twiml
-from callbridge.twilio.rest import TwilioRest, TwilioRestError
 
-__all__ = [
-    "E164",
-    "ControlOut",
-    "TransferIn",
-    "hangup_call",
-    "metrics_router",
-    "recording_response",
-    "router",
-    "transfer_call",
-]
+__all__ = ["ApiModel", "metrics_router", "recording_response", "require_token", "router"]
 
 log = logging.getLogger(__name__)
 
-E164 = r"^\+[1-9][0-9]{1,14}$"
 _WAV_HEADER_BYTES = 44  # IncrementalWavWriter's canonical RIFF header
-_CALL_SID = r"^CA[0-9a-fA-F]{32}$"
 
 _bearer = HTTPBearer(auto_error=False, description="CALLBRIDGE_API_TOKEN")
 
@@ -83,11 +68,13 @@ metrics_router = APIRouter()
 # ------------------------------------------------------------------ shapes
 
 
-class _Out(BaseModel):
+class ApiModel(BaseModel):
+    """camelCase on the wire, as Twilio's own API and the dashboard's JSON."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
-class CallOut(_Out):
+class CallOut(ApiModel):
     sid: str
     from_: str = Field(alias="from")
     to: str
@@ -102,7 +89,7 @@ class CallOut(_Out):
     turns: int | None = None
 
 
-class TurnOut(_Out):
+class TurnOut(ApiModel):
     seq: int
     role: str
     kind: str
@@ -114,20 +101,20 @@ class TurnOut(_Out):
     latency_ms: dict[str, float]
 
 
-class EventOut(_Out):
+class EventOut(ApiModel):
     at: datetime
     kind: str
     data: dict[str, Any]
 
 
-class RecordingOut(_Out):
+class RecordingOut(ApiModel):
     url: str
     duration_ms: int | None
     rate_hz: int
     channels: int
 
 
-class CallPageOut(_Out):
+class CallPageOut(ApiModel):
     calls: list[CallOut]
     total: int
     limit: int
@@ -135,41 +122,11 @@ class CallPageOut(_Out):
     next_offset: int | None
 
 
-class CallDetailOut(_Out):
+class CallDetailOut(ApiModel):
     call: CallOut
     turns: list[TurnOut]
     events: list[EventOut]
     recording: RecordingOut | None
-
-
-class PlaceCallIn(_Out):
-    to: str = Field(pattern=E164)
-    from_: str | None = Field(None, alias="from", pattern=E164)
-
-
-class PlacedOut(_Out):
-    sid: str
-    status: str
-
-
-class TransferIn(_Out):
-    to: str = Field(pattern=E164)
-
-
-class HangupIn(_Out):
-    """Optional: what the bot says before it hangs up (only while its stream is live)."""
-
-    message: str | None = Field(None, max_length=2000)
-
-
-class SayIn(_Out):
-    text: str = Field(min_length=1, max_length=2000)
-
-
-class ControlOut(_Out):
-    sid: str
-    ok: bool
-    detail: str
 
 
 # ------------------------------------------------------------------ routes
@@ -252,100 +209,6 @@ async def recording_response(
     )
 
 
-@router.post("/calls", status_code=201, response_model=PlacedOut, response_model_by_alias=True)
-async def place_call(request: Request, body: PlaceCallIn) -> PlacedOut:
-    """Dial ``to``; when it answers, Twilio fetches our ``/voice`` and the agent talks."""
-    edge: Edge = request.app.state.edge
-    settings = edge.settings
-    caller_id = body.from_ or settings.from_number
-    if not caller_id:
-        raise HTTPException(422, "no caller ID: pass 'from' or set TWILIO_PHONE_NUMBER")
-    if not settings.public_url:
-        raise HTTPException(409, "PUBLIC_URL is not set: Twilio needs it to reach /voice")
-    rest = _rest(edge)
-    try:
-        sid = await rest.create_call(
-            to=body.to,
-            from_=caller_id,
-            url=f"{settings.public_url}/voice",
-            status_callback=f"{settings.public_url}/status",
-        )
-    except TwilioRestError as exc:
-        raise HTTPException(502, str(exc)) from exc
-    store: Store | None = request.app.state.store
-    if store is not None:
-        now = datetime.now(UTC)
-        store.writer.submit(
-            CallSeen(
-                sid=sid,
-                at=now,
-                from_number=caller_id,
-                to_number=body.to,
-                direction="outbound-api",
-                status="queued",
-            )
-        )
-        store.writer.submit(EventHappened(sid=sid, at=now, kind="api_placed", data={}))
-    return PlacedOut(sid=sid, status="queued")
-
-
-@router.post("/calls/{sid}/hangup", response_model=ControlOut, response_model_by_alias=True)
-async def hangup(request: Request, sid: str, body: HangupIn | None = None) -> ControlOut:
-    """Ends the call; a call Twilio no longer knows (20404) is already over: still 200.
-
-    A call whose stream is live on any instance is ended there (goodbye if ``message``,
-    the turn recorded, then Twilio hang-up); otherwise through Twilio REST directly.
-    """
-    return await hangup_call(request, sid, body.message if body else None)
-
-
-async def hangup_call(request: Request, sid: str, message: str | None = None) -> ControlOut:
-    """Hang-up as the API does it (the dashboard's button calls this too)."""
-    _check_sid(sid)
-    control: CallControl = request.app.state.control
-    result = await control.end(sid, message)
-    if result is not None:
-        _record(request, sid, "api_hangup", {"result": result})
-        return ControlOut(sid=sid, ok=True, detail=result)
-    try:
-        ended = await _rest(request.app.state.edge).end_call(sid)
-    except TwilioRestError as exc:
-        raise HTTPException(502, str(exc)) from exc
-    detail = "ended" if ended else "already over"
-    _record(request, sid, "api_hangup", {"result": detail})
-    return ControlOut(sid=sid, ok=True, detail=detail)
-
-
-@router.post("/calls/{sid}/transfer", response_model=ControlOut, response_model_by_alias=True)
-async def transfer(request: Request, sid: str, body: TransferIn) -> ControlOut:
-    """Sends the caller to ``to`` with a ``<Dial>``; the agent's stream ends."""
-    return await transfer_call(request, sid, body)
-
-
-async def transfer_call(request: Request, sid: str, body: TransferIn) -> ControlOut:
-    """Transfer as the API does it (the dashboard's form calls this too)."""
-    _check_sid(sid)
-    try:
-        await _rest(request.app.state.edge).transfer_call(sid, twiml.dial(body.to))
-    except TwilioRestError as exc:
-        if exc.code == 20404:
-            raise HTTPException(404, f"call {sid} is not live") from exc
-        raise HTTPException(502, str(exc)) from exc
-    _record(request, sid, "api_transfer", {"to": body.to})
-    return ControlOut(sid=sid, ok=True, detail=f"transferred to {body.to}")
-
-
-@router.post("/calls/{sid}/say", response_model=ControlOut, response_model_by_alias=True)
-async def say(request: Request, sid: str, body: SayIn) -> ControlOut:
-    """The bot says ``text`` at its next pause, on whichever instance holds the call."""
-    _check_sid(sid)
-    control: CallControl = request.app.state.control
-    if not await control.say(sid, body.text):
-        raise HTTPException(404, f"call {sid} is not live on any instance")
-    _record(request, sid, "api_say", {"chars": len(body.text)})
-    return ControlOut(sid=sid, ok=True, detail="queued")
-
-
 @metrics_router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     registry: Metrics | None = request.app.state.metrics
@@ -362,23 +225,6 @@ def _store(request: Request) -> Store:
     if store is None:
         raise HTTPException(503, "this server keeps no call record")
     return store
-
-
-def _rest(edge: Edge) -> TwilioRest:
-    if edge.rest is None:
-        raise HTTPException(503, "Twilio REST is not configured: set TWILIO_ACCOUNT_SID")
-    return edge.rest
-
-
-def _check_sid(sid: str) -> None:
-    if not re.match(_CALL_SID, sid):
-        raise HTTPException(422, f"expected a CallSid (CA + 32 hex digits), got {sid!r}")
-
-
-def _record(request: Request, sid: str, kind: str, data: dict[str, Any]) -> None:
-    store: Store | None = request.app.state.store
-    if store is not None:
-        store.writer.submit(EventHappened(sid=sid, at=datetime.now(UTC), kind=kind, data=data))
 
 
 async def _wav_snapshot(path: anyio.Path, data_bytes: int) -> AsyncIterator[bytes]:

@@ -12,7 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from callbridge.engine.transport import CallRunner
-from callbridge.server import api, dashboard, media, readiness, webhooks
+from callbridge.server import api, api_control, dashboard, media, readiness, webhooks
 from callbridge.server.call_log import CallLog, Providers
 from callbridge.server.control import CallControl, ControlBus
 from callbridge.server.edge import INSECURE_WARNING, Edge
@@ -121,6 +121,7 @@ def create_app(
     app.include_router(readiness.router, include_in_schema=False)
     app.include_router(media.router, include_in_schema=False)
     app.include_router(api.router)
+    app.include_router(api_control.router)
     app.include_router(api.metrics_router)
     dashboard.install(app, call_log.board if call_log is not None else None)
     if store is not None:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from callbridge.server.api import TransferIn, hangup_call, transfer_call
+from callbridge.server.api_control import TransferIn, hangup_call, transfer_call
 from callbridge.server.dashboard.auth import COOKIE_PATH
 from callbridge.server.dashboard.state import (
     action_session,
