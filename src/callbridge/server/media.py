@@ -135,7 +135,12 @@ class MediaStream:
     """One accepted socket's life. The socket calls ``on_text``/``on_binary`` per message
     and ``on_closed`` once; everything runs in the stream's own context (its call ids)."""
 
-    def __init__(self, edge: Edge, socket: StreamSocket) -> None:
+    def __init__(
+        self,
+        edge: Edge,
+        socket: StreamSocket,
+        server_tasks: set[asyncio.Task[None]] | None = None,
+    ) -> None:
         self.edge = edge
         self.socket = socket
         self.context = contextvars.copy_context()
@@ -156,6 +161,7 @@ class MediaStream:
         self._held: deque[bytes | None] = deque()  # read while pacing; None: the caller left
         self._pacing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._server_tasks = server_tasks  # the server waits for these before it stops
         self.task: asyncio.Task[None] | None = None
         """The call (or the overflow refusal) once ``start`` came: the server waits for it."""
 
@@ -492,8 +498,10 @@ class MediaStream:
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = self._loop.create_task(coro, context=self.context)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        for tasks in (self._tasks, self._server_tasks):
+            if tasks is not None:
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
         return task
 
     def _tasks_besides_this(self) -> set[asyncio.Task[None]]:

@@ -155,7 +155,7 @@ class MediaSocket(asyncio.Protocol):
         self.ws.send_response(response)
         if response.status_code != 101:
             return  # ``_flush`` sends it and closes
-        stream = self.stream = media.MediaStream(self.edge, self)
+        stream = self.stream = media.MediaStream(self.edge, self, self.tasks)
         stream.context.run(stream.opened)
         self._schedule_ping()
 
