@@ -2,19 +2,23 @@
 
     .venv/bin/python bench/media_socket.py                    # N = 50 200, sink runner
     .venv/bin/python bench/media_socket.py 100 --runner loopback --seconds 20
-    .venv/bin/python bench/media_socket.py 200 --src /work/main/src   # another checkout
+    .venv/bin/python bench/media_socket.py 100 --against /work/main/src  # paired before/after
 
 The server (``create_app`` + ``uvicorn_config``, exactly what ``callbridge serve`` runs)
 is a child process pinned to one core; N raw sockets on the other core each send
 Twilio's ``connected`` and ``start`` and then a 20 ms ``media`` frame every 20 ms, in
-Twilio's exact shape. The ``sink`` runner only takes the events off the queue, so the
-figure is the socket path in (framing, decode, budgets, queue); ``loopback`` echoes every
-frame back paced, adding the socket path out. The server's CPU is read from /proc over
+Twilio's exact shape (a late tick is skipped, never caught up in a burst). The ``sink``
+runner only takes the events off the queue, so the figure is the socket path in
+(framing, decode, budgets, queue); ``loopback`` echoes every frame back paced, adding the
+socket path out. The server's CPU is read from /proc over
 the steady window; µs/message = CPU seconds / inbound media messages.
 
-``--src`` runs the server from another source tree (e.g. a checkout of the ASGI path)
-with this venv, for a before/after on the same machine. The machine is shared: the load
-average is printed with each row; compare rows taken minutes apart with care.
+``--against SRC`` runs a second server, from another source tree (e.g. a checkout with
+the ASGI path) and this venv, beside the first on the same core, its callers sending in
+the same ticks: both see the same machine over the same window, which is the only fair
+before/after on a shared machine (rows taken minutes apart differ by 2x here). The load
+average is printed with each row.
+
 Keep ``--seconds`` under 35: the raw callers do not answer the server's keepalive pings.
 """
 
@@ -91,7 +95,8 @@ def _media(stream: str, seq: int, ulaw_b64: str) -> str:
                 "payload": ulaw_b64,
             },
             "streamSid": stream,
-        }
+        },
+        separators=(",", ":"),  # Twilio writes it compact: the codec's fast path
     )
 
 
@@ -155,43 +160,61 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(port: int, pid: int, n: int, seconds: float) -> dict[str, float]:
-    callers = [Caller(port) for _ in range(n)]
-    for c in callers:
-        await c.open()
+async def measure(
+    servers: list[tuple[str, int, int]], n: int, seconds: float
+) -> list[dict[str, object]]:
+    """Drive ``n`` callers at each (label, port, pid) server over the same window."""
+    callers = {label: [Caller(port) for _ in range(n)] for label, port, _ in servers}
+    for group in callers.values():
+        for c in group:
+            await c.open()
     ulaw_b64 = base64.b64encode(bytes(range(160))).decode()
     loop = asyncio.get_running_loop()
     warmup_s = 2.0
     t0 = loop.time()
-    next_tick, late_max = t0, 0.0
-    window: tuple[float, float] | None = None
+    next_tick, late_max, ticks = t0, 0.0, 0
+    window: tuple[float, dict[int, float]] | None = None
     sent_in_window = 0
+    order = list(callers.values())
     while True:
         now = loop.time()
         late_max = max(late_max, now - next_tick) if window is not None else 0.0
-        for c in callers:
-            c.send(ulaw_b64)
+        ticks += 1
+        for group in order if ticks % 2 else reversed(order):  # neither server always first
+            for c in group:
+                c.send(ulaw_b64)
         if window is not None:
             sent_in_window += n
         if window is None and now - t0 >= warmup_s:
-            window = (time.monotonic(), _cpu_s(pid))
+            window = (time.monotonic(), {pid: _cpu_s(pid) for _, _, pid in servers})
         if now - t0 >= warmup_s + seconds:
             break
-        next_tick += FRAME_S
+        # Late (a shared machine) means fewer frames, never a catch-up burst: a burst
+        # would let the server read several frames per wake-up and flatter the figure.
+        next_tick = max(next_tick + FRAME_S, loop.time())
         await asyncio.sleep(max(0.0, next_tick - loop.time()))
     assert window is not None
     wall = time.monotonic() - window[0]
-    cpu = _cpu_s(pid) - window[1]
-    for c in callers:
-        assert c.writer is not None
-        c.writer.close()
-    return {
-        "calls": n,
-        "cpu_pct": round(100 * cpu / wall, 1),
-        "us_per_msg": round(cpu / sent_in_window * 1e6, 1),
-        "client_late_ms": round(late_max * 1000, 1),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
-    }
+    rows: list[dict[str, object]] = []
+    for label, _, pid in servers:
+        cpu = _cpu_s(pid) - window[1][pid]
+        received = sum(c.received for c in callers[label])
+        rows.append(
+            {
+                "server": label,
+                "calls": n,
+                "cpu_pct": round(100 * cpu / wall, 1),
+                "us_per_msg": round(cpu / sent_in_window * 1e6, 1),
+                "client_late_ms": round(late_max * 1000, 1),
+                "received_kb": round(received / 1024),  # what the server sent back
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+            }
+        )
+    for group in callers.values():
+        for c in group:
+            assert c.writer is not None
+            c.writer.close()
+    return rows
 
 
 def _free_port() -> int:
@@ -201,30 +224,46 @@ def _free_port() -> int:
         return port
 
 
-def run_one(n: int, args: argparse.Namespace) -> dict[str, float]:
+def _start_server(src: str | None, runner: str) -> tuple[int, subprocess.Popen[bytes]]:
     port = _free_port()
     env = dict(os.environ)
-    if args.src:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.src, env.get("PYTHONPATH")]))
-    data_dir = f"/tmp/bench-media-socket-{os.getpid()}"
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave the other tree as it is
+    data_dir = f"/tmp/bench-media-socket-{os.getpid()}-{port}"
     cmd = ["taskset", "-c", str(SERVER_CORE), sys.executable, __file__, "--serve", str(port)]
-    cmd += ["--runner", args.runner, "--data-dir", data_dir]
-    server = subprocess.Popen(cmd, env=env)
+    cmd += ["--runner", runner, "--data-dir", data_dir]
+    return port, subprocess.Popen(cmd, env=env)
+
+
+def _wait_listening(port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120  # imports are slow on a loaded machine
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start") from None
+            time.sleep(0.05)
+
+
+def run_one(n: int, args: argparse.Namespace) -> list[dict[str, object]]:
+    trees: list[tuple[str, str | None]] = [("this tree", None)]
+    if args.against:
+        trees.append((args.against, args.against))
+    started = [(label, *_start_server(src, args.runner)) for label, src in trees]
     try:
-        deadline = time.monotonic() + 120  # imports are slow on a loaded machine
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.05)
+        for _, port, proc in started:
+            _wait_listening(port, proc)
         os.sched_setaffinity(0, {CLIENT_CORE})
-        return asyncio.run(measure(port, server.pid, n, args.seconds))
+        servers = [(label, port, proc.pid) for label, port, proc in started]
+        return asyncio.run(measure(servers, n, args.seconds))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for _, _, proc in started:
+            proc.terminate()
+        for _, _, proc in started:
+            proc.wait(timeout=30)
 
 
 def main() -> None:
@@ -232,17 +271,18 @@ def main() -> None:
     parser.add_argument("calls", type=int, nargs="*", default=[50, 200])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--runner", choices=["sink", "loopback"], default="sink")
-    parser.add_argument("--src", help="run the server from this source tree instead")
+    parser.add_argument("--against", help="also run a server from this source tree, paired")
+    parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
         serve(args.serve, args.runner, args.data_dir)
         return
-    label = args.src or "this tree"
-    for n in args.calls:
-        row = run_one(n, args)
-        print(json.dumps({"server": label, "runner": args.runner, **row}), flush=True)
+    for _ in range(args.repeat):
+        for n in args.calls:
+            for row in run_one(n, args):
+                print(json.dumps({"runner": args.runner, **row}), flush=True)
 
 
 if __name__ == "__main__":
