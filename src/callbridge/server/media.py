@@ -11,9 +11,10 @@ and the runner (the engine, or the loopback echo) talks back through a
 ``TwilioTransport``. A bad frame is counted and logged and never ends the call; which
 frames count is the codec's business, what the runner does is the runner's.
 
-This module is the socket's logic only: ``server/media_socket.py`` owns the bytes (the
-WebSocket framing, outside ASGI) and calls ``MediaStream`` for each message, so a frame
-costs no task switch and no queue hop before it is a line event.
+The checks themselves are in ``server/media_admission.py``. This module is the stream's
+logic only: ``server/media_socket.py`` owns the bytes (the WebSocket framing, outside
+ASGI) and calls ``MediaStream`` for each message, so a frame costs no task switch and no
+queue hop before it is a line event.
 
 The one-stream-per-call set and the used tokens live in this process (``Edge``). With
 several instances they belong in the shared store, or a replayed token could open a
@@ -29,8 +30,6 @@ from collections import Counter, deque
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from starlette.requests import HTTPConnection
-
 from callbridge.engine.transport import (
     CallerAudio,
     CallerDtmf,
@@ -41,21 +40,19 @@ from callbridge.engine.transport import (
 )
 from callbridge.errors import CallbridgeError
 from callbridge.server.edge import Edge
+from callbridge.server.media_admission import LineQueue, admit, check_start
 from callbridge.telemetry.logging import bind_call, log_event
 from callbridge.twilio import codec, twiml
 from callbridge.twilio.budget import DTMF_BURST, DTMF_PER_S, AudioPacer, TokenBucket
 from callbridge.twilio.gaps import GapDetector
-from callbridge.twilio.tokens import StreamTokenError, TokenClaims
 from callbridge.twilio.transport import TwilioTransport
 
 __all__ = [
     "HANGUP_GRACE_S",
     "MAX_QUEUED_EVENTS",
     "START_TIMEOUT_S",
-    "LineQueue",
     "MediaStream",
     "StreamSocket",
-    "refuse_handshake",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,49 +83,6 @@ class StreamSocket(Protocol):
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
-
-
-class LineQueue(asyncio.Queue[LineEvent]):
-    """The call's queue; it knows how much of the caller's audio is waiting in it."""
-
-    caller_audio = 0
-
-    def _put(self, item: LineEvent) -> None:
-        if type(item) is CallerAudio:
-            self.caller_audio += 1
-        super()._put(item)
-
-    def _get(self) -> LineEvent:
-        item = super()._get()
-        if type(item) is CallerAudio:
-            self.caller_audio -= 1
-        return item
-
-
-def refuse_handshake(edge: Edge, conn: HTTPConnection) -> bool:
-    """True when the upgrade must be refused (HTTP 403): too many sockets wait for their
-    ``start``, or the handshake carries a Twilio signature that does not verify."""
-    if edge.unstarted >= edge.max_unstarted:
-        edge.stats.streams_rejected += 1
-        log_event(
-            log,
-            logging.WARNING,
-            "stream.rejected",
-            reason="too many sockets without 'start'",
-            unstarted=edge.unstarted,
-        )
-        return True
-    if edge.validator is None:
-        edge.warn_insecure("/media")
-    else:
-        signature = conn.headers.get("x-twilio-signature")
-        if signature is not None:
-            verdict = edge.validator.check_handshake(edge.url_of(conn, websocket=True), signature)
-            if not verdict.ok:
-                edge.stats.streams_rejected += 1
-                log_event(log, logging.WARNING, "stream.rejected", reason=verdict.reason)
-                return True
-    return False
 
 
 class MediaStream:
@@ -206,8 +160,8 @@ class MediaStream:
         """Wait for a valid ``start``; refuse the socket on anything that rules it out."""
         match event:
             case codec.Start() as start:
-                checked = self._check_start(start)
-                problem = checked if isinstance(checked, str) else self._admit(start, checked)
+                checked = check_start(self.edge, start)
+                problem = checked if isinstance(checked, str) else admit(self.edge, start, checked)
                 if problem is None:
                     self._started(start)
                 else:
@@ -236,32 +190,6 @@ class MediaStream:
             if self._start_timer is not None:
                 self._start_timer.cancel()
                 self._start_timer = None
-
-    def _check_start(self, start: codec.Start) -> TokenClaims | str:
-        """The token's claims if ``start`` is well-formed and signed, else the problem."""
-        token = start.custom_parameters.get("token")
-        if not token:
-            return "start carries no stream token"
-        try:
-            claims = self.edge.tokens.verify(token, start.call_sid)
-        except StreamTokenError as exc:
-            return str(exc)
-        fmt = start.media_format
-        if (fmt.encoding, fmt.sample_rate_hz, fmt.channels) != ("audio/x-mulaw", 8000, 1):
-            return (
-                "expected mediaFormat audio/x-mulaw 8000 Hz mono, got "
-                f"{fmt.encoding} {fmt.sample_rate_hz} Hz {fmt.channels} ch"
-            )
-        return claims
-
-    def _admit(self, start: codec.Start, claims: TokenClaims) -> str | None:
-        """One live stream per call, one stream per token; None when admitted."""
-        if start.call_sid in self.edge.live_calls:
-            return "a stream for this call is already live"
-        problem = self.edge.spent_tokens.spend(claims)
-        if problem is None:
-            self.edge.live_calls.add(start.call_sid)  # no await since the check: no race
-        return problem
 
     def _started(self, start: codec.Start) -> None:
         """An admitted ``start``: the call begins now, unless we are at capacity.

@@ -36,6 +36,7 @@ from websockets.server import ServerProtocol
 
 from callbridge.server import media
 from callbridge.server.edge import Edge
+from callbridge.server.media_admission import refuse_handshake
 from callbridge.twilio.transport import LineClosed
 
 __all__ = ["CLOSE_TIMEOUT_S", "MEDIA_PATH", "MediaSocket", "upgrade_protocol"]
@@ -150,7 +151,7 @@ class MediaSocket(asyncio.Protocol):
 
     def _handshake(self, request: Request) -> None:
         response = self.ws.accept(request)  # a malformed upgrade gets its 4xx here
-        if response.status_code == 101 and media.refuse_handshake(self.edge, self._conn(request)):
+        if response.status_code == 101 and refuse_handshake(self.edge, self._conn(request)):
             response = self.ws.reject(403, "Forbidden\n")
         self.ws.send_response(response)
         if response.status_code != 101:
