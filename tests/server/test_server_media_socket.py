@@ -201,3 +201,51 @@ async def test_the_backlog_cap_counts_only_the_callers_audio(
         await asyncio.wait_for(runner.done.wait(), 10)
     assert runner.audio == delivered
     assert media.MAX_QUEUED_EVENTS == 1000
+
+
+async def test_a_server_shutdown_closes_live_streams_1012(
+    make_settings: MakeSettings, client_for: ClientFor
+) -> None:
+    runner = Sluggish(0)
+    runner.go.set()
+    app = create_app(make_settings(), runner)
+    async with running_server(app) as base:
+        answered = await answer_call(client_for(base), base, AUTH_TOKEN)
+        ws = await _open(answered)
+        await ws.send(tw.start(tw.stream_sid(), answered.call_sid, answered.params))
+        await _until(lambda: app.state.edge.stats.active_calls == 1)
+    # uvicorn stopped (no drain here): the caller hears "restarting", the runner a hang-up.
+    assert await _closed_with(ws) == 1012
+    await asyncio.wait_for(runner.done.wait(), 10)
+    assert app.state.edge.stats.active_calls == 0
+
+
+async def test_a_peer_that_answers_no_ping_is_hung_up(
+    make_settings: MakeSettings, client_for: ClientFor
+) -> None:
+    runner = Sluggish(0)
+    runner.go.set()
+    app = create_app(make_settings(), runner)
+    async with running_server(app, ws_ping_interval=0.1, ws_ping_timeout=0.2) as base:
+        answered = await answer_call(client_for(base), base, AUTH_TOKEN)
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            (
+                f"GET /media HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        start = tw.start(tw.stream_sid(), answered.call_sid, answered.params).encode()
+        header = bytes([0x81, 0x80 | 126]) + len(start).to_bytes(2, "big")
+        writer.write(header + b"\0\0\0\0" + start)  # masked (with a zero key), as clients must
+        # We never answer the server's pings: it gives up and the call ends.
+        async with asyncio.timeout(10):
+            rest = await reader.read()  # until the server closes the connection
+        writer.close()
+        assert b"keepalive ping timeout" in rest
+        await asyncio.wait_for(runner.done.wait(), 10)
+        await _until(lambda: app.state.edge.stats.active_calls == 0)
+    assert app.state.edge.stats.calls_total == 1
