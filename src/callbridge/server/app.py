@@ -12,12 +12,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from callbridge.engine.transport import CallRunner
-from callbridge.server import api, api_control, dashboard, media, readiness, webhooks
+from callbridge.server import api, api_control, dashboard, readiness, webhooks
 from callbridge.server.call_log import CallLog, Providers
 from callbridge.server.control import CallControl, ControlBus
 from callbridge.server.edge import INSECURE_WARNING, Edge
 from callbridge.server.live import instance_name
 from callbridge.server.loopback import loopback_runner
+from callbridge.server.media_socket import upgrade_protocol
 from callbridge.server.status_capture import StatusCapture, status_ops
 from callbridge.settings import Settings
 from callbridge.store import Store
@@ -119,7 +120,6 @@ def create_app(
     metrics.watch_drain(app.state.edge.drain, app.state.edge.instance)
     app.include_router(webhooks.router, include_in_schema=False)
     app.include_router(readiness.router, include_in_schema=False)
-    app.include_router(media.router, include_in_schema=False)
     app.include_router(api.router)
     app.include_router(api_control.router)
     app.include_router(api.metrics_router)
@@ -199,7 +199,9 @@ def uvicorn_config(app: FastAPI, host: str, port: int, **overrides: object) -> u
       (DESIGN.md §9: ≈14 % of a core at 10 calls);
     - no proxy header rewriting in uvicorn: ``twilio/security.py`` decides which proxies
       to trust, in one place;
-    - ``log_config=None``: uvicorn's loggers go through our handler (JSON lines).
+    - ``log_config=None``: uvicorn's loggers go through our handler (JSON lines);
+    - ``ws``: ``/media`` is served outside ASGI (``server/media_socket.py``); other
+      WebSocket paths still reach the app through uvicorn's own protocol.
     """
     options: dict[str, object] = {
         "host": host,
@@ -209,6 +211,7 @@ def uvicorn_config(app: FastAPI, host: str, port: int, **overrides: object) -> u
         "proxy_headers": False,
         "log_config": None,
         "lifespan": "on",
+        "ws": upgrade_protocol(app.state.edge),
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]

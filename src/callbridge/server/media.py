@@ -5,14 +5,19 @@ How it works: accept (unless too many sockets already wait for their ``start``);
 mono, else close 1008 before any runner exists. The token must be unused and the call
 must have no other live stream (1008 again: a replayed token would otherwise overwrite
 the first stream's record and recording); at ``max_calls`` the caller hears the polite
-refusal through REST and the socket closes 1013. Then two tasks: a reader that turns
-frames into line events on the call's queue, within the socket's budgets
-(``twilio/budget.py``), and the runner (the engine, or the loopback echo) that talks back
-through a ``TwilioTransport``. A bad frame is counted and logged and never ends the call;
-which frames count is the codec's business, what the runner does is the runner's. What
-the call's record keeps (gaps, rejected frames, a stuck or failed runner) goes out typed
+refusal through REST and the socket closes 1013. Then the frames become line events on
+the call's queue as they are parsed, within the socket's budgets (``twilio/budget.py``),
+and the runner (the engine, or the loopback echo) talks back through a
+``TwilioTransport``. A bad frame is counted and logged and never ends the call; which
+frames count is the codec's business, what the runner does is the runner's. What the
+call's record keeps (gaps, rejected frames, a stuck or failed runner) goes out typed
 through the call's ``emit`` (``call_events.py``), which the transport and the runner
 share; the log lines beside them are for people.
+
+The checks themselves are in ``server/media_admission.py``. This module is the stream's
+logic only: ``server/media_socket.py`` owns the bytes (the WebSocket framing, outside
+ASGI) and calls ``MediaStream`` for each message, so a frame costs no task switch and no
+queue hop before it is a line event.
 
 The one-stream-per-call set and the used tokens live in this process (``Edge``). With
 several instances they belong in the shared store, or a replayed token could open a
@@ -22,11 +27,11 @@ second stream on another instance.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections import Counter
-
-from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from collections import Counter, deque
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from callbridge.call_events import (
     BacklogFull,
@@ -49,14 +54,20 @@ from callbridge.engine.transport import (
 )
 from callbridge.errors import CallbridgeError
 from callbridge.server.edge import Edge
+from callbridge.server.media_admission import admit, check_start
 from callbridge.telemetry.logging import bind_call, log_event
 from callbridge.twilio import codec, twiml
 from callbridge.twilio.budget import DTMF_BURST, DTMF_PER_S, AudioPacer, TokenBucket
 from callbridge.twilio.gaps import GapDetector
-from callbridge.twilio.tokens import StreamTokenError, TokenClaims
-from callbridge.twilio.transport import LineClosed, TwilioTransport
+from callbridge.twilio.transport import TwilioTransport
 
-__all__ = ["HANGUP_GRACE_S", "MAX_QUEUED_EVENTS", "START_TIMEOUT_S", "router"]
+__all__ = [
+    "HANGUP_GRACE_S",
+    "MAX_QUEUED_EVENTS",
+    "START_TIMEOUT_S",
+    "MediaStream",
+    "StreamSocket",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,158 +76,175 @@ START_TIMEOUT_S = 10.0
 HANGUP_GRACE_S = 5.0
 """How long a runner may take to wind down after the caller left, before it is cancelled."""
 MAX_QUEUED_EVENTS = 1000
-"""20 s of audio. A runner this far behind is stuck; newer audio is dropped and counted."""
+"""20 s of the caller's audio. A runner this far behind is stuck; newer audio is dropped
+and counted. Only ``CallerAudio`` counts: the engine posts its own events (TTS audio,
+transcripts) into the same queue, and those must not push the caller out."""
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 _LOG_FIRST = 5
 
-router = APIRouter()
+
+class StreamSocket(Protocol):
+    """What the stream needs of its socket (``media_socket.MediaSocket``, or a double)."""
+
+    async def send_text(self, text: str) -> None:
+        """Send one text frame, waiting while the peer is slow; ``LineClosed`` if closed."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (no-op when closing already)."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
 
 
-@router.websocket("/media")
-async def media_stream(websocket: WebSocket) -> None:
-    edge: Edge = websocket.app.state.edge
-    if edge.unstarted >= edge.max_unstarted:
-        edge.stats.streams_rejected += 1
-        log_event(
-            log,
-            logging.WARNING,
-            "stream.rejected",
-            reason="too many sockets without 'start'",
-            unstarted=edge.unstarted,
-        )
-        await websocket.close(code=TRY_AGAIN_LATER)  # before accept: HTTP 403
-        return
-    if edge.validator is None:
-        edge.warn_insecure("/media")
-    else:
-        signature = websocket.headers.get("x-twilio-signature")
-        if signature is not None:
-            verdict = edge.validator.check_handshake(
-                edge.url_of(websocket, websocket=True), signature
-            )
-            if not verdict.ok:
-                edge.stats.streams_rejected += 1
-                log_event(log, logging.WARNING, "stream.rejected", reason=verdict.reason)
-                await websocket.close(code=POLICY_VIOLATION)  # before accept: HTTP 403
-                return
-    stream = _Stream(edge, websocket)
-    edge.unstarted += 1
-    try:
-        await websocket.accept()
-        start = await stream.authenticate()
-    finally:
-        edge.unstarted -= 1
-    if start is not None:
-        await stream.run(start)
+class MediaStream:
+    """One accepted socket's life. The socket calls ``on_text``/``on_binary`` per message
+    and ``on_closed`` once; everything runs in the stream's own context (its call ids)."""
 
-
-class _Disconnected(Exception):
-    """The far end closed the socket."""
-
-
-class _Stream:
-    """One socket's life. Only its own tasks touch it."""
-
-    def __init__(self, edge: Edge, websocket: WebSocket) -> None:
+    def __init__(
+        self,
+        edge: Edge,
+        socket: StreamSocket,
+        server_tasks: set[asyncio.Task[None]] | None = None,
+    ) -> None:
         self.edge = edge
-        self.ws = websocket
+        self.socket = socket
+        self.context = contextvars.copy_context()
         self.rejected: Counter[str] = Counter()
         self.gaps = GapDetector(now=edge.clock)
         self.dropped_backlog = 0
         self.paced_s = 0.0
         self.runner_failed = False
+        self._loop = asyncio.get_running_loop()
+        self._unstarted = True
+        self._reading = True  # False once the caller left, or we refused the socket
+        self._start_timer: asyncio.TimerHandle | None = None
         self.emit: Emit = ignore  # the call's, once it has started
+        self._queue: Line | None = None  # the call's queue once ``start`` is admitted
+        self._transport: TwilioTransport | None = None
+        self._hung_up = asyncio.Event()
+        self._dtmf = TokenBucket(DTMF_PER_S, DTMF_BURST)
+        self._pacer = AudioPacer()
+        self._held: deque[bytes | None] = deque()  # read while pacing; None: the caller left
+        self._pacing: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server_tasks = server_tasks  # the server waits for these before it stops
+        self.task: asyncio.Task[None] | None = None
+        """The call (or the overflow refusal) once ``start`` came: the server waits for it."""
 
-    async def authenticate(self) -> codec.Start | None:
-        """The admitted ``start``; None when the socket was refused or ended first."""
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                start = await self._await_start()
-        except TimeoutError:
-            await self._reject(f"expected 'start' within {START_TIMEOUT_S:g} s, got nothing")
-            return None
-        except _Disconnected:
-            return None
-        if start is None:
-            return None
-        bind_call(start.call_sid, start.stream_sid)
-        limit = self.edge.settings.max_calls
-        if limit and self.edge.stats.active_calls >= limit:
-            await self._overflow(start.call_sid)
-            return None
-        return start
+    # -- driven by the socket -------------------------------------------------------------
 
-    async def run(self, start: codec.Start) -> None:
+    def opened(self) -> None:
+        """The handshake was accepted; ``start`` must follow within ``START_TIMEOUT_S``."""
+        self.edge.unstarted += 1
+        self._start_timer = self._loop.call_later(
+            START_TIMEOUT_S, self._start_timed_out, context=self.context
+        )
+
+    def on_text(self, payload: bytes) -> None:
+        if not self._reading:
+            return
+        if self._pacing is not None:
+            self._held.append(payload)
+            return
+        self._handle(payload)
+
+    def on_binary(self, size: int) -> None:
+        if self._reading:
+            self._count("binary", f"expected a text frame, got {size} binary bytes")
+
+    def on_closed(self) -> None:
+        """The peer closed, or the connection is gone: the caller left."""
+        if self._pacing is not None:
+            self._held.append(None)  # after the audio already read, as it happened
+            return
+        self._caller_left()
+
+    # -- before ``start`` -----------------------------------------------------------------
+
+    def _handle(self, payload: bytes) -> None:
+        event = self._decode(payload)
+        if self._queue is not None:
+            self._on_live(event)
+        elif self._unstarted:
+            self._on_unstarted(event)
+
+    def _on_unstarted(self, event: codec.Inbound | None) -> None:
+        """Wait for a valid ``start``; refuse the socket on anything that rules it out."""
+        match event:
+            case codec.Start() as start:
+                checked = check_start(self.edge, start)
+                problem = checked if isinstance(checked, str) else admit(self.edge, start, checked)
+                if problem is None:
+                    self._started(start)
+                else:
+                    self._reject(problem)
+            case codec.Media():
+                self._reject("expected 'start' before 'media', got 'media'")
+            case codec.Stop():
+                self._stop_unstarted()
+                self._reading = False
+                self._close()
+            case codec.Mark() | codec.Dtmf():
+                self._count("order", "expected 'start' first; ignored")
+            case _:
+                pass  # connected, or a frame already counted
+
+    def _start_timed_out(self) -> None:
+        self._start_timer = None
+        if self._unstarted:
+            self._reject(f"expected 'start' within {START_TIMEOUT_S:g} s, got nothing")
+
+    def _stop_unstarted(self) -> None:
+        """This socket no longer waits for its ``start`` (it came, or never will)."""
+        if self._unstarted:
+            self._unstarted = False
+            self.edge.unstarted -= 1
+            if self._start_timer is not None:
+                self._start_timer.cancel()
+                self._start_timer = None
+
+    def _started(self, start: codec.Start) -> None:
+        """An admitted ``start``: the call begins now, unless we are at capacity.
+
+        All of it before the first await: the next socket's ``start`` may be parsed
+        before this call's task first runs, and must see this call counted.
+        """
+        self._stop_unstarted()
+        bind_call(start.call_sid, start.stream_sid)  # in this stream's context
         stats = self.edge.stats
+        limit = self.edge.settings.max_calls
+        if limit and stats.active_calls >= limit:
+            self._reading = False
+            self.task = self._spawn(self._overflow(start.call_sid))
+            return
         stats.active_calls += 1
         stats.calls_total += 1
         self.emit = self.edge.events.emitter(start.call_sid)
         log_event(log, logging.INFO, "stream.started", tracks=",".join(start.tracks))
-        try:
-            await self._serve(start)
-        finally:
-            self.edge.live_calls.discard(start.call_sid)
-            stats.active_calls -= 1
-            stats.timestamp_gaps += self.gaps.timestamp_gaps
-            stats.arrival_gaps += self.gaps.arrival_gaps
-            ended = StreamEnded(
-                gaps=self.gaps.summary(),
-                rejected=dict(self.rejected),
-                dropped_backlog=self.dropped_backlog,
-                paced_s=round(self.paced_s, 2),
-            )
-            log_event(log, logging.INFO, "stream.ended", **ended.data)
-            self.emit(ended)
-
-    async def _await_start(self) -> codec.Start | None:
-        """Read until a valid ``start``; None when the socket was refused or ended."""
-        while True:
-            match self._decode(await self._receive()):
-                case codec.Start() as start:
-                    checked = self._check_start(start)
-                    problem = checked if isinstance(checked, str) else self._admit(start, checked)
-                    if problem is None:
-                        return start
-                    await self._reject(problem)
-                    return None
-                case codec.Media():
-                    await self._reject("expected 'start' before 'media', got 'media'")
-                    return None
-                case codec.Stop():
-                    await self._close()
-                    return None
-                case codec.Mark() | codec.Dtmf():
-                    self._count("order", "expected 'start' first; ignored")
-                case _:
-                    pass  # connected, or a frame already counted
-
-    def _check_start(self, start: codec.Start) -> TokenClaims | str:
-        """The token's claims if ``start`` is well-formed and signed, else the problem."""
-        token = start.custom_parameters.get("token")
-        if not token:
-            return "start carries no stream token"
-        try:
-            claims = self.edge.tokens.verify(token, start.call_sid)
-        except StreamTokenError as exc:
-            return str(exc)
-        fmt = start.media_format
-        if (fmt.encoding, fmt.sample_rate_hz, fmt.channels) != ("audio/x-mulaw", 8000, 1):
-            return (
-                "expected mediaFormat audio/x-mulaw 8000 Hz mono, got "
-                f"{fmt.encoding} {fmt.sample_rate_hz} Hz {fmt.channels} ch"
-            )
-        return claims
-
-    def _admit(self, start: codec.Start, claims: TokenClaims) -> str | None:
-        """One live stream per call, one stream per token; None when admitted."""
-        if start.call_sid in self.edge.live_calls:
-            return "a stream for this call is already live"
-        problem = self.edge.spent_tokens.spend(claims)
-        if problem is None:
-            self.edge.live_calls.add(start.call_sid)  # no await since the check: no race
-        return problem
+        params = {k: v for k, v in start.custom_parameters.items() if k != "token"}
+        info = CallInfo(
+            call_sid=start.call_sid,
+            stream_sid=start.stream_sid,
+            from_number=params.get("from", ""),
+            to_number=params.get("to", ""),
+            parameters=params,
+            emit=self.emit,
+        )
+        # From here on the socket's frames go straight onto the queue (``_on_live``).
+        self._queue = Line()
+        self._transport = TwilioTransport(
+            stream_sid=start.stream_sid,
+            call_sid=start.call_sid,
+            send_text=self.socket.send_text,
+            close=self._close_async,
+            rest=self.edge.rest,
+            emit=self.emit,
+        )
+        self._pacer.begin(self.edge.clock())
+        self.task = self._spawn(self.run(start, info))
 
     async def _overflow(self, call_sid: str) -> None:
         """At capacity: the caller hears the polite refusal (REST), then the socket closes.
@@ -232,33 +260,37 @@ class _Stream:
                 await self.edge.rest.transfer_call(call_sid, twiml.refuse())
             except CallbridgeError:
                 log.exception("stream.overflow_refusal_failed")
-        await self._close(TRY_AGAIN_LATER, "at capacity")
+        self._close(TRY_AGAIN_LATER, "at capacity")
 
-    async def _serve(self, start: codec.Start) -> None:
-        params = {k: v for k, v in start.custom_parameters.items() if k != "token"}
-        info = CallInfo(
-            call_sid=start.call_sid,
-            stream_sid=start.stream_sid,
-            from_number=params.get("from", ""),
-            to_number=params.get("to", ""),
-            parameters=params,
-            emit=self.emit,
-        )
-        queue = Line()
-        transport = TwilioTransport(
-            stream_sid=start.stream_sid,
-            call_sid=start.call_sid,
-            send_text=self._send_text,
-            close=self._close,
-            rest=self.edge.rest,
-            emit=self.emit,
-        )
-        runner = asyncio.create_task(self._run_runner(info, transport, queue))
-        reader = asyncio.create_task(self._read(queue, transport))
-        # Registered while it runs: a drain or the API (of any instance) can end it.
-        live = self.edge.live.add(start.call_sid, queue.put_nowait, transport.hangup)
+    # -- the call -------------------------------------------------------------------------
+
+    async def run(self, start: codec.Start, info: CallInfo) -> None:
+        stats = self.edge.stats
         try:
-            await asyncio.wait({runner, reader}, return_when=asyncio.FIRST_COMPLETED)
+            await self._serve(info)
+        finally:
+            self.edge.live_calls.discard(start.call_sid)
+            stats.active_calls -= 1
+            stats.timestamp_gaps += self.gaps.timestamp_gaps
+            stats.arrival_gaps += self.gaps.arrival_gaps
+            ended = StreamEnded(
+                gaps=self.gaps.summary(),
+                rejected=dict(self.rejected),
+                dropped_backlog=self.dropped_backlog,
+                paced_s=round(self.paced_s, 2),
+            )
+            log_event(log, logging.INFO, "stream.ended", **ended.data)
+            self.emit(ended)
+
+    async def _serve(self, info: CallInfo) -> None:
+        queue, transport = self._queue, self._transport
+        assert queue is not None and transport is not None
+        runner = asyncio.create_task(self._run_runner(info, transport, queue))
+        hung_up = asyncio.create_task(self._hung_up.wait())
+        # Registered while it runs: a drain or the API (of any instance) can end it.
+        live = self.edge.live.add(info.call_sid, queue.put_nowait, transport.hangup)
+        try:
+            await asyncio.wait({runner, hung_up}, return_when=asyncio.FIRST_COMPLETED)
             if not runner.done():
                 # The caller left; CallerHungUp is queued. Let the runner finish its record.
                 await asyncio.wait({runner}, timeout=HANGUP_GRACE_S)
@@ -268,12 +300,14 @@ class _Stream:
                     )
                     self.emit(RunnerCancelled(HANGUP_GRACE_S))
         finally:
-            for task in (runner, reader):
+            self._reading = False
+            others = self._tasks_besides_this()
+            for task in (runner, hung_up, *others):
                 task.cancel()
-            await asyncio.wait({runner, reader})
+            await asyncio.wait({runner, hung_up, *others})
             self.edge.live.remove(live)
             if self.runner_failed:
-                await self._close(INTERNAL_ERROR, "internal error")
+                self._close(INTERNAL_ERROR, "internal error")
             await transport.close()
 
     async def _run_runner(
@@ -288,81 +322,99 @@ class _Stream:
             log.exception("stream.runner_failed")
             self.emit(RunnerFailed(repr(exc)))
 
-    async def _read(self, queue: Line, transport: TwilioTransport) -> None:
-        clock = self.edge.clock
-        dtmf = TokenBucket(DTMF_PER_S, DTMF_BURST)
-        pacer = AudioPacer()
-        pacer.begin(clock())
-        while True:
-            try:
-                text = await self._receive()
-            except _Disconnected:
-                queue.put_nowait(CallerHungUp("disconnect"))
-                return
-            match self._decode(text):
-                case codec.Media(ulaw=ulaw, timestamp_ms=ts):
-                    wait_s = pacer.wait_s(len(ulaw), clock())
-                    if wait_s > 0:
-                        await self._pace(wait_s)
-                    for gap in self.gaps.observe(ts):
-                        log_event(
-                            log,
-                            logging.INFO,
-                            "media.gap",
-                            kind=gap.kind,
-                            gap_ms=round(gap.gap_ms),
-                            coalesced=gap.coalesced,
-                        )
-                        self.emit(MediaGap(gap.kind, round(gap.gap_ms), gap.coalesced))
-                    if queue.qsize() >= MAX_QUEUED_EVENTS:
-                        self.dropped_backlog += 1
-                        if self.dropped_backlog == 1:
-                            log_event(log, logging.WARNING, "stream.backlog", queued=queue.qsize())
-                            self.emit(BacklogFull(queue.qsize()))
-                        continue
-                    queue.put_nowait(CallerAudio(ulaw, ts))
-                case codec.Dtmf(digit=digit):
-                    if dtmf.take(clock()):
-                        queue.put_nowait(CallerDtmf(digit))
-                    else:
-                        self._count("dtmf_rate", f"over {DTMF_PER_S:g} key presses a second")
-                case codec.Mark(name=name):
-                    if transport.marks.echoed(name):
-                        queue.put_nowait(MarkPlayed(name))
-                    else:
-                        self._count("mark_unsent", "an echo of no mark we sent (or a second one)")
-                case codec.Stop():
-                    queue.put_nowait(CallerHungUp("stop"))
-                    return
-                case codec.Start():
-                    self._count("order", "a second 'start'; ignored")
-                case _:
-                    pass
+    def _on_live(self, event: codec.Inbound | None) -> None:
+        queue, clock = self._queue, self.edge.clock
+        assert queue is not None and self._transport is not None
+        match event:
+            case codec.Media(ulaw=ulaw):
+                wait_s = self._pacer.wait_s(len(ulaw), clock())
+                if wait_s > 0:
+                    self._hold(event, wait_s)
+                else:
+                    self._caller_audio(event)
+            case codec.Dtmf(digit=digit):
+                if self._dtmf.take(clock()):
+                    queue.put_nowait(CallerDtmf(digit))
+                else:
+                    self._count("dtmf_rate", f"over {DTMF_PER_S:g} key presses a second")
+            case codec.Mark(name=name):
+                if self._transport.marks.echoed(name):
+                    queue.put_nowait(MarkPlayed(name))
+                else:
+                    self._count("mark_unsent", "an echo of no mark we sent (or a second one)")
+            case codec.Stop():
+                self._end_reading(CallerHungUp("stop"))
+            case codec.Start():
+                self._count("order", "a second 'start'; ignored")
+            case _:
+                pass
 
-    async def _pace(self, wait_s: float) -> None:
-        """The caller's audio is ahead of real time: hold the reader (TCP pushes back)."""
+    def _caller_audio(self, media: codec.Media) -> None:
+        queue = self._queue
+        assert queue is not None
+        for gap in self.gaps.observe(media.timestamp_ms):
+            log_event(
+                log,
+                logging.INFO,
+                "media.gap",
+                kind=gap.kind,
+                gap_ms=round(gap.gap_ms),
+                coalesced=gap.coalesced,
+            )
+            self.emit(MediaGap(gap.kind, round(gap.gap_ms), gap.coalesced))
+        if queue.qsize() >= MAX_QUEUED_EVENTS:  # the caller's frames only (``Line``)
+            self.dropped_backlog += 1
+            if self.dropped_backlog == 1:
+                log_event(log, logging.WARNING, "stream.backlog", queued=queue.qsize())
+                self.emit(BacklogFull(queue.qsize()))
+            return
+        queue.put_nowait(CallerAudio(media.ulaw, media.timestamp_ms))
+
+    def _hold(self, media: codec.Media, wait_s: float) -> None:
+        """The caller's audio is ahead of real time: stop reading (TCP pushes back) and
+        hold this frame, and whatever else was read with it, until real time catches up."""
+        self.socket.pause_reading()
+        self._pacing = self._spawn(self._pace(media, wait_s))
+
+    async def _pace(self, media: codec.Media, wait_s: float) -> None:
         if self.paced_s == 0.0:
             log_event(log, logging.WARNING, "stream.paced", ahead_s=round(wait_s, 2))
             self.emit(CallerPaced(round(wait_s, 2)))
         self.paced_s += wait_s
         await self.edge.sleep(wait_s)
+        self._pacing = None
+        if not self._reading:
+            return
+        self._caller_audio(media)
+        while self._held and self._pacing is None and self._reading:
+            payload = self._held.popleft()
+            if payload is None:
+                self._caller_left()
+            else:
+                self._handle(payload)
+        if self._pacing is None:
+            self.socket.resume_reading()
 
-    async def _receive(self) -> str | None:
-        """The next text frame; None for a binary one (counted). Raises _Disconnected."""
-        message = await self.ws.receive()
-        if message["type"] == "websocket.disconnect":
-            raise _Disconnected
-        text = message.get("text")
-        if text is None:
-            data = message.get("bytes") or b""
-            self._count("binary", f"expected a text frame, got {len(data)} binary bytes")
-            return None
-        assert isinstance(text, str)
-        return text
+    def _caller_left(self) -> None:
+        if self._unstarted:
+            self._stop_unstarted()
+        elif self._reading and self._queue is not None:
+            self._end_reading(CallerHungUp("disconnect"))
+        self._reading = False
 
-    def _decode(self, text: str | None) -> codec.Inbound | None:
-        if text is None:
-            return None
+    def _end_reading(self, event: CallerHungUp) -> None:
+        assert self._queue is not None
+        self._queue.put_nowait(event)
+        self._reading = False
+        self._hung_up.set()
+
+    # -- frames and closing ---------------------------------------------------------------
+
+    def _decode(self, payload: bytes) -> codec.Inbound | None:
+        try:
+            text: str | bytes = payload.decode()
+        except UnicodeDecodeError:
+            text = payload  # the codec says what is wrong with it
         try:
             event = codec.decode(text)
         except codec.MalformedFrame as exc:
@@ -383,23 +435,27 @@ class _Stream:
             log_event(log, logging.WARNING, "stream.bad_frame", kind=kind, count=n, detail=detail)
             self.emit(FrameRejected(kind, n, detail))
 
-    async def _reject(self, reason: str) -> None:
+    def _reject(self, reason: str) -> None:
+        self._stop_unstarted()
+        self._reading = False
         self.edge.stats.streams_rejected += 1
         log_event(log, logging.WARNING, "stream.rejected", reason=reason)
-        await self._close(POLICY_VIOLATION, reason[:120])
+        self._close(POLICY_VIOLATION, reason[:120])
 
-    async def _send_text(self, text: str) -> None:
-        if self.ws.application_state != WebSocketState.CONNECTED:
-            raise LineClosed("socket closed")
-        try:
-            await self.ws.send_text(text)
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            raise LineClosed(str(exc)) from exc
+    def _close(self, code: int = 1000, reason: str = "") -> None:
+        self.socket.close(code, reason)
 
-    async def _close(self, code: int = 1000, reason: str = "") -> None:
-        if self.ws.application_state != WebSocketState.CONNECTED:
-            return
-        try:
-            await self.ws.close(code=code, reason=reason)
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            log.debug("stream.close_failed %s", exc)  # the peer left first: nothing to close
+    async def _close_async(self) -> None:
+        self._close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = self._loop.create_task(coro, context=self.context)
+        for tasks in (self._tasks, self._server_tasks):
+            if tasks is not None:
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        return task
+
+    def _tasks_besides_this(self) -> set[asyncio.Task[None]]:
+        current = asyncio.current_task()
+        return {t for t in self._tasks if t is not current}
