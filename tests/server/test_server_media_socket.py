@@ -16,7 +16,14 @@ from support.server import running_server, ws_url
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from callbridge.engine.transport import CallerAudio, CallerHungUp, CallInfo, CallTransport
+from callbridge.engine.transport import (
+    CallerAudio,
+    CallerHungUp,
+    CallInfo,
+    CallTransport,
+    Inbox,
+    Line,
+)
 from callbridge.server import media
 from callbridge.server.app import create_app
 from callbridge.settings import Settings
@@ -97,9 +104,7 @@ class Flood:
         self.sent = 0
         self.done = asyncio.Event()
 
-    async def __call__(
-        self, info: CallInfo, transport: CallTransport, queue: asyncio.Queue[Any]
-    ) -> None:
+    async def __call__(self, info: CallInfo, transport: CallTransport, line: Line) -> None:
         try:
             while not getattr(transport, "closed", False):
                 await transport.send_audio(b"\x7f" * 8000)
@@ -149,20 +154,20 @@ class Sluggish:
     def __init__(self, own_events: int) -> None:
         self.own_events = own_events
         self.audio = 0
-        self.queue: asyncio.Queue[Any] | None = None
+        self.queue: Inbox[Any] | None = None
         self.go = asyncio.Event()
         self.done = asyncio.Event()
 
-    async def __call__(
-        self, info: CallInfo, transport: CallTransport, queue: asyncio.Queue[Any]
-    ) -> None:
-        self.queue = queue
-        for i in range(self.own_events):
-            queue.put_nowait(("tts-audio", i))
+    async def __call__(self, info: CallInfo, transport: CallTransport, line: Line) -> None:
+        inbox: Inbox[Any] = Inbox()
+        for i in range(self.own_events):  # the engine's own events share the inbox
+            inbox.put_nowait(("tts-audio", i))
+        inbox.attach(line)
+        self.queue = inbox
         await self.go.wait()
         try:
             while True:
-                event = await queue.get()
+                event = await inbox.get()
                 if isinstance(event, CallerAudio):
                     self.audio += 1
                 elif isinstance(event, CallerHungUp):

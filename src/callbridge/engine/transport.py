@@ -200,6 +200,10 @@ class Inbox(Generic[E]):
     def empty(self) -> bool:
         return self._queue.empty()
 
+    def qsize(self) -> int:
+        """Everything waiting: the owner's own events and the line's."""
+        return self._queue.qsize()
+
     def get_nowait(self) -> E | LineEvent:
         event = self._queue.get_nowait()
         if type(event) is CallerAudio:
