@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soxr
+from support.whisper_reference import slow_log_mel
 
 from callbridge.audio import ulaw
 from callbridge.audio.log_mel import log_mel
@@ -45,6 +47,31 @@ def test_a_finished_and_an_unfinished_example(model: SmartTurn) -> None:
     )
     assert finished > 0.8
     assert cut_short < 0.2 and trailing < 0.2
+
+
+async def test_the_judge_hears_what_the_literal_whisper_features_would_give_it(
+    model: SmartTurn,
+) -> None:
+    """The fast features change nothing the model can hear: same probabilities (to a
+    thousandth) as with the slow, literal recipe, on the finished and unfinished turns."""
+    turns = [_line("Thank you very much."), _line("I would like to check the")]
+    fast = model.predict(turns)
+    literal = []
+    for pcm in turns:
+        audio = soxr.resample(np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0,
+                              8000, 16000, quality="HQ")
+        window = np.pad(audio, (8 * 16000 - len(audio), 0)).astype(np.float32)
+        features = slow_log_mel(window).astype(np.float32)[None]
+        (logits,) = model._session.run(None, {model._input: features})
+        literal.append(float(np.asarray(logits).ravel()[0]))
+    np.testing.assert_allclose(fast, literal, atol=1e-3)
+    assert fast[0] > 0.8 and fast[1] < 0.2
+
+
+def test_a_judgment_is_timed_on_the_judges_own_thread(model: SmartTurn) -> None:
+    before = model.cpu_s
+    model.predict([_line("Yes.")])
+    assert 0 < model.cpu_s - before < 5.0
 
 
 async def test_calls_judging_at_once_share_model_runs(model: SmartTurn) -> None:
