@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,12 @@ from support.whisper_reference import slow_log_mel
 from callbridge.audio import ulaw
 from callbridge.audio.log_mel import log_mel
 from callbridge.providers.tts.espeak import synthesize_pcm
-from callbridge.providers.turn.smart_turn import SmartTurn, default_model_path, load_smart_turn
+from callbridge.providers.turn.smart_turn import (
+    WORKER_NICE,
+    SmartTurn,
+    default_model_path,
+    load_smart_turn,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +87,19 @@ async def test_calls_judging_at_once_share_model_runs(model: SmartTurn) -> None:
     verdicts = await asyncio.gather(*(model.judge(pcm) for pcm in turns))
     assert [v > 0.5 for v in verdicts] == [True, False] * 3
     assert model.runs - runs_before < len(turns)  # batched, not one run per call
+
+
+async def test_judgments_run_on_a_thread_below_the_event_loops_priority(
+    model: SmartTurn,
+) -> None:
+    """On a shared core the frame path goes first: the judge's thread is niced."""
+    await model.judge(_line("Yes."))
+    workers = [t.native_id for t in threading.enumerate() if t.name.startswith("smart-turn")]
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert workers and all(
+        tid is not None and os.getpriority(os.PRIO_PROCESS, tid) == loop_nice + WORKER_NICE
+        for tid in workers
+    )
 
 
 def test_without_the_file_the_lexical_judge_stays_and_says_so(

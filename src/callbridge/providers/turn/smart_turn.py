@@ -9,8 +9,9 @@ One ONNX session per process. ``judge`` is called once per silence onset per cal
 requests that arrive while a run is in flight are batched into the next run, which
 happens in the judge's own worker thread. What a judgment costs is the model's
 arithmetic (a Whisper-tiny encoder over 400 positions, ~3.6 G int8 multiply-adds,
-whatever the turn's length: the window is fixed): ~100-120 ms of a core on an AVX2-only
-server core, ~10-15 ms where the CPU has VNNI/AMX. So the thread runs at a lower
+whatever the turn's length: the window is fixed): 90-130 ms of a core on an AVX2-only
+server core (the authors publish "as little as 10 ms on some CPUs, under 100 ms on most
+cloud instances"); the features are ~5 % of it. So the thread runs at a lower
 priority (``nice`` +10): where the server shares one core, the event loop and the VAD
 thread, i.e. every call's 20 ms frames, always go first, and a judgment waits for their
 idle time (a verdict that comes late only keeps the full endpoint). ``bench/smart_turn.py``
