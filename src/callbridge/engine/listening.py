@@ -268,7 +268,12 @@ class Listening:
             self._endpoint_at is not None and self._stt  # a final after a reconnect
         )
         if self.phase is Phase.USER_SPEAKING and waiting:
-            self._finish_user_turn(now)
+            if self.speech.silence_ms < self._endpoint_silence_ms():
+                # A guess that read finished took the quick endpoint; its final ends on a
+                # word that promises more ("… check the"): wait the full silence after all.
+                self._endpoint_at = self._await_final_until = None
+            else:
+                self._finish_user_turn(now)
         elif self.phase is Phase.USER_SPEAKING:
             self._maybe_speculate(now)
         elif self.phase is Phase.THINKING and self._replies.current is not None:
