@@ -60,6 +60,8 @@ def _spawn(folder: Path, port: int) -> subprocess.Popen[bytes]:
         CALLBRIDGE_ASSISTANT=str(ROOT / "examples" / "assistant-fake.yaml"),
         CALLBRIDGE_HOST="127.0.0.1",
         CALLBRIDGE_PORT=str(port),
+        CALLBRIDGE_MAX_CALLS="0",  # no limit: CALLS may exceed the default 30, and at the
+        # limit /readyz would already be 503 before the SIGTERM this measures
         DATABASE_URL="",
         LOG_LEVEL="WARNING",
     )

@@ -14,7 +14,9 @@ the greeting out, then asks a question and hears the answer, again and again; th
 is the simulator's turn latency, on the caller's clock. The pause rows say the question
 with a pause in the middle ("I would like to check the … balance on my account."):
 "cut" counts the turns where the caller heard the bot (or got a ``clear``) before
-finishing the sentence. 127.0.0.1 only.
+finishing the sentence. The server's ``CALLBRIDGE_MAX_CALLS`` is set to the row's call
+count (``--max-calls`` overrides it, 0 = no limit); a call it turns away at capacity is
+counted as refused, apart from the failed ones. 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from callbridge.simulator.load import (
     cpu_pct,
     proc_sample,
 )
-from callbridge.simulator.loadworker import LeanConnection, Scheduler
+from callbridge.simulator.loadworker import LeanConnection, Scheduler, refused_at_voice
 from callbridge.simulator.metrics import percentile
 from callbridge.simulator.wire import new_sid
 
@@ -71,6 +73,8 @@ class Row:
     turns: int = 0
     cut: int = 0
     failed: int = 0
+    refused: int = 0
+    overflow_logged: int = 0  # the server's own count: webhook/stream.overflow lines
     why: set[str] = field(default_factory=set)
     counts: dict[str, Any] = field(default_factory=dict)
     server_log: str = ""
@@ -88,7 +92,8 @@ class Row:
         if self.fakes_cpu_pct is not None:
             cpu += f" / {self.fakes_cpu_pct:.0f}"
         return (f"| {self.name} | {self.calls} | {len(self.latencies)} | {_ms(p50)} | "
-                f"{_ms(p95)} | {self.cut}/{self.turns} | {per_call} | {self.failed} | {cpu} | "
+                f"{_ms(p95)} | {self.cut}/{self.turns} | {per_call} | {self.failed} | "
+                f"{self.refused} | {cpu} | "
                 f"{_ms(lag)} {bound} |")
 
 
@@ -124,14 +129,15 @@ def cut_turns(call: LeanCall) -> int:
 
 async def one_call(
     http: httpx.AsyncClient, scheduler: Scheduler, url: str, delay_s: float, script: Script
-) -> LeanCall | str:
+) -> LeanCall | dict[str, Any] | str:
+    """The call, or a refusal at ``/voice`` (its result dict), or why it failed."""
     await asyncio.sleep(delay_s)
     options = CallOptions(url, TOKEN)
     loop = asyncio.get_running_loop()
     try:
         plan = await dial(options, http)
         if plan.stream_url is None:
-            return "the TwiML names no <Stream>"
+            return refused_at_voice(plan) if plan.hangup else "the TwiML names no <Stream>"
         headers = {"X-Twilio-Signature": sign(TOKEN, plan.stream_url),
                    "User-Agent": "Twilio.TmeWs/1.0"}
         handshake = Handshake(options.connect_url(plan.stream_url), headers)
@@ -157,7 +163,7 @@ async def one_call(
 
 async def place_calls(
     url: str, n: int, question: voice.Utterance, duration_s: float
-) -> list[LeanCall | str]:
+) -> list[LeanCall | dict[str, Any] | str]:
     scheduler = Scheduler()
     ticker = asyncio.create_task(scheduler.run())
     spread_s = 0.05 * n  # arrivals spread like real calls (2.5 s at 50)
@@ -192,6 +198,8 @@ def run_row(row: Row, question: voice.Utterance, transcripts: list[str],
             "CALLBRIDGE_DATA_DIR": tempfile.mkdtemp(prefix="callbridge-latency-"),
             "CALLBRIDGE_STREAM_SECRET": "bench-stream-secret-0123456789",
             "LOG_LEVEL": args.log_level, "PUBLIC_URL": "",
+            # The limit must fit the run, or the row measures refusals (default 30).
+            "CALLBRIDGE_MAX_CALLS": str(row.calls if args.max_calls is None else args.max_calls),
         }
         server_cmd = ["taskset", "-c", str(SERVER_CORE), sys.executable, "-m", "callbridge.cli",
                       "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -210,19 +218,31 @@ def run_row(row: Row, question: voice.Utterance, transcripts: list[str],
                 row.failed += 1
                 row.why.add(result)
                 continue
+            if isinstance(result, dict):  # turned away at /voice
+                row.refused += 1
+                row.why.add(str(result["why"]))
+                continue
             outcome = result.result()
             row.send_lag_ms += result.send_lag_ms
             row.latencies += outcome["latency_ms"]  # type: ignore[operator]
             row.turns += sum(1 for t in result.tracker.turns if t.end_s is not None)
             row.cut += cut_turns(result)
-            if not outcome["ok"]:
+            if outcome["refused"]:
+                row.refused += 1
+                row.why.add(str(outcome["why"]))
+            elif not outcome["ok"]:
                 row.failed += 1
                 row.why.add(str(outcome["why"]))
+        log.seek(0)
+        row.overflow_logged = sum(
+            1 for line in log.read().decode(errors="replace").splitlines()
+            if "webhook.overflow" in line or "stream.overflow" in line
+        )
         if args.server_log:
             log.seek(0)
             with open(args.server_log, "ab") as keep:
                 keep.write(log.read())
-        if row.failed:
+        if row.failed or row.refused:
             log.seek(0)
             row.server_log = "\n".join(log.read().decode(errors="replace").splitlines()[-15:])
     return row
@@ -264,6 +284,8 @@ def main() -> int:
     parser.add_argument("--end-of-turn", choices=["lexical", "smart-turn", "off"],
                         help="override the seed assistant's turnTaking.endOfTurn")
     parser.add_argument("--server-log", type=Path, help="append the server's log here")
+    parser.add_argument("--max-calls", type=int, default=None,
+                        help="the server's CALLBRIDGE_MAX_CALLS (default: the row's calls)")
     args = parser.parse_args()
     with contextlib.suppress(OSError):  # the parent must not take the server's core
         os.sched_setaffinity(0, {CLIENT_CORE})
@@ -282,14 +304,19 @@ def main() -> int:
           f"new vendor connection {args.connection_ms:g} ms "
           f"(goal p50 ≤ {GOAL_P50_MS:g}, p95 ≤ {GOAL_P95_MS:g} ms)")
     print("| scenario | calls | turns measured | p50 ms | p95 ms | bot over caller "
-          "| TTS sockets/call | failed calls | CPU % server / fakes | caller lag p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| TTS sockets/call | failed calls | refused calls | CPU % server / fakes "
+          "| caller lag p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(row.line())
     print(f"bot over caller: turns where the caller heard the bot start (or got clear) before "
           f"finishing its sentence (the cut, in the pause rows). CLIENT: the callers' send "
           f"lag p99 > {CLIENT_LAG_LIMIT_MS:g} ms, the load generator (callers + vendor fakes, "
           f"one core) fell behind and the row measures it, not the server.")
+    for row in rows:
+        if row.refused or row.overflow_logged:
+            print(f"{row.name}: {row.refused} call(s) refused at capacity; the server logged "
+                  f"{row.overflow_logged} overflow(s) (CALLBRIDGE_MAX_CALLS too low for the run)")
     for row in rows:
         if row.why:
             print(f"{row.name}: {sorted(row.why)[:3]}\nserver log, last lines:\n{row.server_log}")

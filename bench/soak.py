@@ -19,6 +19,7 @@ vendor timeouts are 1 s so stalls resolve within a call.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 import tempfile
@@ -166,6 +167,9 @@ def main() -> None:
     duration_s = float(args[1]) if len(args) > 1 else 300.0
     rate = float(args[2]) if len(args) > 2 else 0.15
     seed = int(args[3]) if len(args) > 3 else 10
+    # The server reads its limit from the environment (default 30): it must fit the run,
+    # or the soak would count refusals at capacity as lost calls.
+    os.environ["CALLBRIDGE_MAX_CALLS"] = str(calls)
     sys.exit(asyncio.run(_main(calls, duration_s, rate, seed)))
 
 

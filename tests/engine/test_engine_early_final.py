@@ -149,3 +149,37 @@ def test_a_flushed_final_shorter_than_the_guess_restarts_the_answer() -> None:
     h.feed(TranscriptUpdate("Check my bill.", is_final=True, from_finalize=True))
     assert CancelReply(guess.reply_id) in h.commands
     assert h.starts(ReplyKind.ANSWER)[-1].messages[-1].content == "Check my bill."
+
+
+def test_a_guess_missing_the_last_word_does_not_end_the_turn_before_its_final() -> None:
+    """The interim in hand at the pause lacks the word that promises more ("the"): the
+    guess reads finished, but the quick endpoint waits for the final to say so."""
+    h = Harness(stt=True, speculate_ms=150)  # the seed's timing: 500 / 250 ms endpoints
+    h.speak(1400)
+    h.feed(TranscriptUpdate("I would like to check", is_final=False))
+    h.silence(160)
+    (guess,) = h.starts(ReplyKind.ANSWER)
+    h.answer(guess, "Sure, checking.")
+    h.silence(140)  # 300 ms: past the quick endpoint, the final not in yet
+    h.feed(TranscriptUpdate("I would like to check the", is_final=True, from_finalize=True))
+    h.silence(100)  # a 400 ms pause
+    assert h.engine.phase is Phase.USER_SPEAKING and h.line.audio_frames == 0
+    h.speak(1000)  # the caller goes on
+    h.feed(TranscriptUpdate("balance on my account.", is_final=True))
+    h.silence(300)
+    answer = h.starts(ReplyKind.ANSWER)[-1]
+    assert answer.messages[-1].content == "I would like to check the balance on my account."
+    assert _user_turns(h) == ["I would like to check the balance on my account."]
+
+
+def test_a_confirmed_guess_still_takes_the_quick_endpoint() -> None:
+    h = Harness(stt=True, speculate_ms=150)
+    h.speak(800)
+    h.feed(TranscriptUpdate("what is my balance", is_final=False))
+    h.silence(160)
+    (guess,) = h.starts(ReplyKind.ANSWER)
+    h.answer(guess, "Sure.")
+    h.silence(100)
+    h.feed(TranscriptUpdate("What is my balance?", is_final=True, from_finalize=True))
+    waited = h.wait_until(lambda: h.line.audio_frames > 0)
+    assert waited <= 40 and h.starts(ReplyKind.ANSWER) == [guess]

@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from pathlib import Path
 
 import httpx
+from support.server import running_server
 
+from callbridge.server.app import create_app
+from callbridge.settings import load_settings
 from callbridge.simulator import voice
 from callbridge.simulator.lean import Script
 from callbridge.simulator.loadworker import Scheduler, _one_call
@@ -67,3 +71,32 @@ async def test_a_refused_call_reports_why_and_never_counts_as_up(loopback_url: s
     with os.fdopen(read_end, "rb") as events:
         assert events.read() == b"F"
     assert not result["ok"] and "CallRefused" in str(result["why"])
+
+
+async def test_past_the_servers_max_calls_a_call_is_refused_not_failed(
+    tmp_path: Path, hello: voice.Utterance
+) -> None:
+    """Two calls at ``CALLBRIDGE_MAX_CALLS=1``: the second is turned away (at ``/voice``
+    or, if both passed it before either stream began, at the stream with 1013)."""
+    settings = load_settings(auth_token=AUTH_TOKEN, stream_secret="s" * 32, data_dir=tmp_path,
+                             account_sid="", max_calls=1)
+    read_end, write_end = os.pipe()
+    scheduler = Scheduler()
+    ticker = asyncio.create_task(scheduler.run())
+    scripts = [Script(hello, hello, 1.5, speech_timeout_s=0.3) for _ in range(2)]
+    try:
+        async with running_server(create_app(settings)) as url, httpx.AsyncClient() as http:
+            results = await asyncio.gather(*(
+                _one_call(http, scheduler, url, AUTH_TOKEN, 0.3 * i, s, write_end)
+                for i, s in enumerate(scripts)
+            ))
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        os.close(write_end)
+    os.close(read_end)
+    served, turned_away = results
+    assert served["ok"], served["why"]
+    assert not turned_away["ok"] and turned_away["refused"], turned_away
+    assert "refused" in str(turned_away["why"])

@@ -17,7 +17,14 @@ from callbridge.errors import TwilioProtocolError
 from callbridge.simulator import voice, wire
 from callbridge.simulator.caller import LiveCall
 from callbridge.simulator.dialer import CallOptions, TwimlPlan
-from callbridge.simulator.lean import CLEAR, LeanCall, LeanPlayback, Script, ServerReader
+from callbridge.simulator.lean import (
+    AT_CAPACITY,
+    CLEAR,
+    LeanCall,
+    LeanPlayback,
+    Script,
+    ServerReader,
+)
 from callbridge.simulator.metrics import TurnTracker
 from callbridge.twilio import codec
 
@@ -258,3 +265,17 @@ def test_send_lag_counts_how_late_each_frame_went_out() -> None:
     d.call.tick(d.now + 0.027)  # frame 1 due at 50.020: 7 ms late
     assert d.call.send_lag_ms == pytest.approx([0.0, 7.0])
     assert d.call.next_due_s == pytest.approx(50.040)
+
+
+def test_a_close_at_capacity_before_any_bot_audio_is_a_refusal_not_a_failure() -> None:
+    d = Driver(Script(utterance("q", 2), utterance("i", 2), duration_s=1.0))
+    d.call.close_code = AT_CAPACITY
+    d.call.end("server")
+    refused = d.call.result()
+    assert not refused["ok"] and refused["refused"] and "1013" in str(refused["why"])
+    heard = Driver(Script(utterance("q", 2), utterance("i", 2), duration_s=1.0))
+    heard.beat(5, bot=TONE)  # the call was served, then dropped: a failure, not a refusal
+    heard.call.close_code = AT_CAPACITY
+    heard.call.end("server")
+    dropped = heard.call.result()
+    assert not dropped["ok"] and not dropped["refused"] and "server ended" in str(dropped["why"])

@@ -77,3 +77,17 @@ def test_a_level_without_results_is_client_bound_not_a_pass() -> None:
     row = RunResult(5).row()
     assert row["client_bound"] and row["server_cpu_pct"] is None
     assert max_calls_ok([row]) is None
+
+
+def test_refused_calls_are_counted_apart_from_failed_ones_and_fail_the_verdict() -> None:
+    result = level(4, lag=1.0, jitter=2.0)
+    result.results[0] = {"ok": False, "refused": True, "why": "refused at /voice"}
+    result.results[1] = {"ok": False, "why": "no bot audio"}
+    row = result.row()
+    assert row["refused"] == 1 and row["failed"] == 1
+    clean = level(3, lag=1.0, jitter=2.0)
+    clean.results[0] = {"ok": False, "refused": True, "why": "refused at /voice"}
+    only_refused = clean.row()
+    assert only_refused["failed"] == 0 and only_refused["refused"] == 1
+    assert max_calls_ok([only_refused]) is None  # a level that turned callers away did not hold
+    assert "| refused |" in table([row])

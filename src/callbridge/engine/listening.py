@@ -224,7 +224,12 @@ class Listening:
             self.endpoint_at is not None and turn.stt  # a final after a reconnect
         )
         if phase is Phase.USER_SPEAKING and waiting:
-            self.finish_user_turn(now)
+            if turn.speech.silence_ms < turn.endpoint_silence_ms(self._held_text()):
+                # A guess that read finished took the quick endpoint; its final ends on a
+                # word that promises more ("… check the"): wait the full silence after all.
+                self.endpoint_at = self.await_final_until = None
+            else:
+                self.finish_user_turn(now)
         elif phase is Phase.USER_SPEAKING:
             self._maybe_speculate(now)
         elif phase is Phase.THINKING and e.speaker.reply is not None:

@@ -30,9 +30,12 @@ from callbridge.simulator.metrics import CallerSpeech, PacingMeter, TurnTracker
 from callbridge.simulator.playback import BYTES_PER_S, PlaybackModel
 from callbridge.simulator.voice import SILENCE, Utterance
 
-__all__ = ["CLEAR", "LeanCall", "LeanPlayback", "Script", "ServerReader", "fast_audible"]
+__all__ = [
+    "AT_CAPACITY", "CLEAR", "LeanCall", "LeanPlayback", "Script", "ServerReader", "fast_audible",
+]
 
 FRAME_S = 0.020
+AT_CAPACITY = 1013  # RFC 6455 "Try Again Later": the server's close when it is full
 CLEAR = wire.ServerClear()
 _LOUD = bytes(1 if _b < 0x70 or 0x80 <= _b < 0xF0 else 0 for _b in range(256))
 
@@ -175,6 +178,7 @@ class LeanCall:
         self.speech = CallerSpeech(self.tracker)
         self.t0_s = 0.0
         self.ended_by: str | None = None
+        self.close_code: int | None = None  # the server's close frame, if it sent one
         self.frames_sent = self.frames_received = self.marks_received = 0
         self.bot_audio_bytes = 0
         self.send_lag_ms: list[float] = []
@@ -256,16 +260,26 @@ class LeanCall:
         if self.ended_by is None:
             self.ended_by = by
 
+    @property
+    def refused(self) -> bool:
+        """Turned away at capacity: closed with 1013 before any bot audio (not a failure
+        of the call's handling, a limit doing its job)."""
+        return self.close_code == AT_CAPACITY and self.bot_audio_bytes == 0
+
     def result(self) -> dict[str, object]:
         """The figures the benchmark merges (same keys as the full caller's)."""
         turns = self.tracker.turns
         problems = list(self.protocol_errors)
-        if self.ended_by == "server":
+        refused = self.refused
+        if refused:
+            problems.append(f"refused: the server closed with {AT_CAPACITY} (at capacity)")
+        elif self.ended_by == "server":
             problems.append("the server ended the call")
-        if self.bot_audio_bytes == 0:
+        if self.bot_audio_bytes == 0 and not refused:
             problems.append("no bot audio")
         return {
             "ok": not problems,
+            "refused": refused,
             "why": "; ".join(problems),
             "latency_ms": [t.latency_ms for t in turns if t.latency_ms is not None],
             "bargein_ms": [t.bargein_ms for t in turns if t.barge_in and t.bargein_ms],

@@ -96,8 +96,13 @@ class RunResult:
         return [v for r in self.results for v in r.get(key, [])]
 
     @property
+    def refused(self) -> int:
+        """Calls the server turned away at capacity (``CALLBRIDGE_MAX_CALLS``)."""
+        return sum(bool(r.get("refused")) for r in self.results)
+
+    @property
     def failed(self) -> int:
-        return sum(not r["ok"] for r in self.results)
+        return sum(not r["ok"] and not r.get("refused") for r in self.results)
 
     def row(self) -> dict[str, Any]:
         def p(key: str, q: float) -> float | None:
@@ -120,6 +125,7 @@ class RunResult:
             "bargein_p95_ms": p("bargein_ms", 95),
             "underruns": sum(r.get("underruns", 0) for r in self.results),
             "failed": self.failed,
+            "refused": self.refused,
             "client_cpu_pct": None if self.client_cpu_pct is None else round(self.client_cpu_pct),
             "client_lag_p99_ms": lag,
             "client_bound": lag is None or lag > CLIENT_LAG_LIMIT_MS,
@@ -301,6 +307,7 @@ _COLUMNS = [
     ("bargein_p95_ms", "barge p95"),
     ("underruns", "underruns"),
     ("failed", "failed"),
+    ("refused", "refused"),
     ("client_cpu_pct", "client CPU %"),
     ("client_lag_p99_ms", "client lag p99"),
     ("client_bound", "bound by"),
@@ -313,7 +320,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = []
         for key, _ in _COLUMNS:
-            value = row[key]
+            value = row.get(key)
             if key == "client_bound":
                 cells.append("CLIENT" if value else "server")
             else:
@@ -328,6 +335,7 @@ def max_calls_ok(rows: list[dict[str, Any]]) -> int | None:
         r["calls"]
         for r in rows
         if r["failed"] == 0
+        and not r.get("refused")
         and not r["client_bound"]
         and r["underruns"] == 0
         and r["jitter_p99_ms"] is not None
@@ -372,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict = best if best is not None else "none"
         print(
             f"largest N (server-bound) with p99 jitter < {JITTER_LIMIT_MS:g} ms, no underrun "
-            f"and no failed call: {verdict}"
+            f"and no failed or refused call: {verdict}"
         )
     return 0
 

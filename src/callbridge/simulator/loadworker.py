@@ -26,7 +26,7 @@ import httpx
 
 from callbridge.errors import CallbridgeError
 from callbridge.simulator import voice
-from callbridge.simulator.dialer import CallOptions, dial, sign
+from callbridge.simulator.dialer import CallOptions, TwimlPlan, dial, sign
 from callbridge.simulator.lean import LeanCall, Script
 from callbridge.simulator.leanws import (
     OP_BINARY,
@@ -45,6 +45,13 @@ __all__ = ["LeanConnection", "Scheduler", "run_worker"]
 
 OPEN_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
+
+
+def refused_at_voice(plan: TwimlPlan) -> dict[str, Any]:
+    """``/voice`` answered with a polite ``<Say>`` and ``<Hangup/>`` (at capacity, or
+    draining): a refusal, counted apart from the calls that failed."""
+    said = " ".join(plan.says) or "nothing"
+    return {"ok": False, "refused": True, "why": f"refused at /voice (said: {said!r})"}
 
 
 class LeanConnection(asyncio.Protocol):
@@ -89,6 +96,8 @@ class LeanConnection(asyncio.Protocol):
             elif frame.opcode == OP_PING:
                 self._write(encode_frame(frame.payload, OP_PONG))
             elif frame.opcode == OP_CLOSE:
+                if len(frame.payload) >= 2:
+                    call.close_code = int.from_bytes(frame.payload[:2], "big")
                 call.end("server")
                 self.close()
                 self.finish()
@@ -206,6 +215,9 @@ async def _one_call(
         plan = await dial(options, http)
         stream_url = plan.stream_url
         if stream_url is None:
+            if plan.hangup:
+                os.write(events_fd, b"F")
+                return refused_at_voice(plan)
             raise CallbridgeError("the TwiML names no <Stream>")
         headers = {"X-Twilio-Signature": sign(token, stream_url), "User-Agent": "Twilio.TmeWs/1.0"}
         handshake = Handshake(options.connect_url(stream_url), headers)
