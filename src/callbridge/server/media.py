@@ -1,27 +1,17 @@
-"""``WS /media``: the thin adapter between Twilio's Media Streams socket and a CallRunner.
+"""``WS /media``: one Media Streams socket's life, between the bytes and a CallRunner.
 
-How it works: accept (unless too many sockets already wait for their ``start``); read
-``connected``; require ``start`` with a valid stream token for its callSid and μ-law 8 kHz
-mono, else close 1008 before any runner exists. The token must be unused and the call
-must have no other live stream (1008 again: a replayed token would otherwise overwrite
-the first stream's record and recording); at ``max_calls`` the caller hears the polite
-refusal through REST and the socket closes 1013. Then the frames become line events on
-the call's queue as they are parsed, within the socket's budgets (``twilio/budget.py``),
-and the runner (the engine, or the loopback echo) talks back through a
-``TwilioTransport``. A bad frame is counted and logged and never ends the call; which
-frames count is the codec's business, what the runner does is the runner's. What the
-call's record keeps (gaps, rejected frames, a stuck or failed runner) goes out typed
-through the call's ``emit`` (``call_events.py``), which the transport and the runner
-share; the log lines beside them are for people.
+``server/media_socket.py`` owns the bytes (WebSocket framing, outside ASGI) and calls
+``MediaStream`` per message, so a frame costs no task switch or queue hop before it is a
+line event. Until ``start`` the stream only waits for it: ``server/media_admission.py``
+checks it (1008 if refused; at ``max_calls`` the polite refusal and 1013). Then each frame
+becomes a line event on the call's ``Line`` within the socket's budgets
+(``twilio/budget.py``), and the runner (the engine, or the loopback echo) talks back
+through a ``TwilioTransport``. Which frames count is ``media_frames.py``'s business (a bad
+one never ends the call); what the call's record keeps goes out typed through the call's
+``emit`` (``call_events.py``), shared with the transport and the runner.
 
-The checks themselves are in ``server/media_admission.py``. This module is the stream's
-logic only: ``server/media_socket.py`` owns the bytes (the WebSocket framing, outside
-ASGI) and calls ``MediaStream`` for each message, so a frame costs no task switch and no
-queue hop before it is a line event.
-
-The one-stream-per-call set and the used tokens live in this process (``Edge``). With
-several instances they belong in the shared store, or a replayed token could open a
-second stream on another instance.
+The one-stream-per-call set and the used tokens live in this process (``Edge``); with
+several instances they belong in the shared store.
 """
 
 from __future__ import annotations
@@ -29,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -37,7 +27,6 @@ from callbridge.call_events import (
     BacklogFull,
     CallerPaced,
     Emit,
-    FrameRejected,
     MediaGap,
     RunnerCancelled,
     RunnerFailed,
@@ -52,11 +41,11 @@ from callbridge.engine.transport import (
     Line,
     MarkPlayed,
 )
-from callbridge.errors import CallbridgeError
 from callbridge.server.edge import Edge
-from callbridge.server.media_admission import admit, check_start
+from callbridge.server.media_admission import admit, check_start, refuse_at_capacity
+from callbridge.server.media_frames import FrameCheck
 from callbridge.telemetry.logging import bind_call, log_event
-from callbridge.twilio import codec, twiml
+from callbridge.twilio import codec
 from callbridge.twilio.budget import DTMF_BURST, DTMF_PER_S, AudioPacer, TokenBucket
 from callbridge.twilio.gaps import GapDetector
 from callbridge.twilio.transport import TwilioTransport
@@ -82,7 +71,6 @@ transcripts) into the same queue, and those must not push the caller out."""
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
-_LOG_FIRST = 5
 
 
 class StreamSocket(Protocol):
@@ -112,7 +100,7 @@ class MediaStream:
         self.edge = edge
         self.socket = socket
         self.context = contextvars.copy_context()
-        self.rejected: Counter[str] = Counter()
+        self.frames = FrameCheck(edge.stats.frames_rejected)
         self.gaps = GapDetector(now=edge.clock)
         self.dropped_backlog = 0
         self.paced_s = 0.0
@@ -153,7 +141,7 @@ class MediaStream:
 
     def on_binary(self, size: int) -> None:
         if self._reading:
-            self._count("binary", f"expected a text frame, got {size} binary bytes")
+            self.frames.count("binary", f"expected a text frame, got {size} binary bytes")
 
     def on_closed(self) -> None:
         """The peer closed, or the connection is gone: the caller left."""
@@ -165,7 +153,7 @@ class MediaStream:
     # -- before ``start`` -----------------------------------------------------------------
 
     def _handle(self, payload: bytes) -> None:
-        event = self._decode(payload)
+        event = self.frames.decode(payload)
         if self._queue is not None:
             self._on_live(event)
         elif self._unstarted:
@@ -188,7 +176,7 @@ class MediaStream:
                 self._reading = False
                 self._close()
             case codec.Mark() | codec.Dtmf():
-                self._count("order", "expected 'start' first; ignored")
+                self.frames.count("order", "expected 'start' first; ignored")
             case _:
                 pass  # connected, or a frame already counted
 
@@ -218,11 +206,11 @@ class MediaStream:
         limit = self.edge.settings.max_calls
         if limit and stats.active_calls >= limit:
             self._reading = False
-            self.task = self._spawn(self._overflow(start.call_sid))
+            self.task = self._spawn(self._refuse(start.call_sid))
             return
         stats.active_calls += 1
         stats.calls_total += 1
-        self.emit = self.edge.events.emitter(start.call_sid)
+        self.emit = self.frames.emit = self.edge.events.emitter(start.call_sid)
         log_event(log, logging.INFO, "stream.started", tracks=",".join(start.tracks))
         params = {k: v for k, v in start.custom_parameters.items() if k != "token"}
         info = CallInfo(
@@ -246,22 +234,6 @@ class MediaStream:
         self._pacer.begin(self.edge.clock())
         self.task = self._spawn(self.run(start, info))
 
-    async def _overflow(self, call_sid: str) -> None:
-        """At capacity: the caller hears the polite refusal (REST), then the socket closes.
-
-        ``/voice`` refuses at capacity too, but many calls answered at once all pass it
-        before any of their streams has started; this is the check that holds.
-        """
-        self.edge.live_calls.discard(call_sid)
-        self.edge.stats.overflow_total += 1
-        log_event(log, logging.WARNING, "stream.overflow", active=self.edge.stats.active_calls)
-        if self.edge.rest is not None:
-            try:
-                await self.edge.rest.transfer_call(call_sid, twiml.refuse())
-            except CallbridgeError:
-                log.exception("stream.overflow_refusal_failed")
-        self._close(TRY_AGAIN_LATER, "at capacity")
-
     # -- the call -------------------------------------------------------------------------
 
     async def run(self, start: codec.Start, info: CallInfo) -> None:
@@ -275,7 +247,7 @@ class MediaStream:
             stats.arrival_gaps += self.gaps.arrival_gaps
             ended = StreamEnded(
                 gaps=self.gaps.summary(),
-                rejected=dict(self.rejected),
+                rejected=dict(self.frames.rejected),
                 dropped_backlog=self.dropped_backlog,
                 paced_s=round(self.paced_s, 2),
             )
@@ -310,9 +282,7 @@ class MediaStream:
                 self._close(INTERNAL_ERROR, "internal error")
             await transport.close()
 
-    async def _run_runner(
-        self, info: CallInfo, transport: TwilioTransport, queue: Line
-    ) -> None:
+    async def _run_runner(self, info: CallInfo, transport: TwilioTransport, queue: Line) -> None:
         try:
             await self.edge.runner(info, transport, queue)
         except asyncio.CancelledError:
@@ -336,16 +306,16 @@ class MediaStream:
                 if self._dtmf.take(clock()):
                     queue.put_nowait(CallerDtmf(digit))
                 else:
-                    self._count("dtmf_rate", f"over {DTMF_PER_S:g} key presses a second")
+                    self.frames.count("dtmf_rate", f"over {DTMF_PER_S:g} key presses a second")
             case codec.Mark(name=name):
                 if self._transport.marks.echoed(name):
                     queue.put_nowait(MarkPlayed(name))
                 else:
-                    self._count("mark_unsent", "an echo of no mark we sent (or a second one)")
+                    self.frames.count("mark_unsent", "an echo of no mark we sent (or a second one)")
             case codec.Stop():
                 self._end_reading(CallerHungUp("stop"))
             case codec.Start():
-                self._count("order", "a second 'start'; ignored")
+                self.frames.count("order", "a second 'start'; ignored")
             case _:
                 pass
 
@@ -353,15 +323,9 @@ class MediaStream:
         queue = self._queue
         assert queue is not None
         for gap in self.gaps.observe(media.timestamp_ms):
-            log_event(
-                log,
-                logging.INFO,
-                "media.gap",
-                kind=gap.kind,
-                gap_ms=round(gap.gap_ms),
-                coalesced=gap.coalesced,
-            )
-            self.emit(MediaGap(gap.kind, round(gap.gap_ms), gap.coalesced))
+            reported = MediaGap(gap.kind, round(gap.gap_ms), gap.coalesced)
+            log_event(log, logging.INFO, "media.gap", **reported.data)
+            self.emit(reported)
         if queue.qsize() >= MAX_QUEUED_EVENTS:  # the caller's frames only (``Line``)
             self.dropped_backlog += 1
             if self.dropped_backlog == 1:
@@ -410,30 +374,9 @@ class MediaStream:
 
     # -- frames and closing ---------------------------------------------------------------
 
-    def _decode(self, payload: bytes) -> codec.Inbound | None:
-        try:
-            text: str | bytes = payload.decode()
-        except UnicodeDecodeError:
-            text = payload  # the codec says what is wrong with it
-        try:
-            event = codec.decode(text)
-        except codec.MalformedFrame as exc:
-            self._count(exc.kind, str(exc))
-            return None
-        if isinstance(event, codec.Unknown):
-            self._count("unknown", f"unknown event {event.event!r}")
-            return None
-        return event
-
-    def _count(self, kind: str, detail: str) -> None:
-        """Count a rejected frame; log and record the first few of each kind, then every
-        100th."""
-        self.rejected[kind] += 1
-        self.edge.stats.frames_rejected[kind] += 1
-        n = self.rejected[kind]
-        if n <= _LOG_FIRST or n % 100 == 0:
-            log_event(log, logging.WARNING, "stream.bad_frame", kind=kind, count=n, detail=detail)
-            self.emit(FrameRejected(kind, n, detail))
+    async def _refuse(self, call_sid: str) -> None:
+        await refuse_at_capacity(self.edge, call_sid)
+        self._close(TRY_AGAIN_LATER, "at capacity")
 
     def _reject(self, reason: str) -> None:
         self._stop_unstarted()

@@ -12,12 +12,13 @@ import logging
 
 from starlette.requests import HTTPConnection
 
+from callbridge.errors import CallbridgeError
 from callbridge.server.edge import Edge
 from callbridge.telemetry.logging import log_event
-from callbridge.twilio import codec
+from callbridge.twilio import codec, twiml
 from callbridge.twilio.tokens import StreamTokenError, TokenClaims
 
-__all__ = ["admit", "check_start", "refuse_handshake"]
+__all__ = ["admit", "check_start", "refuse_at_capacity", "refuse_handshake"]
 
 log = logging.getLogger("callbridge.server.media")  # the stream's events, one logger
 
@@ -74,3 +75,17 @@ def admit(edge: Edge, start: codec.Start, claims: TokenClaims) -> str | None:
     if problem is None:
         edge.live_calls.add(start.call_sid)  # no await since the check: no race
     return problem
+
+
+async def refuse_at_capacity(edge: Edge, call_sid: str) -> None:
+    """At capacity: the caller hears the polite refusal through REST (the stream closes
+    1013 after it). ``/voice`` refuses at capacity too, but many calls answered at once
+    all pass it before any of their streams has started; this is the check that holds."""
+    edge.live_calls.discard(call_sid)
+    edge.stats.overflow_total += 1
+    log_event(log, logging.WARNING, "stream.overflow", active=edge.stats.active_calls)
+    if edge.rest is not None:
+        try:
+            await edge.rest.transfer_call(call_sid, twiml.refuse())
+        except CallbridgeError:
+            log.exception("stream.overflow_refusal_failed")
