@@ -9,10 +9,12 @@ from callbridge.simulator.load import (
     RunResult,
     Sample,
     SteadyWindow,
+    bars_missed,
     cpu_pct,
     max_calls_ok,
     proc_sample,
     table,
+    turn_limit,
 )
 
 
@@ -91,3 +93,17 @@ def test_refused_calls_are_counted_apart_from_failed_ones_and_fail_the_verdict()
     assert only_refused["failed"] == 0 and only_refused["refused"] == 1
     assert max_calls_ok([only_refused]) is None  # a level that turned callers away did not hold
     assert "| refused |" in table([row])
+
+
+def test_the_verdict_holds_the_issue_bars_for_clear_and_the_turn() -> None:
+    one = level(1, lag=1.0, jitter=2.0).row()  # turn p95 300 ms, clear 150 ms
+    slow_clear = level(20, lag=1.0, jitter=2.0).row()
+    slow_clear["bargein_p95_ms"] = 230.0
+    slow_turn = level(30, lag=1.0, jitter=2.0).row()
+    slow_turn["turn_p95_ms"] = 351.0
+    within = level(10, lag=1.0, jitter=2.0).row()
+    within["turn_p95_ms"] = 349.0
+    rows = [one, within, slow_clear, slow_turn]
+    assert max_calls_ok(rows) == 10
+    assert bars_missed(slow_clear, turn_limit(rows)) == ["clear"]
+    assert bars_missed(slow_turn, turn_limit(rows)) == ["turn"]

@@ -38,6 +38,8 @@ SERVER_CORE = 0
 CLIENT_CORE = 1
 CALLS_PER_WORKER = 50
 JITTER_LIMIT_MS = 10.0
+CLEAR_LIMIT_MS = 220.0  # caller speech onset → clear, p95
+TURN_SLACK_MS = 50.0  # turn p95 at N may exceed the smallest level's by this much
 CLIENT_LAG_LIMIT_MS = 5.0
 _WORKER_MODULE = "callbridge.simulator.load"
 QUESTION = "Hello, I would like to check my bill please."
@@ -330,18 +332,43 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def max_calls_ok(rows: list[dict[str, Any]]) -> int | None:
-    """The largest N that held the bar and whose figures are the server's."""
-    good = [
-        r["calls"]
-        for r in rows
-        if r["failed"] == 0
-        and not r.get("refused")
-        and not r["client_bound"]
-        and r["underruns"] == 0
-        and r["jitter_p99_ms"] is not None
-        and r["jitter_p99_ms"] < JITTER_LIMIT_MS
-    ]
+    """The largest N that held every bar and whose figures are the server's.
+
+    The bars are issue 13's: no failed or refused call, no underrun, jitter p99 under
+    ``JITTER_LIMIT_MS``, clear p95 at most ``CLEAR_LIMIT_MS``, and a turn p95 within
+    ``TURN_SLACK_MS`` of the smallest level's (run ``1`` first for the one-call figure).
+    """
+    limit = turn_limit(rows)
+    good = [r["calls"] for r in rows if not bars_missed(r, limit)]
     return max(good, default=None)
+
+
+def turn_limit(rows: list[dict[str, Any]]) -> float | None:
+    """The smallest server-bound level's turn p95 plus the slack: the turn bar."""
+    measured = [r for r in rows if r["turn_p95_ms"] is not None and not r["client_bound"]]
+    base = min(measured, key=lambda r: r["calls"], default=None)
+    return None if base is None else float(base["turn_p95_ms"]) + TURN_SLACK_MS
+
+
+def bars_missed(row: dict[str, Any], turn_limit_ms: float | None) -> list[str]:
+    """The bars this level missed (empty: it held them all)."""
+    missed = []
+    if row["client_bound"]:
+        missed.append("client-bound")
+    if row["failed"] or row.get("refused"):
+        missed.append("failed or refused calls")
+    if row["underruns"]:
+        missed.append("underruns")
+    jitter = row["jitter_p99_ms"]
+    if jitter is None or jitter >= JITTER_LIMIT_MS:
+        missed.append("jitter")
+    clear = row.get("bargein_p95_ms")
+    if clear is not None and clear > CLEAR_LIMIT_MS:
+        missed.append("clear")
+    turn = row.get("turn_p95_ms")
+    if turn is not None and turn_limit_ms is not None and turn > turn_limit_ms:
+        missed.append("turn")
+    return missed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,10 +404,16 @@ def main(argv: list[str] | None = None) -> int:
             f"\nbound by CLIENT: the load generator's send-loop lag p99 > "
             f"{CLIENT_LAG_LIMIT_MS:g} ms, so that row measures the client, not the server."
         )
+        limit = turn_limit(rows)
+        for row in rows:
+            missed = bars_missed(row, limit)
+            if missed:
+                print(f"N={row['calls']} missed: {', '.join(missed)}")
         verdict = best if best is not None else "none"
         print(
-            f"largest N (server-bound) with p99 jitter < {JITTER_LIMIT_MS:g} ms, no underrun "
-            f"and no failed or refused call: {verdict}"
+            f"largest N (server-bound) with p99 jitter < {JITTER_LIMIT_MS:g} ms, clear p95 "
+            f"≤ {CLEAR_LIMIT_MS:g} ms, turn p95 within {TURN_SLACK_MS:g} ms of the smallest "
+            f"N's, no underrun and no failed or refused call: {verdict}"
         )
     return 0
 
