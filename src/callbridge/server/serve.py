@@ -10,6 +10,7 @@ flushed) and return, and the process exits 0. A second signal stops at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -40,6 +41,14 @@ class DrainingServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Everything built so far (modules, the app, the models) lives as long as the
+        # process: move it out of the collector's sight, so a full collection during
+        # calls scans only what calls made (≈230k objects at start; a full pass over them
+        # took tens of ms of the loop, and every live call's audio waited).
+        gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Runs in the signal handler: only flags and a thread-safe hand-off to the loop."""
