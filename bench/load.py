@@ -41,7 +41,8 @@ def seed_stack(argv: list[str]) -> int:
             return 1
         os.environ.update(json.loads(line))  # the server inherits the parent's environment
         assistant = ["--assistant", str(ROOT / "examples/assistant-seed.yaml")]
-        return main(argv + assistant)
+        # The fakes share the client core: their CPU is the client's, not the server's.
+        return main(argv + assistant + ["--client-pid", str(fakes.pid)])
     finally:
         assert fakes.stdin is not None
         fakes.stdin.close()

@@ -107,3 +107,10 @@ def test_the_verdict_holds_the_issue_bars_for_clear_and_the_turn() -> None:
     assert max_calls_ok(rows) == 10
     assert bars_missed(slow_clear, turn_limit(rows)) == ["clear"]
     assert bars_missed(slow_turn, turn_limit(rows)) == ["turn"]
+
+
+def test_a_saturated_client_core_marks_the_level_client_bound() -> None:
+    busy = level(10, lag=1.0, jitter=2.0)
+    busy.client_cpu_pct = 95.0  # the callers and the vendor fakes share that core
+    assert busy.row()["client_bound"]
+    assert max_calls_ok([busy.row()]) is None
