@@ -16,6 +16,7 @@ from callbridge.audio import levels, ulaw
 from callbridge.clock import ManualClock
 from callbridge.engine.config import Script
 from callbridge.engine.runner import turn_rules
+from callbridge.engine.metronome import Metronome
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import (
     CallerAudio,
@@ -145,6 +146,7 @@ class Call:
     def __init__(self, **turns: object) -> None:
         self.clock = ManualClock(100.0)
         self.line = Line()
+        self.metronome = Metronome(self.clock, autostart=False)  # stepped by ``stream``
         self.memory = MemoryLine(self.line, self.clock)
         self.tts = Tone()
         voice = Voice(vad=Vad(), stt=NoStt(), llm=EchoDigits(), tts=self.tts)  # type: ignore[arg-type]
@@ -155,6 +157,7 @@ class Call:
             turn_rules(TurnTaking.model_validate(turns)),
             Script(first_message="Hello and welcome. Press one for billing, or two for support."),
             clock=self.clock,
+            metronome=self.metronome,
         )
         self.task = asyncio.create_task(self.session.run(self.line))
 
@@ -171,6 +174,7 @@ class Call:
             self.clock.advance(0.02)
             self.memory.play()
             self.line.put_nowait(CallerAudio(frame))
+            self.metronome.tick()  # the process's 20 ms beat: this frame, and the time
             await self.settle()
 
     async def hang_up(self) -> None:
