@@ -32,7 +32,6 @@ from callbridge.engine.events import (
     SendAudio,
     SendClear,
     SendMark,
-
 )
 from callbridge.engine.transport import CallerAudio, CallerHungUp, Heard, MarkPlayed
 

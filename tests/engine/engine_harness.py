@@ -23,10 +23,9 @@ from callbridge.engine.events import (
     SendClear,
     SendMark,
     StartReply,
-
 )
-from callbridge.engine.runner import turn_rules
 from callbridge.engine.frontend import Ear, hear_all
+from callbridge.engine.runner import turn_rules
 from callbridge.engine.transport import Heard, MarkPlayed
 
 SPEECH = ulaw.encode(levels.tone(300, 20, -12))

@@ -15,8 +15,8 @@ from callbridge.assistant import TurnTaking
 from callbridge.audio import levels, ulaw
 from callbridge.clock import ManualClock
 from callbridge.engine.config import Script
-from callbridge.engine.runner import turn_rules
 from callbridge.engine.metronome import Metronome
+from callbridge.engine.runner import turn_rules
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import (
     CallerAudio,
@@ -196,6 +196,7 @@ async def test_greeting_dtmf_reply_and_hangup_reach_the_line() -> None:
     assert call.session.engine.conversation.messages()[-1].dtmf == "1"
     await call.hang_up()
     assert call.tts.started == call.tts.stopped  # every synthesis was closed
+    assert call.metronome.members == 0  # the call that ended left the metronome
 
 
 async def test_barge_in_clears_cancels_and_sends_no_stale_audio() -> None:
