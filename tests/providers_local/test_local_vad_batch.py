@@ -33,7 +33,7 @@ def _tick(
     scored = model.score_frames(pcm, calls)
     out, first = [], 0
     for chunk in chunks:
-        out.append(scored[first : first + len(chunk)].tolist())
+        out.append(scored[first : first + len(chunk)])
         first += len(chunk)
     return out
 

@@ -56,7 +56,7 @@ def hear_all(ears: Sequence[Ear]) -> list[Heard]:
         first += len(ear.frames)
     scores: list[float] = [0.0] * first
     for model, calls in batches.items():
-        scored = model.score_frames(pcm, calls).tolist()
+        scored = model.score_frames(pcm, calls)
         for _, start, count in calls:
             scores[start : start + count] = scored[start : start + count]
     heard: list[Heard] = []

@@ -131,7 +131,9 @@ class Shell(Generic[E]):
                         for frame in event.ulaw:
                             on_caller_audio(frame)
                 core.handle(event, clock.now())
-                await perform(core.take_commands())
+                commands = core.take_commands()
+                if commands:  # most beats ask for nothing: no coroutine for them
+                    await perform(commands)
         finally:
             metronome.leave(member)
 

@@ -15,6 +15,7 @@ The owner answers through the ``CallTransport`` (audio, marks, ``clear``, hang-u
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -211,10 +212,15 @@ class Line:
 
 class Inbox(Generic[E]):
     """A call owner's one queue: its own events (``E``) and its line's, in the order
-    they happened. ``get_nowait``/``empty`` let a busy loop skip a coroutine per event."""
+    they happened. ``get_nowait``/``empty`` let a busy loop skip a coroutine per event.
+
+    It has one reader, the owner, so a deque and one waiting future do what
+    ``asyncio.Queue`` does for many readers, with less work per event: every call's
+    every tick passes through here."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[E | LineEvent | Heard] = asyncio.Queue()
+        self._items: deque[E | LineEvent | Heard] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self.unread_audio = 0  # caller frames queued here and not yet taken
 
     def attach(self, line: Line, *, ticked: bool = False) -> None:
@@ -225,25 +231,35 @@ class Inbox(Generic[E]):
     def put_heard(self, heard: Heard) -> None:
         """The metronome's post: a tick's frames count as unread until taken."""
         self.unread_audio += len(heard.ulaw)
-        self._queue.put_nowait(heard)
+        self._put(heard)
 
     def put_nowait(self, event: E) -> None:
-        self._queue.put_nowait(event)
+        self._put(event)
 
     def put_line(self, event: LineEvent) -> None:
         if type(event) is CallerAudio:
             self.unread_audio += 1
-        self._queue.put_nowait(event)
+        self._put(event)
+
+    def _put(self, event: E | LineEvent | Heard) -> None:
+        self._items.append(event)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def empty(self) -> bool:
-        return self._queue.empty()
+        return not self._items
 
     def qsize(self) -> int:
         """Everything waiting: the owner's own events and the line's."""
-        return self._queue.qsize()
+        return len(self._items)
 
     def get_nowait(self) -> E | LineEvent | Heard:
-        event = self._queue.get_nowait()
+        if not self._items:
+            raise asyncio.QueueEmpty
+        event = self._items.popleft()
         if type(event) is CallerAudio:
             self.unread_audio -= 1
         elif type(event) is Heard:
@@ -251,12 +267,16 @@ class Inbox(Generic[E]):
         return event
 
     async def get(self) -> E | LineEvent | Heard:
-        event = await self._queue.get()
-        if type(event) is CallerAudio:
-            self.unread_audio -= 1
-        elif type(event) is Heard:
-            self.unread_audio -= len(event.ulaw)
-        return event
+        while not self._items:
+            if self._waiter is not None:
+                raise RuntimeError("an inbox has one reader")
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+        return self.get_nowait()
 
 
 CallRunner = Callable[[CallInfo, CallTransport, Line], Awaitable[None]]

@@ -71,7 +71,7 @@ class BatchVad(Protocol):
 
     def score_frames(
         self, pcm16: NDArray[np.int16], calls: Sequence[tuple[VadStream, int, int]]
-    ) -> NDArray[np.float32]:
+    ) -> list[float]:
         """``pcm16``: the 20 ms frames of a tick, one after the other (160 samples
         each); ``calls``: (stream, first frame, frame count) for each call, its frames
         in order. Returns each frame's probability, exactly what

@@ -32,7 +32,6 @@ from callbridge.providers.base import VadStream
 from callbridge.providers.vad.silero_model import (
     CONTEXT_SAMPLES,
     WINDOW_SAMPLES,
-    Floats,
     SileroModel,
     SileroStream,
 )
@@ -56,41 +55,46 @@ class BatchedSileroModel(SileroModel):
 
     def score_frames(
         self, pcm16: NDArray[np.int16], calls: Sequence[tuple[VadStream, int, int]]
-    ) -> NDArray[np.float32]:
+    ) -> list[float]:
         samples = pcm16.astype(np.float32)
         samples *= np.float32(1.0 / 32768.0)
-        out = np.zeros(len(pcm16) // _FRAME_SAMPLES, dtype=np.float32)
-        plans: list[tuple[SileroStream, int, NDArray[np.int64], float]] = []
+        out = [0.0] * (len(pcm16) // _FRAME_SAMPLES)
+        plans: list[tuple[SileroStream, int, int, int, float]] = []
+        wanted: list[tuple[SileroStream, int]] = []
         for vad, first, count in calls:
             stream = _own(self, vad)
-            # Windows complete when each frame has been added (none may be pending).
-            ends = stream._filled - CONTEXT_SAMPLES + _FRAME_SAMPLES * np.arange(1, count + 1)
-            done = ends // WINDOW_SAMPLES
+            pending = stream._filled - CONTEXT_SAMPLES  # < one window: none is left over
             stream._push_samples(samples[first * _FRAME_SAMPLES : (first + count) * _FRAME_SAMPLES])
-            plans.append((stream, first, done, stream._probability))
-        probabilities = self._run_rounds([(p[0], int(p[2][-1])) for p in plans if len(p[2])])
-        for stream, first, done, before in plans:
-            if not len(done):
+            plans.append((stream, first, count, pending, stream._probability))
+            windows = (pending + count * _FRAME_SAMPLES) // WINDOW_SAMPLES
+            if windows:
+                wanted.append((stream, windows))
+        scored = self._run_rounds(wanted)
+        for stream, first, count, pending, before in plans:
+            got = scored.get(stream)
+            if got is None:  # no window completed: every frame keeps the last verdict
+                out[first : first + count] = [before] * count
                 continue
-            scored = probabilities.get(stream)
-            if scored is None:  # no window completed: every frame keeps the last verdict
-                out[first : first + len(done)] = before
-                continue
-            out[first : first + len(done)] = np.concatenate(([before], scored))[done]
+            for j in range(count):  # the latest window complete when frame j ended
+                done = (pending + (j + 1) * _FRAME_SAMPLES) // WINDOW_SAMPLES
+                out[first + j] = got[done - 1] if done else before
         return out
 
-    def _run_rounds(self, wanted: list[tuple[SileroStream, int]]) -> dict[SileroStream, Floats]:
+    def _run_rounds(
+        self, wanted: list[tuple[SileroStream, int]]
+    ) -> dict[SileroStream, list[float]]:
         """Round r scores the r-th window of every stream that has more than r; the
         streams go longest first, so each round's rows are a prefix of the last's and the
         states carry over in place."""
-        wanted = sorted((w for w in wanted if w[1] > 0), key=lambda w: -w[1])
         if not wanted:
             return {}
+        wanted.sort(key=lambda w: -w[1])
         streams = [stream for stream, _ in wanted]
-        scored = np.zeros((len(streams), wanted[0][1]), dtype=np.float32)
+        rounds = wanted[0][1]
+        scored = np.zeros((len(streams), rounds), dtype=np.float32)
         states = np.stack([stream._state for stream in streams], axis=1)
         rows = len(streams)
-        for r in range(wanted[0][1]):
+        for r in range(rounds):
             while wanted[rows - 1][1] <= r:
                 rows -= 1
             windows = np.empty((rows, _ROW_SAMPLES), dtype=np.float32)
@@ -101,11 +105,11 @@ class BatchedSileroModel(SileroModel):
             states[:, :rows] = new
             self.runs += 1
             self.windows += rows
-        result: dict[SileroStream, Floats] = {}
-        for i, (stream, count) in enumerate(wanted):
-            stream._state = states[:, i].copy()
-            stream._probability = float(scored[i, count - 1])
-            result[stream] = scored[i, :count]
+        result: dict[SileroStream, list[float]] = {}
+        for i, (row, (stream, count)) in enumerate(zip(scored.tolist(), wanted, strict=True)):
+            stream._state = states[:, i]  # a view: the next tick stacks them anew
+            stream._probability = row[count - 1]
+            result[stream] = row[:count]
         return result
 
 
