@@ -210,3 +210,25 @@ async def test_barge_in_clears_cancels_and_sends_no_stale_audio() -> None:
     assert "audio" not in after_clear  # nothing of the interrupted greeting follows
     assert call.tts.started == call.tts.stopped  # the TTS stream was really stopped
     await call.hang_up()
+
+
+async def test_a_deadline_wakes_the_owner_on_the_beat_without_caller_audio() -> None:
+    """No caller frames at all (the line is silent, not sending): the idle reprompt is
+    a deadline, and the first metronome beat after it wakes the owner to say it."""
+    call = Call(idle_timeout_s=1.0)
+    await call.stream(SILENCE, 20)  # the greeting starts
+    engine = call.session.engine
+    idle_at = None
+    for _ in range(1000):  # beats with no frames; the marks echo as the greeting plays
+        call.clock.advance(0.02)
+        call.memory.play()
+        call.metronome.tick()
+        await call.settle()
+        if idle_at is None:
+            idle_at = engine.listening.idle_at  # the greeting is over: listening
+        elif engine.listening.reprompts:
+            break
+    assert idle_at is not None and engine.listening.reprompts == 1
+    assert idle_at <= call.clock.now() < idle_at + 0.02 + 1e-9  # on the first beat after it
+    await call.hang_up()
+    assert call.metronome.members == 0
