@@ -151,7 +151,11 @@ class Metronome:
         self._members.pop(member, None)
         if not self._members and self._handle is not None:
             self._handle.cancel()
-            self._handle = None
+            self._stop()
+
+    def _stop(self) -> None:
+        self._handle = None
+        self._loop = None  # the loop keys the registry: no reference back to it when idle
 
     # ------------------------------------------------------------ one beat
 
@@ -199,7 +203,7 @@ class Metronome:
         except Exception:  # one bad beat must not stop every call's clock
             log.exception("metronome.beat_failed")
         if not self._members:
-            self._handle = None
+            self._stop()
             return
         period = self.period_s
         at = self._next_at + period
