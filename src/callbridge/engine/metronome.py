@@ -167,18 +167,14 @@ class Metronome:
         for member in list(self._members):
             if member.line.frames:
                 ear = member._ear()
-                if not ear.frames:
-                    continue  # less than a frame so far
-                if member.hears:
-                    hearing.append((member, ear))
-                else:
-                    member.waking = True
-                    member.post(Heard(ulaw=tuple(ear.frames), stamps=tuple(ear.stamps)))
-            elif (
-                not member.waking
-                and member.deadline is not None
-                and member.deadline <= now
-            ):
+                if ear.frames:  # (less than a frame waits for the rest)
+                    if member.hears:
+                        hearing.append((member, ear))
+                    else:
+                        member.waking = True
+                        member.post(Heard(ulaw=tuple(ear.frames), stamps=tuple(ear.stamps)))
+                    continue
+            if not member.waking and member.deadline is not None and member.deadline <= now:
                 member.waking = True
                 member.post(_IDLE)
         if hearing:

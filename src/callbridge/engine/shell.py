@@ -67,7 +67,8 @@ class Shell(Generic[E]):
         self.transport = transport
         self.clock = clock
         self._on_event = on_event
-        self._metronome = metronome  # None: the running loop's, for this clock
+        # None: the running loop's for this clock; one given (tests) must read ``clock``.
+        self._metronome = metronome
         self._line: Line | None = None
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
