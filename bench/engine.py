@@ -1,5 +1,9 @@
 """Per-frame cost of the call engine (no sockets): how much of a core one call's 50
-frames a second take, with each VAD, while listening and while the bot speaks.
+frames a second take, with each VAD, while listening and while the bot speaks; then the
+same for N calls on the metronome's path (each tick: every call's frames through the
+front end in one pass, one ``Heard`` per engine), against the same N engines fed frame
+by frame (no event loop in either: the engine and the front end only; bench/calls.py
+measures whole calls).
 
     .venv/bin/python bench/engine.py
 """
@@ -15,6 +19,7 @@ from callbridge.audio import levels, ulaw
 from callbridge.engine.config import Script
 from callbridge.engine.core import CallEngine
 from callbridge.engine.events import ReplyAudio, ReplyDone, ReplySegment, StartReply
+from callbridge.engine.frontend import Ear, hear_all
 from callbridge.engine.runner import turn_rules
 from callbridge.engine.transport import CallerAudio, MarkPlayed
 from callbridge.providers.tts.espeak import synthesize_pcm
@@ -88,6 +93,36 @@ def _row(name: str, costs: list[float]) -> None:
     )
 
 
+def _many(model: object, calls: int, ticked: bool, ticks: int = 500) -> float:
+    """µs of CPU per call-frame for ``calls`` listening engines; ``ticked``: through the
+    metronome's front end (decode, levels, a batching VAD's one run per tick)."""
+    engines = [_engine(model) for _ in range(calls)]
+    for engine in engines:
+        engine.start(0.0)
+    now, spent = 0.0, 0
+    for tick in range(ticks):
+        now += 0.02
+        frames = [
+            QUIET if ((tick + 7 * i) // 50) % 2 else SPEECH_FRAMES[(tick + i) % len(SPEECH_FRAMES)]
+            for i in range(calls)
+        ]
+        t0 = time.process_time_ns()
+        if ticked:
+            ears = [
+                Ear([frame], [tick * 20], vad, getattr(vad, "batch_vad", None))
+                for vad, frame in zip((e.turn.vad for e in engines), frames, strict=True)
+            ]
+            for engine, heard in zip(engines, hear_all(ears), strict=True):
+                engine.handle(heard, now)
+                engine.take_commands()
+        else:
+            for engine, frame in zip(engines, frames, strict=True):
+                engine.handle(CallerAudio(frame, tick * 20), now)
+                engine.take_commands()
+        spent += time.process_time_ns() - t0
+    return spent / 1000 / (calls * ticks)
+
+
 def main() -> None:
     silero = SILERO_SPEC.build(SileroBlock(), os.environ)
     webrtc_block = WEBRTC_SPEC.config.model_validate({"provider": "webrtc"})
@@ -96,6 +131,16 @@ def main() -> None:
     for name, model in (("silero (unbatched)", silero), ("webrtc", webrtc)):
         _row(f"{name}, listening", _listening(model))
         _row(f"{name}, bot speaking", _speaking(model))
+    print("\nN listening engines, CPU per call-frame (→ % of a core per call)")
+    for calls in (50, 200):
+        for name, model, ticked in (
+            ("webrtc, frame by frame", webrtc, False),
+            ("webrtc, on the tick", webrtc, True),
+            ("silero, frame by frame", silero, False),
+            ("silero, on the tick (batched)", silero, True),
+        ):
+            us = _many(model, calls, ticked)
+            print(f"{calls:4d} calls  {name:<30} {us:6.1f} µs  → {us * 50 / 1e4:5.2f} %")
 
 
 if __name__ == "__main__":

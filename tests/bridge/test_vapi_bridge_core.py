@@ -32,9 +32,8 @@ from callbridge.engine.events import (
     SendAudio,
     SendClear,
     SendMark,
-    Tick,
 )
-from callbridge.engine.transport import CallerAudio, CallerHungUp, MarkPlayed
+from callbridge.engine.transport import CallerAudio, CallerHungUp, Heard, MarkPlayed
 
 BOT = ulaw.encode(levels.tone(440, 1000, -12))  # one second of agent speech
 NEW = ulaw.encode(levels.tone(660, 400, -12))
@@ -94,7 +93,7 @@ class Bridge:
                 self.feed(CallerAudio(caller))
             deadline = self.core.next_deadline()
             if deadline is not None and deadline <= now + 1e-9:
-                self.feed(Tick())
+                self.feed(Heard())
 
     def count(self, kind: type) -> int:
         return sum(isinstance(c, kind) for c in self.commands)
@@ -244,10 +243,10 @@ def test_agent_end_hangs_up_when_marks_never_come_back() -> None:
     deadline = b.core.next_deadline()
     assert deadline is not None
     b.clock.advance(1.9)
-    b.feed(Tick())
+    b.feed(Heard())
     assert b.count(Hangup) == 0
     b.clock.advance(0.1)
-    b.feed(Tick())
+    b.feed(Heard())
     (hangup,) = [c for c in b.commands if isinstance(c, Hangup)]
     assert "timed out" in hangup.reason
 

@@ -23,10 +23,10 @@ from callbridge.engine.events import (
     SendClear,
     SendMark,
     StartReply,
-    Tick,
 )
+from callbridge.engine.frontend import Ear, hear_all
 from callbridge.engine.runner import turn_rules
-from callbridge.engine.transport import CallerAudio, MarkPlayed
+from callbridge.engine.transport import Heard, MarkPlayed
 
 SPEECH = ulaw.encode(levels.tone(300, 20, -12))
 SILENCE = b"\xff" * 160
@@ -121,12 +121,14 @@ class Harness:
         self.line.pending = [m for m in self.line.pending if m[0] > now + 1e-9]
         for _, name in due:
             self.feed(MarkPlayed(name))
-        if arrive:
-            self.feed(CallerAudio(SPEECH if speech else SILENCE, self.stamp_ms))
+        if arrive:  # as the metronome posts it: the tick's frame, decoded and measured
+            frame = SPEECH if speech else SILENCE
+            ear = Ear([frame], [self.stamp_ms], self.engine.turn.vad, None)
+            self.feed(hear_all([ear])[0])
         self.stamp_ms += 20
         deadline = self.engine.next_deadline()
         if deadline is not None and deadline <= now + 1e-9:
-            self.feed(Tick())
+            self.feed(Heard())
             after = self.engine.next_deadline()
             # A tick must move the deadline on, or the session's loop would spin.
             assert after is None or after > now, (self.engine.phase, after, now)

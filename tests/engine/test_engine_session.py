@@ -15,6 +15,7 @@ from callbridge.assistant import TurnTaking
 from callbridge.audio import levels, ulaw
 from callbridge.clock import ManualClock
 from callbridge.engine.config import Script
+from callbridge.engine.metronome import Metronome
 from callbridge.engine.runner import turn_rules
 from callbridge.engine.session import CallSession, Voice
 from callbridge.engine.transport import (
@@ -145,6 +146,7 @@ class Call:
     def __init__(self, **turns: object) -> None:
         self.clock = ManualClock(100.0)
         self.line = Line()
+        self.metronome = Metronome(self.clock, autostart=False)  # stepped by ``stream``
         self.memory = MemoryLine(self.line, self.clock)
         self.tts = Tone()
         voice = Voice(vad=Vad(), stt=NoStt(), llm=EchoDigits(), tts=self.tts)  # type: ignore[arg-type]
@@ -155,6 +157,7 @@ class Call:
             turn_rules(TurnTaking.model_validate(turns)),
             Script(first_message="Hello and welcome. Press one for billing, or two for support."),
             clock=self.clock,
+            metronome=self.metronome,
         )
         self.task = asyncio.create_task(self.session.run(self.line))
 
@@ -171,6 +174,7 @@ class Call:
             self.clock.advance(0.02)
             self.memory.play()
             self.line.put_nowait(CallerAudio(frame))
+            self.metronome.tick()  # the process's 20 ms beat: this frame, and the time
             await self.settle()
 
     async def hang_up(self) -> None:
@@ -192,6 +196,7 @@ async def test_greeting_dtmf_reply_and_hangup_reach_the_line() -> None:
     assert call.session.engine.conversation.messages()[-1].dtmf == "1"
     await call.hang_up()
     assert call.tts.started == call.tts.stopped  # every synthesis was closed
+    assert call.metronome.members == 0  # the call that ended left the metronome
 
 
 async def test_barge_in_clears_cancels_and_sends_no_stale_audio() -> None:
@@ -205,3 +210,25 @@ async def test_barge_in_clears_cancels_and_sends_no_stale_audio() -> None:
     assert "audio" not in after_clear  # nothing of the interrupted greeting follows
     assert call.tts.started == call.tts.stopped  # the TTS stream was really stopped
     await call.hang_up()
+
+
+async def test_a_deadline_wakes_the_owner_on_the_beat_without_caller_audio() -> None:
+    """No caller frames at all (the line is silent, not sending): the idle reprompt is
+    a deadline, and the first metronome beat after it wakes the owner to say it."""
+    call = Call(idle_timeout_s=1.0)
+    await call.stream(SILENCE, 20)  # the greeting starts
+    engine = call.session.engine
+    idle_at = None
+    for _ in range(1000):  # beats with no frames; the marks echo as the greeting plays
+        call.clock.advance(0.02)
+        call.memory.play()
+        call.metronome.tick()
+        await call.settle()
+        if idle_at is None:
+            idle_at = engine.listening.idle_at  # the greeting is over: listening
+        elif engine.listening.reprompts:
+            break
+    assert idle_at is not None and engine.listening.reprompts == 1
+    assert idle_at <= call.clock.now() < idle_at + 0.02 + 1e-9  # on the first beat after it
+    await call.hang_up()
+    assert call.metronome.members == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from callbridge.engine.events import EngineEvent, ReplyAudio, Tick
+from callbridge.engine.events import EngineEvent, ReplyAudio
 from callbridge.engine.transport import (
     CallerAudio,
     CallerDtmf,
@@ -24,12 +24,12 @@ async def test_events_posted_before_the_owner_attaches_come_first_in_order() -> 
     line.put_nowait(CallerAudio(FRAME, 0))
     line.put_nowait(CallerDtmf("1"))
     inbox: Inbox[EngineEvent] = Inbox()
-    inbox.put_nowait(Tick())  # the owner's own, posted before it took the line
+    inbox.put_nowait(ReplyAudio(1, 0, b""))  # the owner's own, posted before it took the line
     inbox.attach(line)
     line.put_nowait(MarkPlayed("m1"))
     inbox.put_nowait(ReplyAudio(1, 0, FRAME))
     got = [await inbox.get() for _ in range(5)]
-    assert got == [Tick(), CallerAudio(FRAME, 0), CallerDtmf("1"), MarkPlayed("m1"),
+    assert got == [ReplyAudio(1, 0, b""), CallerAudio(FRAME, 0), CallerDtmf("1"), MarkPlayed("m1"),
                    ReplyAudio(1, 0, FRAME)]
 
 

@@ -1,14 +1,15 @@
-"""Batched Silero: all calls' windows in one run, same numbers as one call at a time."""
+"""Batched Silero: every call's frames of a tick in one run, the same numbers as one
+call at a time, each call's recurrent state in order."""
 
 from __future__ import annotations
-
-import asyncio
-import threading
 
 import numpy as np
 import pytest
 
 from callbridge.audio import ulaw
+from callbridge.clock import ManualClock
+from callbridge.engine.metronome import Metronome
+from callbridge.engine.transport import CallerAudio, Heard, Inbox, Line
 from callbridge.providers.tts.espeak import synthesize_pcm
 from callbridge.providers.vad.silero_batch import BatchedSileroModel
 from callbridge.providers.vad.silero_model import SileroModel
@@ -19,72 +20,88 @@ def _frames(text: str) -> list[bytes]:
     return [pcm[i : i + 320] for i in range(0, len(pcm) - 319, 320)]
 
 
-async def test_batched_streams_match_the_unbatched_model() -> None:
-    texts = ["stop please", "I would like to check my bill", "hello there"]
-    batched = BatchedSileroModel(period_s=0.002)
+def _tick(
+    model: BatchedSileroModel, streams: list, chunks: list[list[bytes]]
+) -> list[list[float]]:
+    """One tick: each stream's frames of ``chunks``, joined as the metronome joins them."""
+    pcm = np.frombuffer(b"".join(b"".join(c) for c in chunks), dtype="<i2")
+    calls, first = [], 0
+    for stream, chunk in zip(streams, chunks, strict=True):
+        if chunk:
+            calls.append((stream, first, len(chunk)))
+        first += len(chunk)
+    scored = model.score_frames(pcm, calls)
+    out, first = [], 0
+    for chunk in chunks:
+        out.append(scored[first : first + len(chunk)])
+        first += len(chunk)
+    return out
+
+
+@pytest.mark.parametrize("burst", [1, 3, 8])
+def test_batched_ticks_match_each_call_frame_by_frame(burst: int) -> None:
+    """Frames in bursts of ``burst`` per tick (a late loop): several windows of a call in
+    one tick run as rounds, in order, and every frame gets the per-frame path's answer."""
+    texts = ["stop please", "I would like to check my bill", "hello there", ""]
+    feeds = [_frames(t) if t else [b"\0" * 320] * 40 for t in texts]
+    batched = BatchedSileroModel()
     plain = SileroModel()
     streams = [batched.new_stream() for _ in texts]
     references = [plain.new_stream() for _ in texts]
-    feeds = [_frames(t) for t in texts]
     seen: list[list[float]] = [[] for _ in texts]
     expected: list[list[float]] = [[] for _ in texts]
-    for step in range(max(len(f) for f in feeds)):
-        for i, frames in enumerate(feeds):
-            if step < len(frames):
-                seen[i].append(streams[i].speech_probability(frames[step]))
-                expected[i].append(references[i].speech_probability(frames[step]))
-        await asyncio.sleep(0.006)  # the batcher runs between frames, as it would live
-    await asyncio.sleep(0.02)
+    for start in range(0, max(len(f) for f in feeds), burst):
+        chunks = [f[start : start + burst] for f in feeds]
+        for i, got in enumerate(_tick(batched, streams, chunks)):
+            seen[i].extend(got)
+            expected[i].extend(references[i].speech_probability(frame) for frame in chunks[i])
     for i in range(len(texts)):
-        # Each stream reports every window the reference reports, one frame later at most.
-        assert set(np.round(seen[i], 6)) - {0.0} <= set(np.round(expected[i], 6))
-        np.testing.assert_allclose(streams[i]._state, references[i]._state, atol=1e-6)
-        assert max(seen[i]) > 0.5  # it heard the speech
-    assert batched.batcher.windows > batched.batcher.runs  # windows of calls shared runs
+        np.testing.assert_allclose(seen[i], expected[i], atol=1e-5)
+        np.testing.assert_allclose(streams[i]._state, references[i]._state, atol=1e-5)
+    assert max(seen[1]) > 0.5 and max(seen[3]) < 0.1  # it heard the speech, not the silence
+    assert batched.runs * 2 < batched.windows  # the calls shared their runs
 
 
-def test_without_a_running_loop_streams_run_inline() -> None:
-    batched = BatchedSileroModel()
-    plain = SileroModel()
+def test_a_stream_fed_by_hand_answers_frame_by_frame() -> None:
+    batched, plain = BatchedSileroModel(), SileroModel()
     stream, reference = batched.new_stream(), plain.new_stream()
     for frame in _frames("stop please"):
         assert stream.speech_probability(frame) == reference.speech_probability(frame)
-    assert batched.batcher.runs == 0
+    assert batched.runs == 0 and stream.batch_vad is batched
 
 
-async def test_a_burst_of_frames_is_caught_up_in_batched_rounds_not_inline() -> None:
-    """A loop that lagged hands over several windows of a call at once: the batcher runs
-    them in order (one round per window, shared with the other calls), never one
-    inline run per window on the loop."""
-    batched = BatchedSileroModel(period_s=0.002)
-    plain = SileroModel()
-    texts = ["I would like to check my bill", "stop please"]
-    streams = [batched.new_stream() for _ in texts]
+def test_a_stream_of_another_model_is_refused() -> None:
+    batched, other = BatchedSileroModel(), BatchedSileroModel()
+    with pytest.raises(TypeError):
+        batched.score_frames(np.zeros(160, dtype=np.int16), [(other.new_stream(), 0, 1)])
+
+
+def test_the_metronome_scores_every_call_with_one_run_per_tick() -> None:
+    """Through the engine's metronome: each call's ``Heard`` carries the probabilities
+    the per-frame path gives, and a tick with a window in each call is one model run."""
+    texts = ["stop please", "I would like to check my bill", "hello there"]
+    feeds = [[ulaw.encode(f) for f in _frames(t)] for t in texts]
+    batched, plain = BatchedSileroModel(), SileroModel()
+    metronome = Metronome(ManualClock(), autostart=False)
+    lines, inboxes = [], []
+    for _ in texts:
+        line, inbox = Line(), Inbox[object]()
+        inbox.attach(line, ticked=True)
+        metronome.join(line, inbox.put_heard, vad=batched.new_stream())
+        lines.append(line)
+        inboxes.append(inbox)
     references = [plain.new_stream() for _ in texts]
-    feeds = [_frames(t) for t in texts]
-    inline_runs = 0
-    original = SileroModel.infer_batch
-
-    def counting(self: SileroModel, windows: np.ndarray, states: np.ndarray) -> object:
-        nonlocal inline_runs
-        if self is batched and threading.current_thread() is threading.main_thread():
-            inline_runs += 1
-        return original(self, windows, states)
-
-    SileroModel.infer_batch = counting  # type: ignore[method-assign]
-    try:
-        burst = 8  # 160 ms of frames at once: 5 windows for the first call
-        for start in range(0, max(len(f) for f in feeds), burst):
-            for i, frames in enumerate(feeds):
-                for frame in frames[start : start + burst]:
-                    streams[i].speech_probability(frame)
-                    references[i].speech_probability(frame)
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.02)
-    finally:
-        SileroModel.infer_batch = original  # type: ignore[method-assign]
-    assert inline_runs == 0
-    for stream, reference in zip(streams, references, strict=True):
-        np.testing.assert_allclose(stream._state, reference._state, atol=1e-6)
-        assert stream._probability == pytest.approx(reference._probability, abs=1e-6)
-    assert batched.batcher.runs < batched.batcher.windows
+    for step in range(max(len(f) for f in feeds)):
+        runs = batched.runs
+        for line, frames in zip(lines, feeds, strict=True):
+            if step < len(frames):
+                line.put_nowait(CallerAudio(frames[step]))
+        metronome.tick()
+        assert batched.runs - runs <= 1  # 20 ms a tick: at most one window of any call
+        for inbox, frames, reference in zip(inboxes, feeds, references, strict=True):
+            if step < len(frames):
+                heard = inbox.get_nowait()
+                assert isinstance(heard, Heard) and heard.probabilities is not None
+                expected = reference.speech_probability(ulaw.decode(frames[step]))
+                assert heard.probabilities[0] == pytest.approx(expected, abs=1e-5)
+    assert batched.windows > 2 * batched.runs

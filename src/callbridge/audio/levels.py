@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from callbridge.audio import ulaw
 
-__all__ = ["SILENCE_DBFS", "rms_dbfs", "tone", "ulaw_rms_dbfs"]
+__all__ = ["SILENCE_DBFS", "rms_dbfs", "tone", "ulaw_frame_levels", "ulaw_rms_dbfs"]
 
 SILENCE_DBFS = -120.0
 """What digital silence (or no audio) reads: finite, so it can be compared and logged."""
@@ -42,6 +42,16 @@ def ulaw_rms_dbfs(data: bytes) -> float:
     if not data:
         return SILENCE_DBFS
     return _dbfs(int(_ULAW_SQUARES[np.frombuffer(data, dtype=np.uint8)].sum()), len(data))
+
+
+def ulaw_frame_levels(codes: npt.NDArray[np.uint8], frame_samples: int) -> list[float]:
+    """``rms_dbfs`` of each frame of ``codes`` (``frame_samples`` codes each), exactly:
+    the integer sums of squares of every frame in one numpy pass (for all the calls of a
+    tick at once), then the same arithmetic as one frame's."""
+    if len(codes) % frame_samples:
+        raise ValueError(f"{len(codes)} codes are not whole frames of {frame_samples}")
+    sums = _ULAW_SQUARES.take(codes).reshape(-1, frame_samples).sum(axis=1)
+    return [_dbfs(s, frame_samples) for s in sums.tolist()]
 
 
 def _dbfs(sum_of_squares: int, samples: int) -> float:

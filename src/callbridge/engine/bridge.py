@@ -1,6 +1,7 @@
 """Bridge mode: a remote voice agent (VAPI) serves the call instead of our pipeline.
 
-How it works: the caller's frames go to the agent as they arrive; the agent's audio comes
+How it works: the caller's frames go to the agent as they come (on the process's 20 ms
+metronome, a tick's frames at once: ``Heard``); the agent's audio comes
 back in chunks of any size and is paced to the line by the same ``Playout`` the pipeline
 uses (20 ms frames, bounded lead, a mark after each stretch of speech). ``BridgeCore``
 holds every rule and does no I/O: it takes events with the time and returns commands, so
@@ -30,7 +31,6 @@ from callbridge.engine.events import (
     SendAudio,
     SendClear,
     SendMark,
-    Tick,
 )
 from callbridge.engine.playout import Playout, SegmentKey
 from callbridge.engine.speaker import barge_in
@@ -38,6 +38,7 @@ from callbridge.engine.transport import (
     CallerAudio,
     CallerDtmf,
     CallerHungUp,
+    Heard,
     LineEvent,
     MarkPlayed,
 )
@@ -111,7 +112,7 @@ class Apologise:
 
 
 BridgeEvent = (
-    LineEvent | RemoteAudio | RemoteSignalled | RemoteFailed | ApologyAudio | ApologyDone | Tick
+    LineEvent | RemoteAudio | RemoteSignalled | RemoteFailed | ApologyAudio | ApologyDone | Heard
 )
 BridgeCommand = (
     SendAudio | SendMark | SendClear | Hangup | ForwardAudio | EndRemote | Apologise | RecordEvent
@@ -174,7 +175,7 @@ class BridgeCore:
         return out
 
     def next_deadline(self) -> float | None:
-        """When ``handle(Tick())`` has something to do (None: only events matter)."""
+        """When ``handle(Heard())`` has something to do (None: only events matter)."""
         if self.ended:
             return None
         times = [self.playout.next_deadline(), self._drain_deadline]
@@ -186,6 +187,9 @@ class BridgeCore:
         if self.ended:
             return
         match event:
+            case Heard(ulaw=frames):  # the metronome's beat: the tick's frames, or none
+                if self.phase is _Phase.ACTIVE:
+                    self._out.extend(ForwardAudio(frame) for frame in frames)
             case CallerAudio(ulaw=data):
                 if self.phase is _Phase.ACTIVE:
                     self._out.append(ForwardAudio(data))
@@ -210,8 +214,8 @@ class BridgeCore:
                 self._drain("apology", now)
             case ApologyAudio() | ApologyDone():
                 pass
-            case CallerDtmf() | Tick():
-                pass  # the agent's socket carries no keypad; ticks only advance time
+            case CallerDtmf():
+                pass  # the agent's socket carries no keypad
         self._advance(now)
 
     # ------------------------------------------------------------ rules

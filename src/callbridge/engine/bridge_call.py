@@ -34,7 +34,6 @@ from callbridge.engine.events import (
     SendAudio,
     SendClear,
     SendMark,
-    Tick,
 )
 from callbridge.engine.shell import Shell
 from callbridge.engine.transport import CallInfo, CallRunner, CallTransport, Line
@@ -87,7 +86,7 @@ class BridgeCall:
             if self._session is not None:
                 shell.spawn(self._pump(self._session))
             try:
-                await shell.loop(self.core, self._execute, Tick())
+                await shell.loop(self.core, self._execute, hears=False)
             finally:
                 shell.cancel_tasks()
                 if self._session is not None:

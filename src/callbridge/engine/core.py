@@ -2,7 +2,8 @@
 
 One ``CallEngine`` per call. Its shell (``session.py``) feeds it every event from the
 call's one inbox together with the clock's time, performs the commands it emits, and
-wakes it at ``next_deadline()``. Because the engine owns all call state and never awaits,
+has the process's metronome wake it on the first 20 ms beat at or after
+``next_deadline()``. Because the engine owns all call state and never awaits,
 there are no races between flags, and each rule is tested with a manual clock.
 
 It is made of parts, each owning its own state:
@@ -17,8 +18,10 @@ It is made of parts, each owning its own state:
 
 ``handle`` dispatches through ``_TABLE``, a ``(phase, event type) → handler`` table in
 the style of h11's ``_state.py``; the phase only ever changes in ``enter``, which checks
-it against ``NEXT_PHASES``. A caller frame's way: ``CallerAudio`` → ``Listening.on_audio``
-→ ``TurnDetector.hear_frame`` → (speech over the bot) ``Listening.consider_barge_in`` →
+it against ``NEXT_PHASES``. A caller frame's way: the metronome's ``Heard`` (a tick's frames,
+decoded and scored) → ``Listening.on_heard`` → ``TurnDetector.hear_pcm`` (a
+``CallerAudio`` fed by hand: ``on_audio`` → ``hear_frame``, the same facts computed
+per frame) → (speech over the bot) ``Listening.consider_barge_in`` →
 ``Speaker.barge_in`` → ``SendClear`` for the shell to send.
 """
 
@@ -66,6 +69,7 @@ from callbridge.engine.transport import (
     CallerDtmf,
     CallerHungUp,
     EndCall,
+    Heard,
     MarkPlayed,
     SayText,
 )
@@ -187,8 +191,8 @@ class CallEngine:
         handler = self._handlers.get(type(event))
         if handler is not None:
             handler(self, event, now)
-        # Anything else: a tick (time only), or an event of a cancelled reply: it is
-        # gone, its audio must not play.
+        # Anything else: an event of a cancelled reply: it is gone, its audio must not
+        # play. An empty ``Heard`` (a beat) only advances time.
         self._pump(now)
 
     # ------------------------------------------------------------ after every event
@@ -257,6 +261,11 @@ def _audio(e: CallEngine, event: CallerAudio, now: float) -> None:
     e.listening.on_audio(event.ulaw, event.timestamp_ms, now)
 
 
+def _heard(e: CallEngine, event: Heard, now: float) -> None:
+    if event.ulaw:
+        e.listening.on_heard(event, now)
+
+
 def _transcript(e: CallEngine, event: TranscriptUpdate, now: float) -> None:
     e.listening.on_transcript(event, now)
 
@@ -313,6 +322,7 @@ def _ignore(e: CallEngine, event: object, now: float) -> None:
 
 _ANY_PHASE: dict[type, Handler] = {
     CallerAudio: _audio,
+    Heard: _heard,
     TranscriptUpdate: _transcript,
     CallerDtmf: _dtmf,
     MarkPlayed: _mark,

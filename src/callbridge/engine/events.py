@@ -17,6 +17,7 @@ from callbridge.engine.transport import (
     CallerDtmf,
     CallerHungUp,
     EndCall,
+    Heard,
     MarkPlayed,
     SayText,
 )
@@ -58,7 +59,6 @@ __all__ = [
     "SttDown",
     "SttFailed",
     "SttUp",
-    "Tick",
     "Transfer",
     "TransferDone",
     "TransferFailed",
@@ -182,11 +182,6 @@ class TransferFailed:
 
 
 @dataclass(frozen=True, slots=True)
-class Tick:
-    """A deadline the engine asked for has passed."""
-
-
-@dataclass(frozen=True, slots=True)
 class TurnJudged:
     """The end-of-turn model's verdict on the silence after speech run ``run_id``."""
 
@@ -216,7 +211,7 @@ EngineEvent = (
     | HoldDone
     | TransferDone
     | TransferFailed
-    | Tick
+    | Heard
     | TurnJudged
 )
 

@@ -27,6 +27,7 @@ from callbridge.engine.events import (
     WarmUp,
 )
 from callbridge.engine.replies import Reply, ReplyStage
+from callbridge.engine.transport import Heard
 from callbridge.engine.words import same_words, starts_with_words
 from callbridge.providers.base import Message, TranscriptUpdate
 
@@ -51,9 +52,23 @@ class Listening:
     # ------------------------------------------------------------ caller audio and turns
 
     def on_audio(self, data: bytes, stamp: int | None, now: float) -> None:
+        """A caller chunk fed by hand: each frame's facts computed here."""
         turn = self.e.turn
         for index, frame in enumerate(turn.frames(data)):
             turn.hear_frame(frame, None if stamp is None else stamp + index * 20, now)
+            self._after_frame(now)
+
+    def on_heard(self, heard: Heard, now: float) -> None:
+        """A tick's frames with their facts already computed (the metronome's pass)."""
+        turn, pcm, levels, scores = self.e.turn, heard.pcm, heard.levels, heard.probabilities
+        for index, stamp in enumerate(heard.stamps):
+            turn.hear_pcm(
+                pcm[index * 320 : index * 320 + 320],
+                levels[index],
+                None if scores is None else scores[index],
+                stamp,
+                now,
+            )
             self._after_frame(now)
 
     def _after_frame(self, now: float) -> None:

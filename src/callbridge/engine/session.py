@@ -1,14 +1,15 @@
 """The async shell around one ``CallEngine``: the call's single owner task.
 
 It runs on the engine's one ``Shell`` (``shell.py``): the call's one inbox (line events
-from the socket adapter, transcripts from STT, audio from the reply task, and its own
-timer), each event handed to the engine with the time, and the engine's commands carried
-out here (a reply task started or cancelled and waited for, STT finalised, a hold line,
-a transfer; audio, marks and ``clear`` go to the line through the shell). Every task it
-starts lives in the call's TaskGroup, so nothing outlives the call, and none of them
-lets a provider's exception out: the transcriber heals itself (``stt_link.py``), a reply
-reports its failure as an event, and a failed transfer or hold line is told to the
-engine, so a vendor fault is heard and recorded, never a socket error.
+from the socket adapter, the caller's frames and the deadlines' wake-ups from the
+process's metronome, transcripts from STT, audio from the reply task), each event handed
+to the engine with the time, and the engine's commands carried out here (a reply task
+started or cancelled and waited for, STT finalised, a hold line, a transfer; audio,
+marks and ``clear`` go to the line through the shell). Every task it starts lives in the
+call's TaskGroup, so nothing outlives the call, and none of them lets a provider's
+exception out: the transcriber heals itself (``stt_link.py``), a reply reports its
+failure as an event, and a failed transfer or hold line is told to the engine, so a
+vendor fault is heard and recorded, never a socket error.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from callbridge.engine.events import (
     SendMark,
     SpeakHold,
     StartReply,
-    Tick,
     Transfer,
     TransferDone,
     TransferFailed,
@@ -47,6 +47,7 @@ from callbridge.engine.events import (
     TurnRecord,
     WarmUp,
 )
+from callbridge.engine.metronome import Metronome
 from callbridge.engine.reply import ToolExecutor, run_reply
 from callbridge.engine.shell import Shell
 from callbridge.engine.stt_link import DEFAULT_FINAL_TIMEOUT_S, DEFAULT_RESEND_S, SttLink
@@ -67,7 +68,6 @@ __all__ = ["CallSession", "Voice"]
 
 log = logging.getLogger(__name__)
 
-_TICK = Tick()
 _CANCEL_WAIT_S = 2.0  # a provider that ignores cancellation this long is abandoned
 
 
@@ -119,11 +119,12 @@ class CallSession:
         clock: Clock | None = None,
         on_turn: Callable[[TurnRecord], None] | None = None,
         on_event: Callable[[CallEvent], None] | None = None,
+        metronome: Metronome | None = None,
     ) -> None:
         self.info = info
         self.engine = engine
         self._shell: Shell[EngineEvent] = Shell(
-            transport, clock or MonotonicClock(), on_event=on_event
+            transport, clock or MonotonicClock(), on_event=on_event, metronome=metronome
         )
         self._transport = transport
         self._voice = voice
@@ -146,6 +147,7 @@ class CallSession:
         clock: Clock | None = None,
         on_turn: Callable[[TurnRecord], None] | None = None,
         on_event: Callable[[CallEvent], None] | None = None,
+        metronome: Metronome | None = None,
     ) -> CallSession:
         engine = CallEngine(
             turns,
@@ -156,7 +158,8 @@ class CallSession:
             judge_turns=voice.turn_judge is not None,
         )
         return cls(
-            info, transport, voice, engine, clock=clock, on_turn=on_turn, on_event=on_event
+            info, transport, voice, engine, clock=clock, on_turn=on_turn, on_event=on_event,
+            metronome=metronome,
         )
 
     def post(self, event: EngineEvent) -> None:
@@ -186,7 +189,10 @@ class CallSession:
                 try:
                     self.engine.start(shell.clock.now())
                     await shell.loop(
-                        self.engine, self._execute, _TICK, on_caller_audio=stt.push_audio
+                        self.engine,
+                        self._execute,
+                        vad=self.engine.turn.vad,
+                        on_caller_audio=stt.push_audio,
                     )
                 finally:
                     shell.cancel_tasks()

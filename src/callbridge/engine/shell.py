@@ -1,12 +1,14 @@
-"""The one shell around a call's core: its owner task, its inbox, its timer, and the
-line commands every core emits.
+"""The one shell around a call's core: its owner task, its inbox, its seat on the
+metronome, and the line commands every core emits.
 
 Both cores (the pipeline's ``CallEngine``, the VAPI ``BridgeCore``) are sans-I/O: events
 in with the time, commands out, and a next deadline. ``Shell.loop`` is the owner task's
 whole life: take the next event from the one inbox (the line's, the call's own tasks',
-or the timer's ``Tick``), hand it to the core with the clock's time, and perform what the
-core asks. The timer is one ``call_later`` moved only when the deadline moves, never a
-timeout around every wait (cheaper per frame: −8 % CPU in the load benchmark).
+or the metronome's ``Heard``), hand it to the core with the clock's time, and perform
+what the core asks. The caller's frames and the core's deadlines both come on the
+process's 20 ms metronome (``metronome.py``): at most one wake-up per tick, with the
+tick's frames already decoded and scored; the shell only tells it the core's next
+deadline. There is no timer of the call's own.
 
 Every task the owner starts (a reply, the transcriber, a hold line, the agent's pump)
 is ``spawn``ed into the call's TaskGroup and cancelled when the call ends, so nothing
@@ -22,7 +24,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Generic, Protocol, TypeVar
 
 from callbridge.engine.events import CallEvent, Hangup, RecordEvent, SendAudio, SendClear, SendMark
-from callbridge.engine.transport import CallerAudio, CallTransport, Inbox, Line, LineEvent
+from callbridge.engine.metronome import Metronome
+from callbridge.engine.transport import CallTransport, Heard, Inbox, Line, LineEvent
+from callbridge.providers.base import VadStream
 
 __all__ = ["Core", "Shell"]
 
@@ -57,11 +61,15 @@ class Shell(Generic[E]):
         clock: _Clock,
         *,
         on_event: Callable[[CallEvent], None] | None = None,
+        metronome: Metronome | None = None,
     ) -> None:
         self.inbox: Inbox[E] = Inbox()
         self.transport = transport
         self.clock = clock
         self._on_event = on_event
+        # None: the running loop's for this clock; one given (tests) must read ``clock``.
+        self._metronome = metronome
+        self._line: Line | None = None
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -71,7 +79,8 @@ class Shell(Generic[E]):
     @contextlib.asynccontextmanager
     async def owning(self, line: Line) -> AsyncIterator[None]:
         """The call's lifetime: its line feeds the inbox, its tasks live in one group."""
-        self.inbox.attach(line)
+        self.inbox.attach(line, ticked=True)
+        self._line = line
         async with asyncio.TaskGroup() as group:
             self._group = group
             try:
@@ -96,40 +105,38 @@ class Shell(Generic[E]):
 
     async def loop(
         self,
-        core: Core[E | LineEvent, C],
+        core: Core[E | LineEvent | Heard, C],
         perform: Callable[[list[C]], Awaitable[None]],
-        tick: E,
         *,
+        vad: VadStream | None = None,
+        hears: bool = True,
         on_caller_audio: Callable[[bytes], None] | None = None,
     ) -> None:
-        """Serve ``core`` until it has ended. ``tick`` is posted at its next deadline;
+        """Serve ``core`` until it has ended (inside ``owning``). ``vad``: the core's
+        detector, scored with every call's on the metronome if it batches; ``hears``:
+        False when the core only passes the caller's audio on (no decode, no levels);
         ``on_caller_audio`` sees each caller frame first (the transcriber's feed)."""
-        inbox, clock = self.inbox, self.clock
-        loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle | None = None
-        timer_at: float | None = None
+        inbox, clock, line = self.inbox, self.clock, self._line
+        if line is None:
+            raise RuntimeError("loop runs inside owning(line)")
+        metronome = self._metronome or Metronome.running(clock)
+        member = metronome.join(line, inbox.put_heard, vad=vad, hears=hears)
         try:
             await perform(core.take_commands())
             while not core.ended:
-                deadline = core.next_deadline()
-                if deadline != timer_at:
-                    if timer is not None:
-                        timer.cancel()
-                    timer_at = deadline
-                    timer = None
-                    if deadline is not None:
-                        delay = max(0.0, deadline - clock.now())
-                        timer = loop.call_later(delay, inbox.put_nowait, tick)
+                member.deadline = core.next_deadline()
                 event = inbox.get_nowait() if not inbox.empty() else await inbox.get()
-                if event is tick:
-                    timer_at = None  # fired: the next deadline needs a new timer
-                elif on_caller_audio is not None and type(event) is CallerAudio:
-                    on_caller_audio(event.ulaw)
+                if type(event) is Heard:
+                    member.took_beat()
+                    if on_caller_audio is not None:
+                        for frame in event.ulaw:
+                            on_caller_audio(frame)
                 core.handle(event, clock.now())
-                await perform(core.take_commands())
+                commands = core.take_commands()
+                if commands:  # most beats ask for nothing: no coroutine for them
+                    await perform(commands)
         finally:
-            if timer is not None:
-                timer.cancel()
+            metronome.leave(member)
 
     async def send(self, command: SendAudio | SendMark | SendClear | Hangup | RecordEvent) -> None:
         """The commands every core emits: to the line, or to the call's record."""

@@ -2,15 +2,20 @@
 socket, the simulator and tests (DESIGN.md §1: the engine never imports ``twilio``).
 
 A frame's way in: the socket adapter (``server/media.py``) decodes it into a
-``CallerAudio`` and posts it to the call's ``Line``; the call's owner task has attached
-its own ``Inbox`` to that line, so the frame lands in the one queue the owner reads, in
-order with the owner's own events (reply audio, transcripts, timer ticks). The owner
-answers through the ``CallTransport`` (audio, marks, ``clear``, hang-up).
+``CallerAudio`` and posts it to the call's ``Line``. The call's owner has attached its
+``Inbox`` to that line. An engine's owner (``shell.py``) attaches it *ticked*: the
+caller's frames wait on the line, and the process's 20 ms metronome (``metronome.py``)
+takes every call's new frames at once, decodes, measures and scores them in one pass and
+posts each call one ``Heard`` per tick. Every other line event (marks, keys, hang-up)
+goes straight to the inbox, so it may overtake frames of the same tick (≤ 20 ms). A
+plain owner (the loopback, tests) gets each ``CallerAudio`` in its inbox as it comes.
+The owner answers through the ``CallTransport`` (audio, marks, ``clear``, hang-up).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -25,6 +30,7 @@ __all__ = [
     "CallerDtmf",
     "CallerHungUp",
     "EndCall",
+    "Heard",
     "Inbox",
     "Line",
     "LineEvent",
@@ -103,6 +109,19 @@ class SayText:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """A tick's worth of one caller's 20 ms frames, already decoded, measured and (for a
+    VAD that batches) scored by the metronome's shared pass, so the owner recomputes
+    nothing. Empty: the tick only wakes the owner for a deadline (time passes)."""
+
+    ulaw: tuple[bytes, ...] = ()
+    stamps: tuple[int | None, ...] = ()
+    pcm: bytes = b""  # every frame's PCM16, one after the other (320 bytes each)
+    levels: tuple[float, ...] = ()  # dBFS per frame, exactly ``rms_dbfs`` of its PCM
+    probabilities: tuple[float, ...] | None = None  # None: the owner asks its VAD per frame
+
+
 LineEvent = CallerAudio | CallerDtmf | MarkPlayed | CallerHungUp | EndCall | SayText
 
 
@@ -140,36 +159,50 @@ class Line:
     The call's owner attaches its ``Inbox`` once (``Inbox.attach``); events posted
     before that wait here and go first. ``qsize`` counts the caller frames the owner
     has not taken yet: the adapter's backlog cap is about those, not about the owner's
-    own events (reply audio, transcripts) that share its inbox.
+    own events (reply audio, transcripts) that share its inbox. A ticked owner's frames
+    wait in ``frames`` until the metronome takes them (``take_frames``).
     """
 
     def __init__(self) -> None:
         self._inbox: _LineSink | None = None
         self._early: list[LineEvent] = []
         self._taps: tuple[LineTap, ...] = ()
+        self._ticked = False
+        self.frames: list[CallerAudio] = []  # a ticked owner's, until the next tick
 
     def put_nowait(self, event: LineEvent) -> None:
-        if self._inbox is not None:
-            self._deliver(self._inbox, event)
-        else:
+        inbox = self._inbox
+        if inbox is None:
             self._early.append(event)
+        elif self._ticked and type(event) is CallerAudio:
+            for tap in self._taps:
+                tap(event)
+            self.frames.append(event)
+        else:
+            self._deliver(inbox, event)
+
+    def take_frames(self) -> list[CallerAudio]:
+        """The frames that came since the last tick (the metronome's, once per tick)."""
+        frames, self.frames = self.frames, []
+        return frames
 
     def qsize(self) -> int:
         """Caller frames posted and not yet taken by the call's owner."""
         if self._inbox is not None:
-            return self._inbox.unread_audio
+            return self._inbox.unread_audio + len(self.frames)
         return sum(type(event) is CallerAudio for event in self._early)
 
     def add_tap(self, tap: LineTap) -> None:
         self._taps = (*self._taps, tap)
 
-    def _attach(self, inbox: _LineSink) -> None:
+    def _attach(self, inbox: _LineSink, ticked: bool) -> None:
         if self._inbox is not None:
             raise RuntimeError("a line has one owner")
         self._inbox = inbox
+        self._ticked = ticked
         early, self._early = self._early, []
         for event in early:
-            self._deliver(inbox, event)
+            self.put_nowait(event)
 
     def _deliver(self, inbox: _LineSink, event: LineEvent) -> None:
         for tap in self._taps:
@@ -179,42 +212,71 @@ class Line:
 
 class Inbox(Generic[E]):
     """A call owner's one queue: its own events (``E``) and its line's, in the order
-    they happened. ``get_nowait``/``empty`` let a busy loop skip a coroutine per event."""
+    they happened. ``get_nowait``/``empty`` let a busy loop skip a coroutine per event.
+
+    It has one reader, the owner, so a deque and one waiting future do what
+    ``asyncio.Queue`` does for many readers, with less work per event: every call's
+    every tick passes through here."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[E | LineEvent] = asyncio.Queue()
+        self._items: deque[E | LineEvent | Heard] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self.unread_audio = 0  # caller frames queued here and not yet taken
 
-    def attach(self, line: Line) -> None:
-        """Take ``line``'s events from now on (and those it already holds)."""
-        line._attach(self)
+    def attach(self, line: Line, *, ticked: bool = False) -> None:
+        """Take ``line``'s events from now on (and those it already holds). ``ticked``:
+        its caller frames wait on the line for the metronome, and come as ``Heard``."""
+        line._attach(self, ticked)
+
+    def put_heard(self, heard: Heard) -> None:
+        """The metronome's post: a tick's frames count as unread until taken."""
+        self.unread_audio += len(heard.ulaw)
+        self._put(heard)
 
     def put_nowait(self, event: E) -> None:
-        self._queue.put_nowait(event)
+        self._put(event)
 
     def put_line(self, event: LineEvent) -> None:
         if type(event) is CallerAudio:
             self.unread_audio += 1
-        self._queue.put_nowait(event)
+        self._put(event)
+
+    def _put(self, event: E | LineEvent | Heard) -> None:
+        self._items.append(event)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def empty(self) -> bool:
-        return self._queue.empty()
+        return not self._items
 
     def qsize(self) -> int:
         """Everything waiting: the owner's own events and the line's."""
-        return self._queue.qsize()
+        return len(self._items)
 
-    def get_nowait(self) -> E | LineEvent:
-        event = self._queue.get_nowait()
+    def get_nowait(self) -> E | LineEvent | Heard:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        event = self._items.popleft()
         if type(event) is CallerAudio:
             self.unread_audio -= 1
+        elif type(event) is Heard:
+            self.unread_audio -= len(event.ulaw)
         return event
 
-    async def get(self) -> E | LineEvent:
-        event = await self._queue.get()
-        if type(event) is CallerAudio:
-            self.unread_audio -= 1
-        return event
+    async def get(self) -> E | LineEvent | Heard:
+        while not self._items:
+            if self._waiter is not None:
+                raise RuntimeError("an inbox has one reader")
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+        return self.get_nowait()
 
 
 CallRunner = Callable[[CallInfo, CallTransport, Line], Awaitable[None]]

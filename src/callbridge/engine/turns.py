@@ -1,12 +1,15 @@
 """The caller's side as facts: frames and transcripts in; speech runs, words and the
 silence that would end a turn out.
 
-A frame's way through: ``hear_frame`` decodes it, asks the VAD, and updates the speech
-run (``speech.py``: onset, run length, trailing silence). Transcripts update the words
-(``words.py``). Everything here is a pure function of what the caller did: it starts no
-reply and changes no phase. The engine's rules (``listening.py``) read these facts and
-decide; the only outputs are the two questions it may ask once per silence (the
-transcriber's final words, the end-of-turn model's verdict).
+A frame's way through: the metronome's pass (``frontend.py``) has decoded it, measured
+its level and, for a VAD that batches, scored it with every call's; ``hear_pcm`` asks
+the VAD if it was not, and updates the speech run (``speech.py``: onset, run length,
+trailing silence). ``hear_frame`` is the same for one frame fed by hand (decoded and
+measured here). Transcripts update the words (``words.py``). Everything here is a pure
+function of what the caller did: it starts no reply and changes no phase. The engine's
+rules (``listening.py``) read these facts and decide; the only outputs are the two
+questions it may ask once per silence (the transcriber's final words, the end-of-turn
+model's verdict).
 """
 
 from __future__ import annotations
@@ -62,15 +65,31 @@ class TurnDetector:
             return (ulaw,)  # the usual case, without a copy
         return self._framer.push(ulaw)
 
+    @property
+    def vad(self) -> VadStream:
+        return self._vad
+
     def hear_frame(self, frame: bytes, stamp_ms: int | None, now: float) -> None:
         pcm = ulaw_codec.decode(frame)
-        probability = self._vad.speech_probability(pcm)
+        self.hear_pcm(pcm, rms_dbfs(pcm), None, stamp_ms, now)
+
+    def hear_pcm(
+        self,
+        pcm: bytes,
+        level_dbfs: float,
+        probability: float | None,
+        stamp_ms: int | None,
+        now: float,
+    ) -> None:
+        """One 20 ms frame's facts; ``probability`` None: ask this call's VAD now."""
+        if probability is None:
+            probability = self._vad.speech_probability(pcm)
         if self.judge_turns:
             audio = self._turn_audio
             audio += pcm
             if len(audio) > 2 * _TURN_AUDIO_BYTES:
                 del audio[: len(audio) - _TURN_AUDIO_BYTES]
-        self.speech.update(probability >= self._threshold, rms_dbfs(pcm), 20, now, stamp_ms)
+        self.speech.update(probability >= self._threshold, level_dbfs, 20, now, stamp_ms)
         if self.speech.run_ms == 0:
             self.words.in_run = None
 

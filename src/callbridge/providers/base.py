@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
     from callbridge.providers.retry import OnRetry
 
 __all__ = [
+    "BatchVad",
     "LanguageModel",
     "LlmEvent",
     "Message",
@@ -58,6 +62,22 @@ class VadStream(Protocol):
         ...
 
     def reset(self) -> None: ...
+
+
+class BatchVad(Protocol):
+    """A VAD that scores many calls' frames in one run (Silero: one model run per round
+    of windows, for every call at once). Its streams name it as ``stream.batch_vad``;
+    a stream without that attribute is asked frame by frame."""
+
+    def score_frames(
+        self, pcm16: NDArray[np.int16], calls: Sequence[tuple[VadStream, int, int]]
+    ) -> list[float]:
+        """``pcm16``: the 20 ms frames of a tick, one after the other (160 samples
+        each); ``calls``: (stream, first frame, frame count) for each call, its frames
+        in order. Returns each frame's probability, exactly what
+        ``stream.speech_probability(frame)`` would have said frame by frame (frames of
+        no listed call: undefined)."""
+        ...
 
 
 class VadModel(Protocol):

@@ -1,150 +1,133 @@
-"""Runs every call's Silero windows together: one model run per tick for all calls.
+"""Every call's Silero windows of a tick in one model run: the metronome's VAD.
 
 One window at a time costs ~130 µs, almost all of it onnxruntime's per-run overhead; in
 a batch of a hundred it costs ~30 µs. At 200 calls that is the difference between more
 than a whole core and a fifth of one (bench/vad.py).
 
-How it works: a call's stream buffers its 20 ms frames and, when a 32 ms window is
-complete, asks the process's batcher for a run and keeps answering with its latest
-probability. The batcher wakes every ``period_s`` and takes *every* complete window of
-every waiting call on the event loop's thread (a call whose frames came in a burst has
-several), then runs them in its own worker thread: round r holds the r-th window of each
-call that has one, so each call's recurrent state still sees its windows in order and a
-burst costs a few batched rounds, never a run per window. The loop keeps serving calls
-meanwhile (onnxruntime releases the GIL) and the results are written back on the loop's
-thread, so no stream is ever touched from two threads. A verdict is at most about one
-period late; the engine's speech tracker dates runs back over that lag. Without a running
-event loop (scripts, benchmarks) streams run inline.
+How it works: each tick the engine's metronome (``engine/metronome.py``) hands
+``score_frames`` the new 20 ms frames of every call, already decoded into one array.
+They are scaled to floats in one pass and appended to each call's stream; then round r
+runs the r-th complete window of every call that has one, in one ``Session.run``, each
+row with its own recurrent state, so each call's state sees its windows in order. A
+call normally completes zero or one 32 ms window per tick, so a tick is one run; a
+call whose frames came in a burst costs a few rounds, never a run per window. Each
+frame gets the probability of the latest window complete when it ended, which is
+exactly what ``SileroStream.speech_probability`` says frame by frame.
 
-Why never inline when behind (as this module once did past three windows of backlog):
-under load the loop lags, frames arrive in bursts, and one-window runs at ~130 µs each
-took half the core at 50 calls (``bench/load.py 50 --stack seed --profile``) — the
-exact overload they were meant to ride out.
+Inline on the loop's thread, not in a worker (as the batcher before the metronome did):
+the probabilities are needed in the same tick (a worker's come a tick later, growing
+barge-in by 20 ms), a server pinned to one core gains nothing from a second thread, and
+the hand-off costs CPU: measured on this machine, a run in a one-thread executor took
++90 µs of CPU at 30 calls' windows, +310 µs at 100, +840 µs at 200 (4–8 % more than the
+run itself). Without a metronome (scripts, benchmarks) a stream answers frame by frame.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
+from callbridge.providers.base import VadStream
 from callbridge.providers.vad.silero_model import (
     CONTEXT_SAMPLES,
     WINDOW_SAMPLES,
-    Floats,
     SileroModel,
     SileroStream,
 )
 
-__all__ = ["BatchedSileroModel", "BatchedSileroStream", "SileroBatcher"]
+__all__ = ["BatchedSileroModel", "BatchedSileroStream"]
 
 _ROW_SAMPLES = CONTEXT_SAMPLES + WINDOW_SAMPLES
-
-log = logging.getLogger(__name__)
-
-class SileroBatcher:
-    def __init__(self, model: SileroModel, period_s: float = 0.02) -> None:
-        self._model = model
-        self._period_s = period_s
-        self._ready: dict[BatchedSileroStream, None] = {}  # ordered set
-        self._task: asyncio.Task[None] | None = None
-        # Its own thread: the loop's default executor may be busy with anything else.
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="silero")
-        self.runs = 0
-        self.windows = 0
-
-    def request(self, stream: BatchedSileroStream) -> bool:
-        """Queue ``stream`` for the next run; False if no loop runs (run it inline)."""
-        if self._task is None or self._task.done():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return False
-            self._task = loop.create_task(self._run(), name="silero-batcher")
-        self._ready[stream] = None
-        return True
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self._period_s)
-            if not self._ready:
-                continue
-            streams = [s for s in self._ready if s._ready()]
-            self._ready.clear()
-            if not streams:
-                continue
-            rounds, states = self._gather_all(streams)
-            for stream in streams:
-                stream._in_flight = True
-            try:
-                probabilities, new_states = await loop.run_in_executor(
-                    self._executor, self._infer_rounds, rounds, states
-                )
-            finally:
-                for stream in streams:
-                    stream._in_flight = False
-            self._model.scatter(streams, probabilities, new_states)
-            for stream in streams:
-                if stream._ready():  # frames came in while the model ran
-                    self._ready[stream] = None
-            self.runs += len(rounds)
-            self.windows += sum(len(windows) for windows in rounds)
-
-    @staticmethod
-    def _gather_all(streams: list[BatchedSileroStream]) -> tuple[list[Floats], Floats]:
-        """Every complete window of each stream: round r has the r-th window of the
-        first ``len(rounds[r])`` streams (the streams are sorted, longest backlog first)."""
-        streams.sort(key=lambda s: -s._filled)
-        rounds: list[Floats] = []
-        while True:
-            ready = 0
-            while ready < len(streams) and streams[ready]._ready():
-                ready += 1
-            if ready == 0:
-                break
-            windows = np.empty((ready, _ROW_SAMPLES), dtype=np.float32)
-            for i in range(ready):
-                streams[i]._take_window(windows[i])
-            rounds.append(windows)
-        return rounds, np.stack([s._state for s in streams], axis=1)
-
-    def _infer_rounds(self, rounds: list[Floats], states: Floats) -> tuple[Floats, Floats]:
-        """In the worker thread: the rounds in order, each row's state carried along."""
-        probabilities = np.zeros(states.shape[1], dtype=np.float32)
-        for windows in rounds:
-            n = len(windows)
-            out, new = self._model.infer_batch(windows, np.ascontiguousarray(states[:, :n]))
-            probabilities[:n] = out
-            states[:, :n] = new
-        return probabilities, states
+_FRAME_SAMPLES = 160
 
 
 class BatchedSileroModel(SileroModel):
-    """The shared model, with one batcher for all the calls of this process."""
+    """The shared model, scoring all calls' frames of a tick together."""
 
-    def __init__(self, threshold: float = 0.5, period_s: float = 0.02) -> None:
+    def __init__(self, threshold: float = 0.5) -> None:
         super().__init__(threshold)
-        self.batcher = SileroBatcher(self, period_s)
+        self.runs = 0  # model runs (rounds), for benchmarks and tests
+        self.windows = 0  # windows scored in them
 
     def new_stream(self) -> BatchedSileroStream:
         return BatchedSileroStream(self)
 
+    def score_frames(
+        self, pcm16: NDArray[np.int16], calls: Sequence[tuple[VadStream, int, int]]
+    ) -> list[float]:
+        samples = pcm16.astype(np.float32)
+        samples *= np.float32(1.0 / 32768.0)
+        out = [0.0] * (len(pcm16) // _FRAME_SAMPLES)
+        plans: list[tuple[SileroStream, int, int, int, float]] = []
+        wanted: list[tuple[SileroStream, int]] = []
+        for vad, first, count in calls:
+            stream = _own(self, vad)
+            pending = stream._filled - CONTEXT_SAMPLES  # < one window: none is left over
+            stream._push_samples(samples[first * _FRAME_SAMPLES : (first + count) * _FRAME_SAMPLES])
+            plans.append((stream, first, count, pending, stream._probability))
+            windows = (pending + count * _FRAME_SAMPLES) // WINDOW_SAMPLES
+            if windows:
+                wanted.append((stream, windows))
+        scored = self._run_rounds(wanted)
+        for stream, first, count, pending, before in plans:
+            got = scored.get(stream)
+            if got is None:  # no window completed: every frame keeps the last verdict
+                out[first : first + count] = [before] * count
+                continue
+            for j in range(count):  # the latest window complete when frame j ended
+                done = (pending + (j + 1) * _FRAME_SAMPLES) // WINDOW_SAMPLES
+                out[first + j] = got[done - 1] if done else before
+        return out
+
+    def _run_rounds(
+        self, wanted: list[tuple[SileroStream, int]]
+    ) -> dict[SileroStream, list[float]]:
+        """Round r scores the r-th window of every stream that has more than r; the
+        streams go longest first, so each round's rows are a prefix of the last's and the
+        states carry over in place."""
+        if not wanted:
+            return {}
+        wanted.sort(key=lambda w: -w[1])
+        streams = [stream for stream, _ in wanted]
+        rounds = wanted[0][1]
+        scored = np.zeros((len(streams), rounds), dtype=np.float32)
+        states = np.stack([stream._state for stream in streams], axis=1)
+        rows = len(streams)
+        for r in range(rounds):
+            while wanted[rows - 1][1] <= r:
+                rows -= 1
+            windows = np.empty((rows, _ROW_SAMPLES), dtype=np.float32)
+            for i in range(rows):
+                streams[i]._take_window(windows[i])
+            out, new = self.infer_batch(windows, np.ascontiguousarray(states[:, :rows]))
+            scored[:rows, r] = out
+            states[:, :rows] = new
+            self.runs += 1
+            self.windows += rows
+        result: dict[SileroStream, list[float]] = {}
+        for i, (row, (stream, count)) in enumerate(zip(scored.tolist(), wanted, strict=True)):
+            stream._state = states[:, i]  # a view: the next tick stacks them anew
+            stream._probability = row[count - 1]
+            result[stream] = row[:count]
+        return result
+
+
+def _own(model: BatchedSileroModel, vad: VadStream) -> SileroStream:
+    if not isinstance(vad, SileroStream) or vad.model is not model:
+        raise TypeError("score_frames: a stream of another model")
+    return vad
+
 
 class BatchedSileroStream(SileroStream):
-    __slots__ = ("_batcher", "_in_flight")
+    """A call's stream that the metronome scores with everyone else's (``batch_vad``);
+    fed by hand it answers frame by frame like any ``SileroStream``."""
 
-    def __init__(self, model: BatchedSileroModel) -> None:
-        super().__init__(model)
-        self._batcher = model.batcher
-        self._in_flight = False  # a window of ours is in the model now: our state is busy
+    __slots__ = ()
 
-    def speech_probability(self, pcm16: bytes) -> float:
-        self._push(pcm16)
-        if not self._ready() or self._in_flight:
-            return self._probability
-        if not self._batcher.request(self):
-            return super().speech_probability(b"")
-        return self._probability
+    @property
+    def batch_vad(self) -> BatchedSileroModel:
+        model = self._model
+        assert isinstance(model, BatchedSileroModel)
+        return model

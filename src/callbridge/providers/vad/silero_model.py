@@ -150,15 +150,22 @@ class SileroStream:
     def _push(self, pcm16: bytes) -> None:
         if len(pcm16) % 2:
             raise ValueError(f"PCM16 needs an even number of bytes, got {len(pcm16)}")
-        n = len(pcm16) // 2
+        target = self._room(len(pcm16) // 2)
+        np.multiply(np.frombuffer(pcm16, dtype="<i2"), 1.0 / 32768.0, out=target, casting="unsafe")
+
+    def _push_samples(self, samples: Floats) -> None:
+        """Samples already scaled to [-1, 1] (a tick's batch converts all calls at once)."""
+        self._room(len(samples))[:] = samples
+
+    def _room(self, n: int) -> Floats:
         end = self._filled + n
         if end > len(self._samples):  # only for chunks longer than a window
             grown = np.zeros(end, dtype=np.float32)
             grown[: self._filled] = self._samples[: self._filled]
             self._samples = grown
         target = self._samples[self._filled : end]
-        np.multiply(np.frombuffer(pcm16, dtype="<i2"), 1.0 / 32768.0, out=target, casting="unsafe")
         self._filled = end
+        return target
 
     def _ready(self) -> bool:
         return self._filled >= _ROW_SAMPLES
