@@ -49,12 +49,14 @@ def serve(port: int, runner_kind: str, data_dir: str) -> None:
 
     import uvicorn
 
-    from callbridge.engine.transport import CallerHungUp, CallInfo, CallTransport
+    from callbridge.engine.transport import CallerHungUp, CallInfo, CallTransport, Inbox, Line
     from callbridge.server.app import create_app, uvicorn_config
     from callbridge.settings import load_settings
 
-    async def sink(info: CallInfo, transport: CallTransport, queue: asyncio.Queue[object]) -> None:
-        while type(await queue.get()) is not CallerHungUp:
+    async def sink(info: CallInfo, transport: CallTransport, line: Line) -> None:
+        inbox: Inbox[object] = Inbox()
+        inbox.attach(line)
+        while type(await inbox.get()) is not CallerHungUp:
             pass
 
     logging.basicConfig(level=logging.WARNING)
