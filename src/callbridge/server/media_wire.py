@@ -13,6 +13,7 @@ still websockets' own.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 try:  # websockets' C helper; the same function its own parser uses
@@ -79,14 +80,17 @@ def frame_length(head: bytes) -> int | None:
     return at + (4 if second & _MASKED else 0) + size
 
 
+_head16 = struct.Struct("!BBH").pack
+
+
 def text_frame(payload: bytes) -> bytes:
     """A server's final text frame around ``payload`` (unmasked, no extensions): the
     bytes websockets' ``send_text`` would write."""
     size = len(payload)
+    if _LEN16 <= size < 1 << 16:  # a 20 ms media message (about 300 bytes)
+        return _head16(FIN_TEXT, _LEN16, size) + payload
     if size < _LEN16:
         return bytes((FIN_TEXT, size)) + payload
-    if size < 1 << 16:
-        return bytes((FIN_TEXT, _LEN16)) + size.to_bytes(2, "big") + payload
     return bytes((FIN_TEXT, _LEN64)) + size.to_bytes(8, "big") + payload
 
 

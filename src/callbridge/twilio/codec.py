@@ -209,6 +209,12 @@ _MEDIA_RE = re.compile(
     rb'"streamSid":"([A-Za-z0-9]{1,64})"\}\Z'
 )
 _match_media = _MEDIA_RE.match
+# The same shape, capturing only what a live call uses (each group costs time).
+_match_live_media = re.compile(
+    rb'\{"event":"media","sequenceNumber":"[0-9]{1,18}","media":\{"track":"[a-z_]{1,32}",'
+    rb'"chunk":"[0-9]{1,18}","timestamp":"([0-9]{1,18})","payload":"([^"]*)"\},'
+    rb'"streamSid":"[A-Za-z0-9]{1,64}"\}\Z'
+).match
 _b64decode = binascii.a2b_base64
 
 
@@ -221,10 +227,10 @@ def media_audio(payload: bytes) -> tuple[int, bytes] | None:
     """
     if len(payload) > MAX_FRAME_BYTES:
         return None
-    match = _match_media(payload)
+    match = _match_live_media(payload)
     if match is None:
         return None
-    timestamp, b64 = match.group(4, 5)
+    timestamp, b64 = match.groups()
     try:
         return int(timestamp), _b64decode(b64, strict_mode=True)
     except binascii.Error:
