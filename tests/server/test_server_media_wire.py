@@ -23,11 +23,18 @@ from websockets.utils import apply_mask
 from callbridge.server import media
 from callbridge.server.app import create_app, uvicorn_config
 from callbridge.server.media_socket import MediaSocket
-from callbridge.server.media_wire import NEED_MORE, NOT_FAST, fast_frame, frame_length, text_frame
+from callbridge.server.media_wire import (
+    HOLD_MAX,
+    NEED_MORE,
+    NOT_FAST,
+    fast_frame,
+    frame_length,
+    text_frame,
+)
 from callbridge.settings import Settings
 from callbridge.twilio.transport import LineClosed
 
-MAX_SIZE = 1500
+MAX_SIZE = 6000
 KEY = b"\x5a\x13\xc4\x7e"
 REQUEST = (
     b"GET /media HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUpgrade: websocket\r\n"
@@ -59,6 +66,7 @@ CORPUS: dict[str, bytes] = {
     "text, 16-bit length for 5 bytes": raw(0x81, b"hello", width=2),
     "text, 64-bit length": raw(0x81, b"long form", width=8),
     "text, not UTF-8": raw(0x81, b"\xff\xfe\x00"),
+    "long text": raw(0x81, b"z" * (HOLD_MAX + 100)),  # held here only if it comes whole
     "text the stream closes on": raw(0x81, b"close please"),
     "binary": raw(0x82, b"\x00\x01\x02"),
     "ping": raw(0x89, b"p1"),
@@ -213,7 +221,7 @@ frames = st.one_of(
 )
 @given(
     sequence=st.lists(frames, max_size=8),
-    cuts=st.lists(st.integers(0, 3000), max_size=8),
+    cuts=st.lists(st.integers(0, 14000), max_size=8),
     eof=st.booleans(),
     request_cuts=st.lists(st.integers(1, len(REQUEST) - 1), max_size=3).map(tuple),
 )
@@ -299,7 +307,8 @@ def test_fast_frame_takes_only_the_common_shape() -> None:
     start, end = fast_frame(b"junk" + media + b"more", 4, MAX_SIZE)
     assert (start, end) == (4 + 8, 4 + len(media))
     for cut in range(len(media)):
-        assert fast_frame(media[:cut], 0, MAX_SIZE) == (NEED_MORE, 0)
+        end = len(media) if cut >= 4 else 0  # known once the 16-bit length is
+        assert fast_frame(media[:cut], 0, MAX_SIZE) == (NEED_MORE, end)
     short = CORPUS["short text"]
     assert fast_frame(short, 0, MAX_SIZE) == (6, len(short))
     for name in ("binary", "ping", "first fragment", "unmasked text", "reserved bit",
@@ -329,6 +338,39 @@ def test_a_frame_written_at_once_is_what_send_text_writes(config: Config) -> Non
         assert not socket.write_text_now(MEDIA)
         with pytest.raises(LineClosed):
             await socket.send_text("late")
+        socket.connection_lost(None)
+
+    asyncio.run(go())
+
+
+def test_a_long_frame_cut_short_is_not_held_here(config: Config) -> None:
+    """Held bytes are copied on every read: past ``HOLD_MAX`` websockets buffers the
+    frame instead, and the common frames after it are read here again."""
+    long = CORPUS["long text"]
+
+    async def go() -> None:
+        socket = MediaSocket(config.app.state.edge, config, ServerState())  # type: ignore[attr-defined]
+        socket.connection_made(FakeTransport())
+        fed: list[int] = []
+        feed_ws = socket._feed_ws
+
+        def spy(data: bytes) -> None:
+            fed.append(len(data))
+            feed_ws(data)
+
+        socket.splitter._to_ws = spy
+        socket.data_received(REQUEST)
+        socket.data_received(long)  # whole: read here
+        socket.data_received(CORPUS["media"][:100])  # held
+        socket.data_received(CORPUS["media"][100:] + long[:1000])  # too long to hold
+        for i in range(1000, len(long), 1000):
+            socket.data_received(long[i : i + 1000])
+        socket.data_received(CORPUS["media"])
+        assert fed == [len(REQUEST), *(len(long[i : i + 1000]) for i in range(0, len(long), 1000))]
+        assert isinstance(socket.stream, Recorder)
+        texts = [p for kind, p in socket.stream.calls if kind == "text"]
+        text = b"z" * (HOLD_MAX + 100)
+        assert texts == [text, MEDIA, text, MEDIA]
         socket.connection_lost(None)
 
     asyncio.run(go())

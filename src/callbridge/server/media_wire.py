@@ -21,7 +21,15 @@ try:  # websockets' C helper; the same function its own parser uses
 except ImportError:  # pragma: no cover - a platform without the compiled helper
     from websockets.utils import apply_mask
 
-__all__ = ["NEED_MORE", "NOT_FAST", "FrameSplitter", "fast_frame", "frame_length", "text_frame"]
+__all__ = [
+    "HOLD_MAX",
+    "NEED_MORE",
+    "NOT_FAST",
+    "FrameSplitter",
+    "fast_frame",
+    "frame_length",
+    "text_frame",
+]
 
 FIN_TEXT = 0x81
 """First header byte of a final text frame without extension bits."""
@@ -30,6 +38,10 @@ _LEN16 = 126
 _LEN64 = 127
 NEED_MORE = -1
 """``fast_frame``: the frame's header or payload is not all here yet."""
+HOLD_MAX = 4096
+"""A common frame cut short is held until the rest comes if it is at most this long (a
+20 ms media message is about 330 bytes); a longer one goes to websockets, whose buffer
+grows without copying what it holds on every read."""
 NOT_FAST = -2
 """``fast_frame``: not the common shape; websockets reads this frame."""
 
@@ -37,7 +49,8 @@ NOT_FAST = -2
 def fast_frame(buf: bytes, pos: int, limit: int) -> tuple[int, int]:
     """Where the payload of the frame at ``buf[pos]`` starts and ends, if it is a masked,
     final text frame with a 7- or 16-bit length of at most ``limit`` bytes; else
-    ``(NEED_MORE, 0)`` or ``(NOT_FAST, 0)``. The mask is the 4 bytes before the start."""
+    ``(NOT_FAST, 0)``, or ``(NEED_MORE, end)`` (0 while the length is not here yet).
+    The mask is the 4 bytes before the start."""
     have = len(buf) - pos
     if have < 2:
         return NEED_MORE, 0
@@ -57,7 +70,7 @@ def fast_frame(buf: bytes, pos: int, limit: int) -> tuple[int, int]:
         return NOT_FAST, 0  # websockets refuses it (1009) as soon as it reads the length
     end = start + size
     if end > len(buf):
-        return NEED_MORE, 0
+        return NEED_MORE, end
     return start, end
 
 
@@ -151,7 +164,7 @@ class FrameSplitter:
                     on_text(apply_mask(buf[start:end], buf[start - 4 : start]))
                     pos = end
                     continue
-                if start == NEED_MORE:
+                if start == NEED_MORE and end - pos <= HOLD_MAX:
                     self._held = buf[pos:]
                     return
             buf, pos = self._ws_frame(buf[pos:]), 0
