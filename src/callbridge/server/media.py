@@ -337,12 +337,10 @@ class MediaStream:
     def _caller_audio(self, ulaw: bytes, timestamp_ms: int, now: float) -> None:
         queue = self._queue
         assert queue is not None
-        gaps = self.gaps.seen(timestamp_ms, now)
-        if gaps is not None:
-            for gap in gaps:
-                reported = MediaGap(gap.kind, round(gap.gap_ms), gap.coalesced)
-                log_event(log, logging.INFO, "media.gap", **reported.data)
-                self.emit(reported)
+        for gap in self.gaps.seen(timestamp_ms, now):
+            reported = MediaGap(gap.kind, round(gap.gap_ms), gap.coalesced)
+            log_event(log, logging.INFO, "media.gap", **reported.data)
+            self.emit(reported)
         if queue.qsize() >= MAX_QUEUED_EVENTS:  # the caller's frames only (``Line``)
             self.dropped_backlog += 1
             if self.dropped_backlog == 1:

@@ -15,7 +15,7 @@ cannot turn 50 frames a second into 50 events a second.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +23,7 @@ __all__ = ["DEFAULT_GAP_MS", "REPORT_EVERY_S", "Gap", "GapDetector"]
 
 DEFAULT_GAP_MS = 100.0
 REPORT_EVERY_S = 1.0
+_NO_GAPS: tuple[()] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +76,9 @@ class GapDetector:
 
     def observe(self, timestamp_ms: int | None) -> list[Gap]:
         """Record one frame; return the gaps it closes that are due a report (usually none)."""
-        return self.seen(timestamp_ms, self._now()) or []
+        return list(self.seen(timestamp_ms, arrival=self._now()))
 
-    def seen(self, timestamp_ms: int | None, arrival: float) -> list[Gap] | None:
+    def seen(self, timestamp_ms: int | None, arrival: float) -> Sequence[Gap]:
         """``observe`` on the per-frame path: the caller read the clock already, and no
         gap due a report (nearly every frame) costs no list."""
         self.frames += 1
@@ -101,7 +102,7 @@ class GapDetector:
                 self.arrival_gaps += 1
                 self.max_arrival_gap_ms = max(self.max_arrival_gap_ms, waited_ms)
                 gaps = self._report(gaps, "arrival", waited_ms, timestamp_ms, arrival)
-        return gaps
+        return _NO_GAPS if gaps is None else gaps
 
     def _report(
         self,
