@@ -114,26 +114,29 @@ _WS_HEAD = -2  # a frame whose header is not all here yet (``_ws_head``: its byt
 _WS_ALL = -3  # everything from now on: the socket is not open (any more)
 
 
+def _unset(text: bytes) -> None:
+    raise AssertionError("a frame read before the handshake was done")
+
+
 class FrameSplitter:
     """A socket's bytes, in order, either read here (a common frame at a frame boundary)
     or handed to websockets (``to_ws``), which then always sees whole frames from a
     boundary on: the upgrade request first, any frame not of the common shape, and
     everything once the owner says the socket is not ``open``.
 
-    The owner sets ``fast`` (frames may be read here now: open, and not in a fragmented
-    message) and ``open`` (False: websockets reads everything from now on) after each
-    ``to_ws`` and whenever it closes the socket itself.
+    The owner sets ``on_text`` (where the text of a frame read here goes) once the
+    handshake is done, ``fast`` (frames may be read here now: open, and not in a
+    fragmented message) and ``open`` (False: websockets reads everything from now on)
+    after each ``to_ws`` and whenever it closes the socket itself.
     """
 
-    __slots__ = ("_held", "_on_text", "_to_ws", "_ws_head", "_ws_owed", "fast", "limit", "open")
+    __slots__ = ("_held", "_to_ws", "_ws_head", "_ws_owed", "fast", "limit", "on_text", "open")
 
-    def __init__(
-        self, limit: int, on_text: Callable[[bytes], None], to_ws: Callable[[bytes], None]
-    ) -> None:
+    def __init__(self, limit: int, to_ws: Callable[[bytes], None]) -> None:
         self.limit = limit
         self.fast = False
         self.open = True
-        self._on_text = on_text
+        self.on_text: Callable[[bytes], object] = _unset
         self._to_ws = to_ws
         self._held = b""  # the start of a frame read here, waiting for the rest
         self._ws_owed = _WS_REQUEST
@@ -156,7 +159,7 @@ class FrameSplitter:
     def _read(self, data: bytes) -> None:
         buf = self._held + data if self._held else data
         self._held = b""
-        pos, limit, on_text = 0, self.limit, self._on_text
+        pos, limit, on_text = 0, self.limit, self.on_text
         while pos < len(buf):
             if self.fast:
                 start, end = fast_frame(buf, pos, limit)
