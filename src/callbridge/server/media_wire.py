@@ -6,9 +6,9 @@ bytes; ours going out is one unmasked, final text frame. websockets' sans-I/O
 ``ServerProtocol`` reads each through a generator and a ``Frame`` object, and writes each
 through another ``Frame``: for these two shapes that was most of the socket's cost.
 ``FrameSplitter`` reads the first and ``text_frame`` writes the second; any other frame
-goes to websockets whole (``frame_length`` says where it ends), as does everything once
-the socket is not open, so every protocol error, close code, ping and size limit is
-still websockets' own.
+goes to websockets from its first byte to its last (``frame_length`` says where that
+is), as does everything once the socket is not open, so every protocol error, close
+code, ping and size limit is still websockets' own.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ _LEN16 = 126
 _LEN64 = 127
 NEED_MORE = -1
 """``fast_frame``: the frame's header or payload is not all here yet."""
+NOT_FAST = -2
+"""``fast_frame``: not the common shape; websockets reads this frame."""
 HOLD_MAX = 4096
 """A common frame cut short is held until the rest comes if it is at most this long (a
 20 ms media message is about 330 bytes); a longer one goes to websockets, whose buffer
 grows without copying what it holds on every read."""
-NOT_FAST = -2
-"""``fast_frame``: not the common shape; websockets reads this frame."""
 
 
 def fast_frame(buf: bytes, pos: int, limit: int) -> tuple[int, int]:
