@@ -7,8 +7,8 @@ rather than raised: the caller is gone and ``CallerHungUp`` is already on its wa
 
 Audio is fifty messages a second per call: with ``write_now`` (a socket that can write a
 frame at once, ``MediaSocket.write_text_now``) a ``media`` message is the stream's
-prefix, the base64 and a suffix, written without a coroutine or the lock whenever no
-other send is under way; otherwise it takes the same way as everything else.
+prefix, the base64 and a suffix, written at once (no lock, no wait on the socket)
+whenever no other send is under way; otherwise it takes the same way as everything else.
 """
 
 from __future__ import annotations
