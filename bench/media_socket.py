@@ -49,12 +49,14 @@ def serve(port: int, runner_kind: str, data_dir: str) -> None:
 
     import uvicorn
 
-    from callbridge.engine.transport import CallerHungUp, CallInfo, CallTransport
+    from callbridge.engine.transport import CallerHungUp, CallInfo, CallTransport, Inbox, Line
     from callbridge.server.app import create_app, uvicorn_config
     from callbridge.settings import load_settings
 
-    async def sink(info: CallInfo, transport: CallTransport, queue: asyncio.Queue[object]) -> None:
-        while type(await queue.get()) is not CallerHungUp:
+    async def sink(info: CallInfo, transport: CallTransport, line: Line) -> None:
+        inbox: Inbox[object] = Inbox()
+        inbox.attach(line)
+        while type(await inbox.get()) is not CallerHungUp:
             pass
 
     logging.basicConfig(level=logging.WARNING)
@@ -81,6 +83,15 @@ def _client_frame(text: str) -> bytes:
     else:
         head = bytes([0x81, 0x80 | 127]) + n.to_bytes(8, "big")
     return head + b"\0\0\0\0" + payload
+
+
+def _server_media(stream: str, ulaw_b64: str) -> bytes:
+    """One outbound 20 ms ``media`` message as the server frames it (unmasked)."""
+    text = json.dumps(
+        {"event": "media", "streamSid": stream, "media": {"payload": ulaw_b64}},
+        separators=(",", ":"),
+    ).encode()
+    return bytes([0x81, 126]) + len(text).to_bytes(2, "big") + text
 
 
 def _media(stream: str, seq: int, ulaw_b64: str) -> str:
@@ -174,6 +185,7 @@ async def measure(
     t0 = loop.time()
     next_tick, late_max, ticks = t0, 0.0, 0
     window: tuple[float, dict[int, float]] | None = None
+    received0: dict[str, int] = {}
     sent_in_window = 0
     order = list(callers.values())
     while True:
@@ -187,6 +199,7 @@ async def measure(
             sent_in_window += n
         if window is None and now - t0 >= warmup_s:
             window = (time.monotonic(), {pid: _cpu_s(pid) for _, _, pid in servers})
+            received0 = {label: sum(c.received for c in group) for label, group in callers.items()}
         if now - t0 >= warmup_s + seconds:
             break
         # Late (a shared machine) means fewer frames, never a catch-up burst: a burst
@@ -198,7 +211,9 @@ async def measure(
     rows: list[dict[str, object]] = []
     for label, _, pid in servers:
         cpu = _cpu_s(pid) - window[1][pid]
-        received = sum(c.received for c in callers[label])
+        received = sum(c.received for c in callers[label]) - received0[label]
+        # The loopback's echo: one 20 ms media message each (the marks are 1 in 50).
+        out_msgs = received / len(_server_media(callers[label][0].stream, ulaw_b64))
         rows.append(
             {
                 "server": label,
@@ -207,6 +222,7 @@ async def measure(
                 "us_per_msg": round(cpu / sent_in_window * 1e6, 1),
                 "client_late_ms": round(late_max * 1000, 1),
                 "received_kb": round(received / 1024),  # what the server sent back
+                "us_per_msg_in_out": round(cpu / (sent_in_window + out_msgs) * 1e6, 1),
                 "load_avg_1m": round(os.getloadavg()[0], 2),
             }
         )

@@ -254,3 +254,130 @@ async def test_a_peer_that_answers_no_ping_is_hung_up(
         await asyncio.wait_for(runner.done.wait(), 10)
         await _until(lambda: app.state.edge.stats.active_calls == 0)
     assert app.state.edge.stats.calls_total == 1
+
+
+def _client_frame(first: int, payload: bytes, key: bytes = b"\x9d\x21\x07\xe3") -> bytes:
+    """A masked client frame (a real mask key: the bytes on the wire are not the text)."""
+    n = len(payload)
+    head = bytes([first, 0x80 | n]) if n < 126 else bytes([first, 0xFE]) + n.to_bytes(2, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+class Collect:
+    """A runner that keeps the caller's audio and how the call ended."""
+
+    def __init__(self) -> None:
+        self.audio: list[bytes] = []
+        self.ended: str | None = None
+        self.done = asyncio.Event()
+
+    async def __call__(self, info: CallInfo, transport: CallTransport, line: Line) -> None:
+        inbox: Inbox[Any] = Inbox()
+        inbox.attach(line)
+        try:
+            while True:
+                event = await inbox.get()
+                if isinstance(event, CallerAudio):
+                    self.audio.append(event.ulaw)
+                elif isinstance(event, CallerHungUp):
+                    self.ended = event.reason
+                    return
+        finally:
+            self.done.set()
+
+
+async def test_frames_cut_and_joined_anyhow_then_a_ping_then_a_malformed_frame(
+    make_settings: MakeSettings, client_for: ClientFor
+) -> None:
+    """The media frames read by hand and the rest by websockets, over a real socket:
+    every frame's audio arrives however TCP cuts them, a ping mid-stream is answered,
+    and a malformed frame mid-stream is websockets' protocol error (1002)."""
+    runner = Collect()
+    app = create_app(make_settings(), runner)
+    async with running_server(app) as base:
+        answered = await answer_call(client_for(base), base, AUTH_TOKEN)
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            (
+                f"GET /media HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        stream = tw.stream_sid()
+        audio = [bytes([i]) * 160 for i in range(12)]
+        frames = [
+            _client_frame(0x81, tw.start(stream, answered.call_sid, answered.params).encode())
+        ]
+        frames += [
+            _client_frame(
+                0x81,
+                tw.media(
+                    stream, a, seq=i + 2, chunk=i + 1, timestamp_ms=i * 20, compact=i % 3 > 0
+                ).encode(),
+            )
+            for i, a in enumerate(audio)
+        ]
+        ping = _client_frame(0x89, b"are you there")
+        blob = b"".join(frames[:7]) + ping + b"".join(frames[7:])
+        pos = 0
+        for size in [1, 2, 5, 300, 3, 700, 1, 40, 1000, 4]:  # then the rest at once
+            writer.write(blob[pos : pos + size])
+            await writer.drain()
+            await asyncio.sleep(0.005)  # separate reads, as far as TCP lets us
+            pos += size
+        writer.write(blob[pos:])
+        pong = b"\x8a\x0d" + b"are you there"
+        async with asyncio.timeout(10):
+            assert await reader.readexactly(len(pong)) == pong
+        await _until(lambda: len(runner.audio) == len(audio))
+        assert runner.audio == audio
+
+        writer.write(_client_frame(0xC1, b"compressed?"))  # a reserved bit: no extensions here
+        async with asyncio.timeout(10):
+            rest = await reader.read()  # until the server closes the connection
+        writer.close()
+        reason = b"reserved bits must be 0"
+        assert rest == bytes([0x88, 2 + len(reason)]) + (1002).to_bytes(2, "big") + reason
+        await asyncio.wait_for(runner.done.wait(), 10)
+    assert runner.ended == "disconnect"
+    assert runner.audio == audio
+
+
+@pytest.mark.parametrize("compact", [True, False])
+async def test_twilios_shape_and_any_other_spacing_make_the_same_call(
+    make_settings: MakeSettings, client_for: ClientFor, compact: bool
+) -> None:
+    """Twilio's own shape takes the live fast path, any other spacing the strict reader:
+    the same audio and timestamps, the same gap, the same count of a bad payload."""
+    runner = Collect()
+    app = create_app(make_settings(), runner)
+    edge = app.state.edge
+    async with running_server(app) as base:
+        answered = await answer_call(client_for(base), base, AUTH_TOKEN)
+        stream = tw.stream_sid()
+        async with await _open(answered) as ws:
+            await ws.send(tw.start(stream, answered.call_sid, answered.params))
+            for i, ts in enumerate([0, 20, 40, 300, 320]):  # 260 ms missing at the source
+                await ws.send(
+                    tw.media(
+                        stream,
+                        bytes([i]) * 160,
+                        seq=i + 2,
+                        chunk=i + 1,
+                        timestamp_ms=ts,
+                        compact=compact,
+                    )
+                )
+            bad = tw.media(stream, b"x", seq=9, chunk=9, timestamp_ms=340, compact=compact)
+            await ws.send(bad.replace('"eA=="', '"eA="'))  # not base64: counted, not heard
+            await ws.send(tw.stop(stream, answered.call_sid, seq=10))
+            assert await _closed_with(ws) == 1000
+        await asyncio.wait_for(runner.done.wait(), 10)
+        await _until(lambda: edge.stats.active_calls == 0)
+    assert runner.audio == [bytes([i]) * 160 for i in range(5)]
+    assert runner.ended == "stop"
+    assert edge.stats.timestamp_gaps == 1
+    assert dict(edge.stats.frames_rejected) == {"base64": 1}

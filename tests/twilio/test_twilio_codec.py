@@ -317,3 +317,72 @@ def test_outbound_media_from_the_stream_prefix_is_the_json_message() -> None:
         "streamSid": STREAM,
         "media": {"payload": base64.b64encode(audio).decode("ascii")},
     }
+
+
+def _twilio_media(
+    seq: int, chunk: int, timestamp_ms: int, audio: bytes, track: str, sid: str
+) -> str:
+    payload = base64.b64encode(audio).decode("ascii")
+    return (
+        f'{{"event":"media","sequenceNumber":"{seq}","media":{{"track":"{track}",'
+        f'"chunk":"{chunk}","timestamp":"{timestamp_ms}","payload":"{payload}"}},'
+        f'"streamSid":"{sid}"}}'
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.integers(0, 10**18 - 1),
+    timestamp_ms=st.integers(0, 10**18 - 1),
+    audio=st.binary(max_size=400),
+    sid=st.from_regex(r"[A-Za-z0-9]{1,64}", fullmatch=True),
+)
+def test_the_live_media_reader_takes_twilios_shape_as_decode_reads_it(
+    seq: int, timestamp_ms: int, audio: bytes, sid: str
+) -> None:
+    text = _twilio_media(seq, seq, timestamp_ms, audio, "inbound", sid)
+    event = codec.decode(text)
+    assert isinstance(event, codec.Media)
+    assert codec.media_audio(text.encode()) == (event.timestamp_ms, event.ulaw)
+
+
+FRAME = _twilio_media(7, 6, 120, bytes(range(160)), "inbound", "MZ" + "a" * 32).encode()
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, len(FRAME)), st.binary(max_size=3), st.integers(0, 3)), max_size=3
+    )
+)
+def test_the_live_media_reader_never_reads_a_frame_otherwise_than_decode(
+    edits: list[tuple[int, bytes, int]],
+) -> None:
+    """Bytes changed, cut or added anywhere: the reader answers only what ``decode``
+    (the strict reader) reads from the same frame, or leaves it to ``decode``."""
+    frame = FRAME
+    for at, insert, cut in edits:
+        frame = frame[:at] + insert + frame[at + cut :]
+    fast = codec.media_audio(frame)
+    if fast is None:
+        return
+    event = codec.decode(frame.decode())
+    assert isinstance(event, codec.Media)
+    assert fast == (event.timestamp_ms, event.ulaw)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["AAA", "AA=A", "=AAA", "AAAA====", "AAAA=", "AA\\u0041A", "AA AA", "AA\nAA", "Zg=", "Zm9v!"],
+)
+def test_an_odd_payload_is_read_as_decode_reads_it_or_left_to_it(payload: str) -> None:
+    frame = FRAME.replace(base64.b64encode(bytes(range(160))), payload.encode())
+    fast = codec.media_audio(frame)
+    try:
+        event = codec.decode(frame.decode())
+    except codec.MalformedFrame as exc:
+        assert exc.kind in ("base64", "json")
+        assert fast is None
+    else:
+        assert isinstance(event, codec.Media)
+        assert fast is None or fast == (event.timestamp_ms, event.ulaw)

@@ -78,3 +78,14 @@ def test_a_gap_on_every_frame_is_reported_once_a_second_and_all_are_counted() ->
     late, pause = gaps.observe(150 * 200 + 200)  # a quiet second later
     assert (late.kind, late.coalesced) == ("timestamp", 20)  # frames 130..149
     assert (pause.kind, pause.coalesced) == ("arrival", 0)
+
+
+def test_seen_is_observe_with_the_arrival_read_by_the_caller() -> None:
+    clock = ManualClock()
+    by_clock, by_caller = GapDetector(now=clock.now), GapDetector(now=lambda: -1.0)
+    steps = [(0, 0.0), (20, 0.02), (400, 0.04), (420, 0.3), (60, 0.32), (440, 2.0)]
+    for timestamp_ms, at in steps:
+        clock.advance(at - clock.now())
+        assert list(by_caller.seen(timestamp_ms, at)) == by_clock.observe(timestamp_ms)
+    assert by_caller.summary() == by_clock.summary()
+    assert by_caller.seen(460, 2.02) == ()  # nothing due: no list made

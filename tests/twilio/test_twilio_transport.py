@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 
 import pytest
@@ -117,3 +119,78 @@ async def test_transfer_dials_and_closes() -> None:
     assert line.closed == 1
     with pytest.raises(TwilioRestError):
         await _transport(Line(), None).transfer("+15550001234")
+
+
+class PausingLine(Line):
+    """A socket that can write a frame at once (``write_now``) unless it is paused; a
+    paused ``send`` waits until ``resume``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = False
+        self.at_once = 0
+        self._resumed = asyncio.Event()
+
+    def write_now(self, utf8: bytes) -> bool:
+        if self.paused or self.broken:
+            return False
+        self.at_once += 1
+        self.sent.append(json.loads(utf8))
+        return True
+
+    async def send(self, text: str) -> None:
+        if self.paused:
+            await self._resumed.wait()
+        await super().send(text)
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resumed.set()
+
+
+def _fast_transport(line: PausingLine) -> TwilioTransport:
+    return TwilioTransport(
+        stream_sid=STREAM,
+        call_sid=CALL,
+        send_text=line.send,
+        close=line.close,
+        write_now=line.write_now,
+    )
+
+
+async def test_audio_written_at_once_is_the_same_message() -> None:
+    audio = bytes(range(256)) * 2
+    fast_line, slow_line = PausingLine(), Line()
+    await _fast_transport(fast_line).send_audio(audio)
+    await _transport(slow_line).send_audio(audio)
+    assert fast_line.at_once == 1
+    assert fast_line.sent == slow_line.sent
+    assert fast_line.sent[0]["media"] == {"payload": base64.b64encode(audio).decode()}
+
+
+async def test_audio_waits_its_turn_behind_a_send_under_way() -> None:
+    line = PausingLine()
+    transport = _fast_transport(line)
+    await transport.send_audio(b"\x01")  # at once
+    line.paused = True
+    mark = asyncio.create_task(transport.send_mark("m1"))  # waits for the socket
+    await asyncio.sleep(0)
+    line.paused = False  # writable again, but the mark is still under way:
+    audio = asyncio.create_task(transport.send_audio(b"\x02"))  # not ahead of it
+    await asyncio.sleep(0)
+    assert [m["event"] for m in line.sent] == ["media"]
+    line.resume()
+    await asyncio.gather(mark, audio)
+    assert [m["event"] for m in line.sent] == ["media", "mark", "media"]
+    assert [m["media"]["payload"] for m in line.sent if m["event"] == "media"] == ["AQ==", "Ag=="]
+    await transport.send_audio(b"\x03")  # nothing under way: at once again
+    assert line.at_once == 2 and transport.frames_sent == 4
+
+
+async def test_audio_on_a_closed_line_is_dropped_as_before() -> None:
+    line = PausingLine()
+    transport = _fast_transport(line)
+    line.broken = True
+    await transport.send_audio(b"\x00")
+    await transport.send_audio(b"\x00")
+    assert transport.closed and transport.dropped_after_close == 2 and line.sent == []

@@ -79,6 +79,9 @@ class StreamSocket(Protocol):
     async def send_text(self, text: str) -> None:
         """Send one text frame, waiting while the peer is slow; ``LineClosed`` if closed."""
 
+    def write_text_now(self, utf8: bytes) -> bool:
+        """Write one text frame at once if nothing is in the way; False: nothing written."""
+
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (no-op when closing already)."""
 
@@ -102,6 +105,7 @@ class MediaStream:
         self.context = contextvars.copy_context()
         self.frames = FrameCheck(edge.stats.frames_rejected)
         self.gaps = GapDetector(now=edge.clock)
+        self._clock = edge.clock
         self.dropped_backlog = 0
         self.paced_s = 0.0
         self.runner_failed = False
@@ -137,6 +141,11 @@ class MediaStream:
         if self._pacing is not None:
             self._held.append(payload)
             return
+        if self._queue is not None:  # live: Twilio's media frame needs no event object
+            audio = codec.media_audio(payload)
+            if audio is not None:
+                self._live_audio(audio[1], audio[0])
+                return
         self._handle(payload)
 
     def on_binary(self, size: int) -> None:
@@ -230,6 +239,7 @@ class MediaStream:
             close=self._close_async,
             rest=self.edge.rest,
             emit=self.emit,
+            write_now=self.socket.write_text_now,
         )
         self._pacer.begin(self.edge.clock())
         self.task = self._spawn(self.run(start, info))
@@ -293,15 +303,11 @@ class MediaStream:
             self.emit(RunnerFailed(repr(exc)))
 
     def _on_live(self, event: codec.Inbound | None) -> None:
-        queue, clock = self._queue, self.edge.clock
+        queue, clock = self._queue, self._clock
         assert queue is not None and self._transport is not None
         match event:
-            case codec.Media(ulaw=ulaw):
-                wait_s = self._pacer.wait_s(len(ulaw), clock())
-                if wait_s > 0:
-                    self._hold(event, wait_s)
-                else:
-                    self._caller_audio(event)
+            case codec.Media(ulaw=ulaw, timestamp_ms=timestamp_ms):
+                self._live_audio(ulaw, timestamp_ms)
             case codec.Dtmf(digit=digit):
                 if self._dtmf.take(clock()):
                     queue.put_nowait(CallerDtmf(digit))
@@ -319,10 +325,19 @@ class MediaStream:
             case _:
                 pass
 
-    def _caller_audio(self, media: codec.Media) -> None:
+    def _live_audio(self, ulaw: bytes, timestamp_ms: int) -> None:
+        """One frame of the caller's audio, now or (ahead of real time) after a wait."""
+        now = self._clock()
+        wait_s = self._pacer.wait_s(len(ulaw), now)
+        if wait_s > 0:
+            self._hold(ulaw, timestamp_ms, wait_s)
+        else:
+            self._caller_audio(ulaw, timestamp_ms, now)
+
+    def _caller_audio(self, ulaw: bytes, timestamp_ms: int, now: float) -> None:
         queue = self._queue
         assert queue is not None
-        for gap in self.gaps.observe(media.timestamp_ms):
+        for gap in self.gaps.seen(timestamp_ms, now):
             reported = MediaGap(gap.kind, round(gap.gap_ms), gap.coalesced)
             log_event(log, logging.INFO, "media.gap", **reported.data)
             self.emit(reported)
@@ -332,15 +347,15 @@ class MediaStream:
                 log_event(log, logging.WARNING, "stream.backlog", queued=queue.qsize())
                 self.emit(BacklogFull(queue.qsize()))
             return
-        queue.put_nowait(CallerAudio(media.ulaw, media.timestamp_ms))
+        queue.put_nowait(CallerAudio(ulaw, timestamp_ms))
 
-    def _hold(self, media: codec.Media, wait_s: float) -> None:
+    def _hold(self, ulaw: bytes, timestamp_ms: int, wait_s: float) -> None:
         """The caller's audio is ahead of real time: stop reading (TCP pushes back) and
         hold this frame, and whatever else was read with it, until real time catches up."""
         self.socket.pause_reading()
-        self._pacing = self._spawn(self._pace(media, wait_s))
+        self._pacing = self._spawn(self._pace(ulaw, timestamp_ms, wait_s))
 
-    async def _pace(self, media: codec.Media, wait_s: float) -> None:
+    async def _pace(self, ulaw: bytes, timestamp_ms: int, wait_s: float) -> None:
         if self.paced_s == 0.0:
             log_event(log, logging.WARNING, "stream.paced", ahead_s=round(wait_s, 2))
             self.emit(CallerPaced(round(wait_s, 2)))
@@ -349,13 +364,13 @@ class MediaStream:
         self._pacing = None
         if not self._reading:
             return
-        self._caller_audio(media)
+        self._caller_audio(ulaw, timestamp_ms, self._clock())
         while self._held and self._pacing is None and self._reading:
             payload = self._held.popleft()
             if payload is None:
                 self._caller_left()
             else:
-                self._handle(payload)
+                self.on_text(payload)
         if self._pacing is None:
             self.socket.resume_reading()
 

@@ -9,6 +9,10 @@ replies are written straight to the transport, and a sender waits only while the
 transport says its buffer is full (``pause_writing``), so a peer that stops reading
 holds up its own call and never grows our memory.
 
+Nearly every frame is a ``media`` message, in or out: those two shapes are read and
+written by hand (``media_wire.py``). websockets reads every other frame, and everything
+once the socket is not open, so its errors, limits and close codes stand.
+
 One listener still serves everything: uvicorn hands every WebSocket upgrade to the class
 in ``Config(ws=...)``; ``upgrade_protocol(edge)`` is that class. It serves ``/media``
 itself and passes any other path to uvicorn's own WebSocket protocol, so FastAPI keeps
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from functools import partial
 from typing import Any, ClassVar, cast
 from urllib.parse import unquote
 
@@ -37,6 +42,7 @@ from websockets.server import ServerProtocol
 from callbridge.server import media
 from callbridge.server.edge import Edge
 from callbridge.server.media_admission import refuse_handshake
+from callbridge.server.media_wire import FrameSplitter, text_frame
 from callbridge.twilio.transport import LineClosed
 
 __all__ = ["CLOSE_TIMEOUT_S", "MEDIA_PATH", "MediaSocket", "upgrade_protocol"]
@@ -62,7 +68,7 @@ class MediaSocket(asyncio.Protocol):
         self.tasks = server_state.tasks
         self._loop = asyncio.get_running_loop()
         self._parts: list[bytes] = []  # a fragmented message so far
-        self._text = True
+        self._is_text = True
         self._writable: asyncio.Future[None] | None = None  # set while writes are paused
         self._lost = False
         self._we_closed = False  # our close frame went out (the peer's may come first)
@@ -71,6 +77,9 @@ class MediaSocket(asyncio.Protocol):
         self._ping_timeout = config.ws_ping_timeout
         self._ping_timer: asyncio.TimerHandle | None = None
         self._ping_payload: bytes | None = None
+        self._plain = False  # the handshake is done and agreed no extensions
+        self._fragmented = False  # in a fragmented message: websockets reads the rest
+        self.splitter = FrameSplitter(config.ws_max_size, self._feed_ws)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -79,16 +88,10 @@ class MediaSocket(asyncio.Protocol):
         self.connections.add(cast(Any, self))  # uvicorn asks it to ``shutdown`` on exit
 
     def data_received(self, data: bytes) -> None:
-        ws = self.ws
-        ws.receive_data(data)
-        for event in ws.events_received():
-            if type(event) is Frame:
-                self._frame(event)
-            elif isinstance(event, Request):
-                self._handshake(event)
-        self._flush()
+        self.splitter.feed(data)
 
     def eof_received(self) -> bool | None:
+        self.splitter.eof()
         self.ws.receive_eof()
         self._flush()
         return None
@@ -128,6 +131,18 @@ class MediaSocket(asyncio.Protocol):
         self.ws.send_text(text.encode())
         self._flush()
 
+    def write_text_now(self, utf8: bytes) -> bool:
+        """Write one text frame now, built here; False (nothing written) while writes are
+        paused or the socket is not open: then ``send_text`` waits or raises. The caller
+        keeps its own sends in order (``TwilioTransport``)."""
+        if self._writable is not None or self._lost or not self._plain:
+            return False
+        if self.ws.state is not State.OPEN:
+            return False
+        assert self.transport is not None
+        self.transport.write(text_frame(utf8))
+        return True
+
     def close(self, code: int, reason: str) -> None:
         if self._lost or self.ws.state is not State.OPEN:
             return
@@ -136,6 +151,7 @@ class MediaSocket(asyncio.Protocol):
         except InvalidState:  # pragma: no cover - checked just above
             return
         self._we_closed = True
+        self.splitter.fast = self.splitter.open = False
         self._flush()
         self._close_soon()
 
@@ -149,6 +165,20 @@ class MediaSocket(asyncio.Protocol):
 
     # -- inside -------------------------------------------------------------------------
 
+    def _feed_ws(self, data: bytes) -> None:
+        """Bytes for websockets (the splitter decides which): its events, then its answer."""
+        ws = self.ws
+        ws.receive_data(data)
+        for event in ws.events_received():
+            if type(event) is Frame:
+                self._frame(event)
+            elif isinstance(event, Request):
+                self._handshake(event)
+        self._flush()
+        frames = self.splitter
+        frames.open = self._plain and not self._we_closed and ws.state is State.OPEN
+        frames.fast = frames.open and not self._fragmented
+
     def _handshake(self, request: Request) -> None:
         response = self.ws.accept(request)  # a malformed upgrade gets its 4xx here
         if response.status_code == 101 and refuse_handshake(self.edge, self._conn(request)):
@@ -156,14 +186,19 @@ class MediaSocket(asyncio.Protocol):
         self.ws.send_response(response)
         if response.status_code != 101:
             return  # ``_flush`` sends it and closes
+        self._plain = not self.ws.extensions  # (none are offered: always, today)
         stream = self.stream = media.MediaStream(self.edge, self, self.tasks)
+        # Each text in the stream's context, with no Python frame of ours in between
+        # (mypy's partial plugin misreads ``Context.run``'s ``*args``).
+        self.splitter.on_text = partial(stream.context.run, stream.on_text)  # type: ignore[call-arg]
         stream.context.run(stream.opened)
         self._schedule_ping()
 
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            self._text = opcode is Opcode.TEXT
+            self._is_text = opcode is Opcode.TEXT
+            self._fragmented = not frame.fin
             if frame.fin:
                 self._message(frame.data)
             else:
@@ -172,6 +207,7 @@ class MediaSocket(asyncio.Protocol):
         if opcode is Opcode.CONT:
             self._parts.append(bytes(frame.data))
             if frame.fin:
+                self._fragmented = False
                 data, self._parts = b"".join(self._parts), []
                 self._message(data)
         elif opcode is Opcode.CLOSE:
@@ -186,7 +222,7 @@ class MediaSocket(asyncio.Protocol):
         stream = self.stream
         if stream is None or self._we_closed:
             return  # past our close frame: only the peer's close matters now
-        if self._text:
+        if self._is_text:
             stream.context.run(stream.on_text, bytes(data))
         else:
             stream.context.run(stream.on_binary, len(data))
@@ -235,6 +271,7 @@ class MediaSocket(asyncio.Protocol):
         self._ping_timer = None
         if self._ping_payload is None or self._lost:
             return
+        self.splitter.fast = self.splitter.open = False
         self.ws.fail(1011, "keepalive ping timeout")
         self._flush()
         if self.stream is not None:

@@ -15,7 +15,7 @@ cannot turn 50 frames a second into 50 events a second.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +23,7 @@ __all__ = ["DEFAULT_GAP_MS", "REPORT_EVERY_S", "Gap", "GapDetector"]
 
 DEFAULT_GAP_MS = 100.0
 REPORT_EVERY_S = 1.0
+_NO_GAPS: tuple[()] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,37 +76,53 @@ class GapDetector:
 
     def observe(self, timestamp_ms: int | None) -> list[Gap]:
         """Record one frame; return the gaps it closes that are due a report (usually none)."""
-        arrival = self._now()
-        gaps: list[Gap] = []
+        return list(self.seen(timestamp_ms, arrival=self._now()))
+
+    def seen(self, timestamp_ms: int | None, arrival: float) -> Sequence[Gap]:
+        """``observe`` on the per-frame path: the caller read the clock already, and no
+        gap due a report (nearly every frame) costs no list."""
         self.frames += 1
+        gaps: list[Gap] | None = None
         if timestamp_ms is not None:
-            if self._last_ts is not None:
-                delta = timestamp_ms - self._last_ts
+            last_ts = self._last_ts
+            if last_ts is not None:
+                delta = timestamp_ms - last_ts
                 if delta < 0:
                     self.reordered += 1  # a late frame; keep the newest timestamp
-                    timestamp_ms = self._last_ts
+                    timestamp_ms = last_ts
                 elif delta > self.threshold_ms:
                     self.timestamp_gaps += 1
                     self.max_timestamp_gap_ms = max(self.max_timestamp_gap_ms, float(delta))
-                    self._report(gaps, Gap("timestamp", float(delta), timestamp_ms), arrival)
+                    gaps = self._report(gaps, "timestamp", float(delta), timestamp_ms, arrival)
             self._last_ts = timestamp_ms
-        if self._last_arrival is not None:
-            waited_ms = (arrival - self._last_arrival) * 1000.0
+        last_arrival, self._last_arrival = self._last_arrival, arrival
+        if last_arrival is not None:
+            waited_ms = (arrival - last_arrival) * 1000.0
             if waited_ms > self.threshold_ms:
                 self.arrival_gaps += 1
                 self.max_arrival_gap_ms = max(self.max_arrival_gap_ms, waited_ms)
-                self._report(gaps, Gap("arrival", waited_ms, timestamp_ms), arrival)
-        self._last_arrival = arrival
-        return gaps
+                gaps = self._report(gaps, "arrival", waited_ms, timestamp_ms, arrival)
+        return _NO_GAPS if gaps is None else gaps
 
-    def _report(self, gaps: list[Gap], gap: Gap, now: float) -> None:
-        last = self._reported_at.get(gap.kind)
+    def _report(
+        self,
+        gaps: list[Gap] | None,
+        kind: Literal["timestamp", "arrival"],
+        gap_ms: float,
+        at_timestamp_ms: int | None,
+        now: float,
+    ) -> list[Gap] | None:
+        last = self._reported_at.get(kind)
         if last is not None and now - last < self.report_every_s:
-            self._unreported[gap.kind] += 1
-            return
-        self._reported_at[gap.kind] = now
-        skipped, self._unreported[gap.kind] = self._unreported[gap.kind], 0
-        gaps.append(Gap(gap.kind, gap.gap_ms, gap.at_timestamp_ms, coalesced=skipped))
+            self._unreported[kind] += 1
+            return gaps
+        self._reported_at[kind] = now
+        skipped, self._unreported[kind] = self._unreported[kind], 0
+        gap = Gap(kind, gap_ms, at_timestamp_ms, coalesced=skipped)
+        if gaps is None:
+            return [gap]
+        gaps.append(gap)
+        return gaps
 
     def summary(self) -> dict[str, float | int]:
         return {
