@@ -181,8 +181,10 @@ class Scheduler:
             if self._target > now:
                 self._wake = loop.create_future()
                 handle = None
-                if heap:
-                    handle = loop.call_later(self._target - now, _wake, self._wake)
+                if heap:  # uvloop's timers count whole ms and may fire up to 1 ms early:
+                    # rounded up, never under 1 ms, so an early wake-up waits again, not spins
+                    delay_s = max(0.001, math.ceil((self._target - now) * 1000.0) / 1000.0)
+                    handle = loop.call_later(delay_s, _wake, self._wake)
                 await self._wake
                 if handle is not None:
                     handle.cancel()
