@@ -30,7 +30,8 @@ async def test_deepgram_closes_a_stream_idle_for_its_timeout_with_net_0001() -> 
     """Audio more often than the timeout keeps the stream open past it; silence on the
     socket then ends it with 1011 ``NET-0001``, no sooner than the timeout."""
     async with FakeDeepgram(idle_timeout_s=0.25) as fake:
-        url = fake.base_url.replace("http://", "ws://") + "/v1/listen?encoding=mulaw&sample_rate=8000"
+        query = "/v1/listen?encoding=mulaw&sample_rate=8000"
+        url = fake.base_url.replace("http://", "ws://") + query
         headers = {"Authorization": f"Token {fake.api_key}"}
         async with websockets.connect(url, additional_headers=headers) as ws:
             for _ in range(6):  # 0.48 s of traffic, every 0.08 s
