@@ -48,7 +48,8 @@ async def serve() -> None:
     # Each connection replays the script in order: enough for any benchmark call.
     transcripts = list(HEARD) * 500
     async with (
-        FakeDeepgram(transcripts, endpointing_frames=15, idle_timeout_s=60.0) as deepgram,
+        FakeDeepgram(transcripts, endpointing_frames=15, idle_timeout_s=60.0,
+                     lean_socket=True) as deepgram,
         FakeOpenAI(default=Reply(text=ANSWER, first_token_delay_s=0.15,
                                  chunk_delay_s=0.01)) as openai,
         FakeElevenLabs(ms_per_char=40, chunk_ms=100, first_audio_delay_s=0.1,
