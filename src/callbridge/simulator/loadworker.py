@@ -8,9 +8,9 @@ calls, while the server still sees the calls' frames spread over the beat as rea
 do, not all at once. A frame is never sent early; how late it went out is each call's
 ``send_lag_ms``, the load generator's own health.
 
-The loop is uvloop's (the worker's sockets, reads and writes cost half as much); every
-figure is taken on ``time.monotonic`` (uvloop's ``loop.time()`` counts whole ms), which is
-the clock uvloop's timers run on.
+The loop is uvloop's (its C transports cost less a frame than asyncio's); every figure
+is taken on ``time.monotonic`` (uvloop's ``loop.time()`` counts whole ms), the clock
+uvloop's timers run on, at ms resolution: a wake-up is rounded up to a whole ms.
 
 The parent learns when the steady state begins and ends through ``events_fd``: one
 byte per call, ``E`` once its stream is up, ``F`` if it never came up, ``X`` when it ends.
