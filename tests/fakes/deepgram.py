@@ -19,7 +19,8 @@ endpoint or after ``Finalize`` (the socket keeps taking audio meanwhile);
 ``interim_every_frames`` sends a growing interim every that many frames while an
 utterance is open (during a pause it already holds every word); ``new_connection_s`` is
 what opening a socket costs (TCP + TLS to a vendor far away), paid before the upgrade
-answer.
+answer. ``lean_socket`` serves the same protocol on ``_lean_ws`` instead of websockets'
+asyncio server: a fraction of the CPU a message, for the load benchmark's client core.
 ``Finalize`` ends the scripted utterance wherever the speaker is: a sentence spoken with
 a pause longer than the client's Finalize delay must be scripted as two utterances.
 Before ``first_word_s`` of speech Deepgram has recognised nothing yet and the interim
@@ -31,6 +32,7 @@ keyterms, ``Metadata`` fields other than the ids, and the 2 s Finalize dedup win
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import uuid
@@ -92,8 +94,10 @@ class FakeDeepgram:
         first_word_s: float = 0.0,
         cycle: bool = False,
         new_connection_s: float = 0.0,
+        lean_socket: bool = False,
     ) -> None:
         self.transcripts = list(transcripts)
+        self.lean_socket = lean_socket
         self.endpointing_from_request = endpointing_from_request
         self.final_latency_s = final_latency_s
         self.interim_every_frames = interim_every_frames
@@ -123,6 +127,11 @@ class FakeDeepgram:
         return f"http://127.0.0.1:{port_of(self._server)}"
 
     async def __aenter__(self) -> FakeDeepgram:
+        if self.lean_socket:
+            from fakes.deepgram_lean import serve_lean
+
+            self._server = await serve_lean(self)  # type: ignore[assignment]
+            return self
         self._server = await serve(
             self._handle, "127.0.0.1", 0, process_request=self._upgrade, compression=None
         )
@@ -190,16 +199,20 @@ class FakeDeepgram:
 
     # ---------------------------------------------------------------- stream
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        assert ws.request is not None
-        parts = urlsplit(ws.request.path)
+    def open_session(self, request: Request) -> DeepgramSession:
+        parts = urlsplit(request.path)
         session = DeepgramSession(
             path=parts.path,
             query={k: v[-1] for k, v in parse_qs(parts.query).items()},
-            headers={k.lower(): v for k, v in ws.request.headers.raw_items()},
+            headers={k.lower(): v for k, v in request.headers.raw_items()},
         )
         self.sessions.append(session)
         self.connected.set()
+        return session
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        session = self.open_session(ws.request)
         try:
             await _Stream(self, ws, session).run()
         except ConnectionClosed:
@@ -231,27 +244,65 @@ class _Stream:
         self.silent_frames = 0
         self.pending_frames = 0  # frames since the utterance began (speech and pauses)
         self.current = ""
+        self._waiting_since: float | None = None  # loop time recv() began waiting
+        self._idle_close: asyncio.Future[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
+        """Messages until the stream ends. The idle watchdog is one timer re-armed lazily,
+        not a timeout per message: at load a message arrives every 40 ms per socket."""
+        loop = asyncio.get_running_loop()
+        self.start_watchdog(loop)
+        try:
+            await self._run(loop)
+        except ConnectionClosed:
+            if self._idle_close is None:
+                raise
+        finally:
+            self.stop_watchdog()
+        if self._idle_close is not None:
+            await self._idle_close
+
+    def start_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._waiting_since = loop.time()
+        self._watchdog = loop.call_at(loop.time() + self.fake.idle_timeout_s, self._idle_check)
+
+    def stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+    def _idle_check(self) -> None:
+        """``idle_timeout_s`` without data while waiting for it: close 1011 NET-0001."""
+        loop = asyncio.get_running_loop()
+        since = self._waiting_since
+        due = (loop.time() if since is None else since) + self.fake.idle_timeout_s
+        if since is None or loop.time() < due:
+            self._watchdog = loop.call_at(due, self._idle_check)
+            return
+        self._idle_close = asyncio.ensure_future(self.ws.close(1011, "NET-0001"))
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
-            try:
-                async with asyncio.timeout(self.fake.idle_timeout_s):
-                    message = await self.ws.recv()
-            except TimeoutError:
-                await self.ws.close(1011, "NET-0001")
+            self._waiting_since = loop.time()
+            message = await self.ws.recv()
+            self._waiting_since = None
+            if await self.message(message):
                 return
-            if isinstance(message, bytes):
-                if not message:  # the legacy "close stream" signal
-                    await self._close_stream()
-                    return
-                self.session.audio_messages += 1
-                # Deepgram times audio, not messages: a 40 ms message is two 20 ms frames.
-                for at in range(0, len(message), _FRAME_BYTES):
-                    if await self._audio(message[at : at + _FRAME_BYTES]):
-                        return
-                    self.session.frames_handled += 1
-            elif await self._control(message):
-                return
+
+    async def message(self, message: str | bytes) -> bool:
+        """One message from the client; True once the stream is over."""
+        if isinstance(message, bytes):
+            if not message:  # the legacy "close stream" signal
+                await self._close_stream()
+                return True
+            self.session.audio_messages += 1
+            # Deepgram times audio, not messages: a 40 ms message is two 20 ms frames.
+            for at in range(0, len(message), _FRAME_BYTES):
+                if await self._audio(message[at : at + _FRAME_BYTES]):
+                    return True
+                self.session.frames_handled += 1
+            return False
+        return await self._control(message)
 
     async def _audio(self, frame: bytes) -> bool:
         fake, session = self.fake, self.session
@@ -263,7 +314,7 @@ class _Stream:
             return True
         if session.frames == fake.malformed_after_frames:
             await self.ws.send('{"type": "Results", "channel": ')
-        if _loudness(frame) >= fake.silence_level:
+        if _speech(frame, fake.silence_level):
             await self._speech_frame()
         elif self.in_speech:
             self.silent_frames += 1
@@ -404,3 +455,15 @@ class _Stream:
 def _loudness(ulaw: bytes) -> int:
     """Peak level of a μ-law frame on the 0..127 segment scale (0xFF/0x7F are silence)."""
     return max((0x7F - (b & 0x7F)) for b in ulaw)
+
+
+@functools.cache
+def _loud_codes(silence_level: int) -> bytes:
+    """A ``bytes.translate`` table: 1 for the μ-law codes at or above ``silence_level``."""
+    return bytes(int(0x7F - (b & 0x7F) >= silence_level) for b in range(256))
+
+
+def _speech(ulaw: bytes, silence_level: int) -> bool:
+    """``_loudness(ulaw) >= silence_level``, as a table lookup and a memchr in C: it runs
+    for every 20 ms of every stream."""
+    return b"\x01" in ulaw.translate(_loud_codes(silence_level))

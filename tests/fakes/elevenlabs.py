@@ -43,6 +43,7 @@ from fakes.elevenlabs_multi import audio_message, serve_multi
 _PATH = re.compile(r"^/v1/text-to-speech/([^/]+)/(stream-input|multi-stream-input)$")
 _FORMATS = {"mp3_44100", "mp3_44100_128", "mp3_22050_32", "pcm_16000", "pcm_22050",
             "pcm_24000", "pcm_44100", "ulaw_8000", "alaw_8000", "opus_48000_64"}
+_SPOKEN_CACHE = 256  # distinct texts whose audio messages are kept
 _VOICE_SETTINGS_ERROR = ("voice_settings field must be provided in the first message and "
                          "then either be not provided or not change.")
 
@@ -103,6 +104,7 @@ class FakeElevenLabs:
         self.refused: list[int] = []
         self._server: Server | None = None
         self._release = asyncio.Event()
+        self._spoken: dict[str, list[str]] = {}  # text → audio messages minus their tail
 
     @property
     def base_url(self) -> str:
@@ -236,12 +238,7 @@ class FakeElevenLabs:
             return False
         if self.first_audio_delay_s:
             await asyncio.sleep(self.first_audio_delay_s)
-        audio = self.audio_for(text.strip())
-        size = self.chunk_ms * 8
-        pieces = [audio[i : i + size] for i in range(0, len(audio), size)]
-        chars = list(text)
-        per_piece = max(1, -(-len(chars) // len(pieces)))
-        for index, piece in enumerate(pieces):
+        for index, message in enumerate(self._messages(text, context_id)):
             sent = session.chunks_sent
             if sent == self.close_after_chunks:
                 await ws.close(self.close_code, "internal error")
@@ -253,6 +250,32 @@ class FakeElevenLabs:
                 await ws.send("{'audio': not json")
             if self.chunk_delay_s and index:
                 await asyncio.sleep(self.chunk_delay_s)
+            await ws.send(message)
+            session.chunks_sent += 1
+        return True
+
+    def _messages(self, text: str, context_id: str | None) -> list[str]:
+        """The audio messages for ``text``, exactly as ``audio_message`` writes them. The
+        tone, base64 and JSON of a text are made once (a load run speaks the same reply
+        thousands of times); only the context id is spliced in per socket."""
+        bodies = self._spoken.get(text)
+        if bodies is None:
+            if len(self._spoken) >= _SPOKEN_CACHE:
+                self._spoken.clear()
+            bodies = self._spoken[text] = self._bodies(text)
+        tail = ', "isFinal": null}' if context_id is None else (
+            f', "contextId": {json.dumps(context_id)}}}')
+        return [body + tail for body in bodies]
+
+    def _bodies(self, text: str) -> list[str]:
+        """``audio_message`` without its closing brace and its last key, per piece."""
+        audio = self.audio_for(text.strip())
+        size = self.chunk_ms * 8
+        pieces = [audio[i : i + size] for i in range(0, len(audio), size)]
+        chars = list(text)
+        per_piece = max(1, -(-len(chars) // len(pieces)))
+        bodies = []
+        for index, piece in enumerate(pieces):
             span = chars[index * per_piece : (index + 1) * per_piece]
             start = index * self.chunk_ms
             alignment = {
@@ -260,9 +283,9 @@ class FakeElevenLabs:
                 "charStartTimesMs": [start + i * self.ms_per_char for i in range(len(span))],
                 "charDurationsMs": [self.ms_per_char] * len(span),
             }
-            await ws.send(audio_message(base64.b64encode(piece).decode(), alignment, context_id))
-            session.chunks_sent += 1
-        return True
+            message = audio_message(base64.b64encode(piece).decode(), alignment, "")
+            bodies.append(message[: message.rindex(', "contextId": ')])
+        return bodies
 
     async def _fail(self, ws: ServerConnection, message: str, error: str) -> None:
         await ws.send(json.dumps({"message": message, "error": error, "code": 1008}))

@@ -219,16 +219,20 @@ class LeanCall:
 
     def tick(self, now: float) -> list[str]:
         """The 20 ms beat: play what is due, move the script, send the next frame."""
-        self.send_lag_ms.append(max(0.0, now - self.next_due_s) * 1000.0)
-        self.playback.advance(now)
-        out = self._echoes()
-        self._step(now)
-        if self.done:
+        k = self._k
+        late_s = now - (self.t0_s + k * FRAME_S)
+        self.send_lag_ms.append(late_s * 1000.0 if late_s > 0.0 else 0.0)
+        playback = self.playback
+        playback.play(now)
+        out = self._echoes() if playback.echoes else []
+        if self.script.step is not _Step.ASKING or self.speech.utterance is None:
+            self._step(now)  # (while a question is being said, nothing can move)
+        if self.ended_by is not None:
             return out
         payload = self._next_payload(now)
         self._seq += 1
-        out.append(wire.media(self._seq, self._k + 1, self._k * 20, self.stream_sid, payload))
-        self._k += 1
+        out.append(wire.media(self._seq, k + 1, k * 20, self.stream_sid, payload))
+        self._k = k + 1
         self.frames_sent += 1
         return out
 
@@ -239,10 +243,11 @@ class LeanCall:
             self.protocol_errors.append(str(exc))
             return []
         if isinstance(message, bytes):
+            n = len(message)
             self.frames_received += 1
-            self.bot_audio_bytes += len(message)
-            self.pacing.frame(now, len(message) / BYTES_PER_S)
-            self.playback.receive_media(now, len(message), self._classify(message))
+            self.bot_audio_bytes += n
+            self.pacing.frame(now, n / BYTES_PER_S)
+            self.playback.media(now, n, self._classify(message))
         elif isinstance(message, wire.ServerMark):
             self.marks_received += 1
             self.pacing.restart()

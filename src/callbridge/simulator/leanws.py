@@ -52,17 +52,22 @@ class WsFrame:
     payload: bytes
 
 
+_HEAD_7 = struct.Struct("!BB")
+_HEAD_16 = struct.Struct("!BBH")
+_HEAD_64 = struct.Struct("!BBQ")
+
+
 def encode_frame(payload: bytes, opcode: int = OP_TEXT, mask: bytes | None = None) -> bytes:
     """A single final client frame: header, mask key, masked payload."""
     key = mask if mask is not None else _masks.randbytes(4)
     n = len(payload)
     if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        header = _HEAD_7.pack(0x80 | opcode, 0x80 | n)
     elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        header = _HEAD_16.pack(0x80 | opcode, 0x80 | 126, n)
     else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return header + key + apply_mask(payload, key)
+        header = _HEAD_64.pack(0x80 | opcode, 0x80 | 127, n)
+    return b"".join((header, key, apply_mask(payload, key)))
 
 
 def close_frame(code: int = 1000, reason: str = "") -> bytes:
@@ -79,8 +84,12 @@ class FrameParser:
         self._max = max_message_bytes
 
     def feed(self, data: bytes) -> list[WsFrame]:
-        buf = self._buf
-        buf += data
+        # Most reads hold whole frames: parse them from ``data`` itself, and keep only a
+        # partial tail (bytes and slices, no buffer growing and shrinking per read).
+        buf: bytes | bytearray = data
+        if self._buf:
+            self._buf += data
+            buf = self._buf
         out: list[WsFrame] = []
         pos = 0
         end = len(buf)
@@ -111,7 +120,11 @@ class FrameParser:
             frame = self._frame(b0 & 0x80 != 0, b0 & 0x0F, payload)
             if frame is not None:
                 out.append(frame)
-        del buf[:pos]
+        if buf is data:
+            if pos < end:
+                self._buf = bytearray(data[pos:])
+        else:
+            del self._buf[:pos]
         return out
 
     def _frame(self, fin: bool, opcode: int, payload: bytes) -> WsFrame | None:
