@@ -3,6 +3,7 @@
     .venv/bin/python bench/vendors.py                    # llm, stt, tts; 20 calls, 10 s each
     .venv/bin/python bench/vendors.py llm --calls 50 --seconds 20
     .venv/bin/python bench/vendors.py stt --profile /tmp/stt.prof   # cProfile the client
+    .venv/bin/python bench/vendors.py stt --calls 100 --chunk-ms 40  # Deepgram message size
 
 The production clients (``build()`` of providers/llm/openai.py, stt/deepgram.py,
 tts/elevenlabs.py with its per-call socket) talk to the wire-level fakes of

@@ -133,3 +133,19 @@ async def test_other_client_sockets_keep_the_library_protocol() -> None:
             assert type(ws.protocol) is ClientProtocol
             await ws.send("plain")
             assert await asyncio.wait_for(ws.recv(), 5) == "plain"
+
+
+async def test_an_awaited_send_still_waits_while_the_socket_pushes_back() -> None:
+    async with serve(_echo, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}", compression=None,
+                           create_connection=VendorConnection) as ws:
+            await ws.send(b"free")  # room in the buffer: written without waiting
+            assert await ws.recv() == b"free"
+            ws.pause_writing()
+            sending = asyncio.create_task(ws.send(b"held"))
+            await asyncio.sleep(0.02)
+            assert not sending.done()  # the library's send, waiting for the drain
+            ws.resume_writing()
+            await sending
+            assert await ws.recv() == b"held"

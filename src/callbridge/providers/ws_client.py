@@ -17,19 +17,23 @@ difference is ``send_frame``; nothing in the library changes for any other socke
 ``send_nowait`` writes a message at once when the socket is open and its write buffer
 is below the limit, what websockets' own ``broadcast`` does, without the
 ``send_context`` and ``drain`` of an awaited ``send``; when it says False the caller
-awaits ``send`` (back-pressure, or a closing socket that ``send`` reports).
+awaits ``send`` (back-pressure, or a closing socket that ``send`` reports). ``send``
+itself tries it first: when the buffer has room the library's ``send`` would not have
+waited either.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import AsyncIterable, Iterable
 from typing import Any, Final
 
 from websockets.asyncio.client import ClientConnection
 from websockets.client import ClientProtocol
 from websockets.frames import Frame
 from websockets.protocol import OPEN
+from websockets.typing import DataLike
 
 try:  # the C version websockets ships; the pure-Python one otherwise
     from websockets.speedups import apply_mask
@@ -100,6 +104,16 @@ class VendorConnection(ClientConnection):
         assert isinstance(protocol, PooledMaskProtocol)
         protocol.masks = MaskSource()
         super().__init__(protocol, **kwargs)
+
+    async def send(
+        self,
+        message: DataLike | Iterable[DataLike] | AsyncIterable[DataLike],
+        *,
+        text: bool | None = None,
+    ) -> None:
+        if text is None and isinstance(message, str | bytes) and self.send_nowait(message):
+            return
+        await super().send(message, text=text)
 
     def send_nowait(self, message: str | bytes) -> bool:
         """Write ``message`` now; False (nothing sent) if the socket is not open, a

@@ -1,26 +1,22 @@
 """Deepgram live transcription over its WebSocket (``/v1/listen``).
 
 How it works: ``open_stream`` connects (``Authorization: Token``, query parameters, no
-permessage-deflate: compressing 20 ms audio frames costs CPU and saves nothing). Each
-stream owns two tasks. The sender drains a bounded outbox, μ-law frames as binary and
-control messages as text, and sends ``KeepAlive`` when nothing went out for a few
-seconds (Deepgram closes an idle socket after ~10 s). The receiver turns server JSON into
-base.py events. ``push_audio`` and ``finalize`` only append to the outbox, so the call's
-owner task never waits on the vendor; if the socket stalls the oldest audio is dropped
-and counted.
+permessage-deflate). ``push_audio`` and ``finalize`` append to a bounded outbox (μ-law
+frames, control messages) and write what is due at once from the caller's stack
+(``VendorConnection.send_nowait``, providers/ws_client.py: no task hop, no ``drain``, a
+pooled mask), so the call's owner task never waits on the vendor. Only when the socket
+pushes back (write buffer full) or is closing does the sender task take over and
+``await`` each send; the outbox fills behind it and, when full, its oldest audio is
+dropped and counted. A receiver task turns server JSON into base.py events. One timer
+per stream sends ``KeepAlive`` when nothing went out for a few seconds (Deepgram closes
+an idle socket after ~10 s).
 
-Audio goes out in chunks of ``chunkMs`` (100 ms: five Twilio frames; Deepgram takes any
-length and recommends 20–250 ms): every client frame costs a send, a mask and a header,
-and at a hundred calls that per-frame cost was a sixth of the server (``bench/load.py
---stack seed --profile``). A lone frame waits at most ``chunkMs`` for its partners;
-``Finalize`` and ``CloseStream`` flush what waits first, so the end of a turn never waits
-on a chunk (only interim results can come up to a chunk later).
-
-A due chunk is written at once from the caller's stack (``VendorConnection.send_nowait``
-of providers/ws_client.py: no task wake-up, no ``drain``, a pooled mask); only when the
-socket pushes back (its write buffer full) or is closing does the sender task take over
-and ``await`` each send, and the outbox fills behind it. The keep-alive is one timer per
-stream that checks when the socket last sent, not a timeout around every wait.
+Audio goes out in chunks of ``chunkMs`` (100 ms: five Twilio frames; Deepgram takes
+any length and recommends 20–250 ms): each message costs a header, a mask and a write
+system call, and at a hundred calls 20 ms messages were a sixth of the server
+(``bench/vendors.py stt``). A lone frame waits at most ``chunkMs`` for its partners;
+``Finalize`` and ``CloseStream`` flush what waits first, so the end of a turn never
+waits on a chunk (only interim results can come up to a chunk later).
 """
 
 from __future__ import annotations
