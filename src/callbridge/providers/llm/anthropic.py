@@ -26,6 +26,7 @@ from pydantic import Field
 from callbridge.errors import ProviderError
 from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
 from callbridge.providers.env import base_url, require_key
+from callbridge.providers.llm.asyncio_net import http_transport
 from callbridge.providers.llm.http_stream import (
     HttpStatusError,
     NotAnEventStream,
@@ -250,9 +251,8 @@ def chat(
     limits = httpx2.Limits(
         max_connections=1000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
     )
-    http = anthropic.DefaultAsyncHttpxClient(
-        limits=limits, timeout=config.timeout_s, http2=True, http1=not prior_knowledge
-    )
+    transport = http_transport(limits=limits, http1=not prior_knowledge, http2=True)
+    http = anthropic.DefaultAsyncHttpxClient(transport=transport, timeout=config.timeout_s)
     client = anthropic.AsyncAnthropic(
         api_key=api_key, base_url=url, max_retries=0, timeout=config.timeout_s,
         http_client=http,

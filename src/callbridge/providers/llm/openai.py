@@ -32,6 +32,7 @@ from pydantic import Field
 from callbridge.errors import ProviderError
 from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
 from callbridge.providers.env import base_url, require_key
+from callbridge.providers.llm.asyncio_net import http_transport
 from callbridge.providers.llm.http_stream import (
     HttpStatusError,
     NotAnEventStream,
@@ -367,13 +368,13 @@ def _http_client(config: _ChatBlock, *, prior_knowledge: bool = False) -> httpx2
     share one connection. Over HTTP/1.1 each concurrent request needs its own, and the
     pool probes every idle one on each request: with 150 idle connections a request costs
     ~40 % more CPU (``bench/vendors.py llm --pool 150``). ``prior_knowledge`` speaks
-    HTTP/2 over plain TCP (h2c), for a local server known to take it."""
+    HTTP/2 over plain TCP (h2c), for a local server known to take it. The pool's network
+    layer is asyncio's own (asyncio_net.py), not anyio's."""
     limits = httpx2.Limits(
         max_connections=1000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
     )
-    return openai.DefaultAsyncHttpxClient(
-        limits=limits, timeout=config.timeout_s, http2=True, http1=not prior_knowledge
-    )
+    transport = http_transport(limits=limits, http1=not prior_knowledge, http2=True)
+    return openai.DefaultAsyncHttpxClient(transport=transport, timeout=config.timeout_s)
 
 
 def chat(
