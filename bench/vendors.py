@@ -3,6 +3,7 @@
     .venv/bin/python bench/vendors.py                    # llm, stt, tts; 20 calls, 10 s each
     .venv/bin/python bench/vendors.py llm --calls 50 --seconds 20
     .venv/bin/python bench/vendors.py stt --profile /tmp/stt.prof   # cProfile the client
+    .venv/bin/python bench/vendors.py stt --calls 100 --chunk-ms 40  # Deepgram message size
 
 The production clients (``build()`` of providers/llm/openai.py, stt/deepgram.py,
 tts/elevenlabs.py with its per-call socket) talk to the wire-level fakes of
@@ -127,8 +128,9 @@ async def bench_llm(env: Mapping[str, str], calls: int, seconds: float,
 
 
 async def bench_stt(env: Mapping[str, str], calls: int, seconds: float,
-                    profile: cProfile.Profile | None) -> dict[str, Any]:
-    stt = deepgram.build(deepgram.DeepgramConfig(), env)
+                    profile: cProfile.Profile | None, chunk_ms: int = 0) -> dict[str, Any]:
+    config = deepgram.DeepgramConfig(**({"chunk_ms": chunk_ms} if chunk_ms else {}))
+    stt = deepgram.build(config, env)
     streams = await asyncio.gather(*(stt.open_stream() for _ in range(calls)))
     loop = asyncio.get_running_loop()
     frames = 0
@@ -217,6 +219,8 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=30, help="SSE text chunks per reply")
     parser.add_argument("--pool", type=int, default=0,
                         help="llm: open this many connections first (idle ones in the pool)")
+    parser.add_argument("--chunk-ms", type=int, default=0,
+                        help="stt: audio per Deepgram message (default: the config's)")
     parser.add_argument("--profile", help="write a cProfile of the measured windows here")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -237,7 +241,8 @@ def main() -> int:
         profile = cProfile.Profile() if args.profile else None
         for name in vendors:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                extra = {"pool": args.pool} if name == "llm" else {}
+                extra = ({"pool": args.pool} if name == "llm" else
+                         {"chunk_ms": args.chunk_ms} if name == "stt" else {})
                 result = runner.run(
                     BENCHES[name](env, args.calls, args.seconds, profile, **extra))
             print(json.dumps({"vendor": name, "calls": args.calls, **result}), flush=True)

@@ -64,6 +64,8 @@ class DeepgramSession:
     frames: int = 0  # 20 ms frames of audio, however the client chunked them
     audio_messages: int = 0  # binary messages
     controls: list[str] = field(default_factory=list)
+    # Every message in arrival order: a binary one as its length, a control one by type.
+    messages: list[int | str] = field(default_factory=list)
     finals_sent: int = 0
     frames_handled: int = 0  # audio frames fully answered (their results already sent)
     sent: list[dict[str, Any]] = field(default_factory=list)  # every JSON message sent
@@ -296,6 +298,7 @@ class _Stream:
                 await self._close_stream()
                 return True
             self.session.audio_messages += 1
+            self.session.messages.append(len(message))
             # Deepgram times audio, not messages: a 40 ms message is two 20 ms frames.
             for at in range(0, len(message), _FRAME_BYTES):
                 if await self._audio(message[at : at + _FRAME_BYTES]):
@@ -364,6 +367,7 @@ class _Stream:
         except (ValueError, AttributeError):
             kind = None
         self.session.controls.append(str(kind))
+        self.session.messages.append(str(kind))
         if kind == "Finalize":
             if self.fake.final_latency_s:
                 await self._final(from_finalize=True)

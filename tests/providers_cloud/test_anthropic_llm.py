@@ -15,7 +15,6 @@ from callbridge.errors import ConfigError, ProviderError
 from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
 from callbridge.providers.llm import anthropic as anthropic_llm
 from callbridge.providers.llm.anthropic import CALL_STARTED, AnthropicChat, AnthropicConfig, build
-from callbridge.providers.llm.tools import build_toolset
 from callbridge.providers.registry import spec_for
 from callbridge.providers.retry import retry_stream
 from providers_cloud.helpers import RecordingSleep, wait_for
@@ -177,8 +176,7 @@ async def test_over_http2_calls_share_one_connection_and_errors_map() -> None:
         Reply(text=("a", "b"), error_event_after=2), Failure(529, "Overloaded")]
     async with FakeAnthropic(script) as fake, Http2(fake) as h2:
         config = AnthropicConfig()
-        client = anthropic_llm._client(config, KEY, h2.base_url, prior_knowledge=True)
-        llm = AnthropicChat(config, client, build_toolset(config))
+        llm = anthropic_llm.chat(config, KEY, h2.base_url, prior_knowledge=True)
         results = await asyncio.gather(*(collect(llm) for _ in range(10)))
         assert all(r == [TextDelta("Hi"), TextDelta(" there.")] for r in results)
         with pytest.raises(ProviderError, match="overloaded") as failed:

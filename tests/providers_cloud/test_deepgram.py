@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 import pytest
 from fakes.deepgram import FakeDeepgram
@@ -98,22 +99,74 @@ async def _finals(stream: object, count: int):  # type: ignore[no-untyped-def]
                     return
 
 
-async def test_audio_goes_out_in_40_ms_chunks_and_finalize_flushes_a_lone_frame() -> None:
+async def test_audio_goes_out_in_100_ms_chunks_and_finalize_flushes_what_waits() -> None:
     async with FakeDeepgram(["x"]) as fake:
         stream = await make(fake).open_stream()
-        frames = [bytes([0x10 + i]) * 160 for i in range(4)]
+        frames = [bytes([0x10 + i]) * 160 for i in range(10)]
         for frame in frames:
             stream.push_audio(frame)
-        await wait_for(lambda: fake.sessions[0].frames == 4)
-        assert fake.sessions[0].audio_messages == 2  # two frames a message
+        await wait_for(lambda: fake.sessions[0].frames == 10)
+        assert fake.sessions[0].messages == [800, 800]  # five 20 ms frames a message
         stream.push_audio(SILENCE)
-        stream.finalize()  # the lone frame goes now, before Finalize, without its partner
+        stream.push_audio(SILENCE)
+        stream.finalize()  # the two frames go now, before Finalize, without their partners
         await take_until(stream.events(), is_final)
         session = fake.sessions[0]
-        assert (session.audio_messages, session.frames) == (3, 5)
-        assert session.controls == ["Finalize"]
+        assert session.messages == [800, 800, 320, "Finalize"]
         await stream.aclose()
-    assert bytes(session.audio) == b"".join(frames) + SILENCE
+    assert session.messages[-1] == "CloseStream"
+    assert bytes(session.audio) == b"".join(frames) + SILENCE * 2
+
+
+async def test_close_stream_flushes_the_audio_before_it() -> None:
+    async with FakeDeepgram() as fake:
+        stream = await make(fake).open_stream()
+        for _ in range(7):
+            stream.push_audio(SILENCE)
+        await stream.aclose()
+    assert fake.sessions[0].messages == [800, 320, "CloseStream"]
+
+
+async def test_finalize_is_written_before_push_returns_to_the_caller() -> None:
+    """No task hop between the turn's end and the socket: Finalize is on the wire when
+    ``finalize`` returns (the fake sees it without the client yielding in between)."""
+    async with FakeDeepgram(["x"]) as fake:
+        stream = await make(fake).open_stream()
+        await wait_for(lambda: bool(fake.sessions))
+        for _ in range(5):
+            stream.push_audio(SPEECH)
+        stream.push_audio(SILENCE)
+        stream.finalize()
+        transport = stream._ws.transport
+        assert transport.get_write_buffer_size() == 0  # written to the socket, not queued
+        assert stream._outbox == deque()
+        await wait_for(lambda: fake.sessions[0].controls == ["Finalize"])
+        assert fake.sessions[0].messages == [800, 160, "Finalize"]
+        await stream.aclose()
+
+
+async def test_a_socket_that_pushes_back_queues_drops_the_oldest_then_catches_up() -> None:
+    """Back-pressure as asyncio signals it (the transport's ``pause_writing``): the
+    owner never waits, the outbox keeps the newest audio, and once the socket drains
+    the rest goes out in order, the control message last."""
+    async with FakeDeepgram() as fake:
+        stream = await make(fake, outboxFrames=10, chunkMs=40).open_stream()
+        await wait_for(lambda: bool(fake.sessions))
+        stream._ws.pause_writing()  # what the transport calls when its buffer is full
+        frames = [bytes([i]) * 160 for i in range(25)]
+        for frame in frames:
+            stream.push_audio(frame)
+        stream.finalize()
+        assert stream.dropped_frames == 13  # the first chunk was taken before the socket said no
+        await asyncio.sleep(0.05)
+        # The sender task's awaited send wrote that chunk and waits for the drain.
+        assert fake.sessions[0].messages == [320]
+        stream._ws.resume_writing()
+        await wait_for(lambda: fake.sessions[0].controls == ["Finalize"])
+        await stream.aclose()
+    session = fake.sessions[0]
+    assert bytes(session.audio) == frames[0] + frames[1] + b"".join(frames[15:])
+    assert session.messages[:7] == [320, 320, 320, 320, 320, 320, "Finalize"]
 
 
 async def test_a_lone_frame_goes_out_alone_after_one_chunk_time() -> None:
@@ -174,18 +227,6 @@ async def test_aclose_ends_the_event_stream_cleanly() -> None:
     assert fake.sessions[0].close_code == 1000
     stream.push_audio(SPEECH)  # after close: ignored, never raises
     stream.finalize()
-
-
-async def test_stalled_socket_drops_oldest_audio_and_counts() -> None:
-    async with FakeDeepgram() as fake:
-        stream = await make(fake, outboxFrames=10).open_stream()
-        frames = [bytes([i]) * 160 for i in range(25)]
-        for frame in frames:  # no await: the sender task cannot drain meanwhile
-            stream.push_audio(frame)
-        assert stream.dropped_frames == 15
-        await wait_for(lambda: fake.sessions[0].frames == 10)
-        await stream.aclose()
-    assert bytes(fake.sessions[0].audio) == b"".join(frames[15:])
 
 
 async def test_wrong_key_is_a_non_retryable_error_without_the_key() -> None:

@@ -21,7 +21,6 @@ from callbridge.providers.llm.openai import (
     build,
     build_compatible,
 )
-from callbridge.providers.llm.tools import build_toolset
 from callbridge.providers.registry import spec_for
 from callbridge.providers.retry import retry_stream
 from providers_cloud.helpers import RecordingSleep, wait_for
@@ -361,9 +360,7 @@ def test_a_chunk_of_the_wrong_shape_is_a_retryable_provider_error(data: str) -> 
 
 
 def make_h2(url: str) -> OpenAIChat:
-    config = OpenAIConfig()
-    client = openai_llm._client(config, KEY, url, prior_knowledge=True)
-    return OpenAIChat("openai", config, client, build_toolset(config))
+    return openai_llm.chat("openai", OpenAIConfig(), KEY, url, prior_knowledge=True)
 
 
 async def test_over_http2_every_call_shares_one_connection() -> None:
@@ -413,3 +410,19 @@ async def test_a_server_that_does_not_stream_is_not_retried(sleep: RecordingSlee
         with pytest.raises(ProviderError, match="not an event stream") as caught:
             _ = [e async for e in retry_stream(lambda: llm.stream(HELLO, ()), sleep=sleep)]
     assert not caught.value.retryable and len(fake.requests) == 1
+
+
+async def test_a_turn_sends_the_headers_the_sdk_would() -> None:
+    """The request is built once from the SDK's own headers: the key, its User-Agent and
+    platform headers, JSON; nothing per request is lost that the vendor reads."""
+    async with FakeOpenAI([Reply(text=("Hi",))]) as fake:
+        llm = make(fake)
+        await llm.warm()  # GET /models through the SDK itself
+        assert await collect(llm) == [TextDelta("Hi")]
+    sent = fake.headers[-1]
+    assert sent["authorization"] == f"Bearer {KEY}"
+    assert sent["content-type"] == "application/json"
+    assert sent["user-agent"].startswith("AsyncOpenAI/Python")
+    assert sent["x-stainless-lang"] == "python"
+    assert "openai-organization" not in sent  # the SDK omits it when unset
+    assert fake.requests[-1]["stream"] is True

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from callbridge.store.database import Database
-from callbridge.store.ops import StoreOp, apply
+from callbridge.store.ops import StoreOp, apply_batch
 from callbridge.telemetry.logging import log_event
 
 __all__ = ["BACKOFF_S", "MAX_BATCH", "MAX_QUEUED", "Backoff", "StoreWriter"]
@@ -267,8 +267,7 @@ class StoreWriter:
 
     async def _commit(self, ops: Sequence[StoreOp]) -> None:
         async with self.database.sessions() as session, session.begin():
-            for op in ops:
-                await apply(session, op)
+            await apply_batch(session, ops)
 
     def _drop(self, op: StoreOp, reason: str) -> bool:
         self.dropped += 1

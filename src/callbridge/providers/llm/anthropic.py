@@ -5,8 +5,9 @@ whose ``input_json_delta`` pieces are joined into a ``ToolCall`` at ``content_bl
 tool results go back as ``tool_result`` blocks in a user message. The SDK's retries are
 off: the retry policy is ours.
 
-As in openai.py, the SDK sends the request (``client.post``: auth, base URL, timeouts,
-the pool, HTTP errors) but the events are read by httpx2's ``EventSource`` and
+As in openai.py, the SDK gives the auth headers (``x-api-key``, ``anthropic-version``),
+the base URL and the httpx2 client (pool, HTTP/2, timeouts); the request goes out
+through ``StreamingPost`` (built once) and the events are read by ``SseDecoder`` and
 ``json.loads``: the typed ``create`` would transform the request into TypedDicts and
 build a pydantic model per event, the bulk of the client's CPU per turn.
 """
@@ -25,7 +26,15 @@ from pydantic import Field
 from callbridge.errors import ProviderError
 from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
 from callbridge.providers.env import base_url, require_key
+from callbridge.providers.llm.asyncio_net import http_transport
+from callbridge.providers.llm.http_stream import (
+    HttpStatusError,
+    NotAnEventStream,
+    StreamingPost,
+    body_chunks,
+)
 from callbridge.providers.llm.openai import KEEPALIVE_S, spoken_text
+from callbridge.providers.llm.sse import SseDecoder
 from callbridge.providers.llm.tools import ToolFields, Toolset, build_toolset
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
 
@@ -59,12 +68,14 @@ class AnthropicChat:
     name = NAME
 
     def __init__(
-        self, config: AnthropicConfig, client: anthropic.AsyncAnthropic, toolset: Toolset
+        self, config: AnthropicConfig, client: anthropic.AsyncAnthropic, toolset: Toolset,
+        http: httpx2.AsyncClient,
     ) -> None:
         self.config = config
         self.toolset = toolset
         self.system_prompt = config.prompt()
         self._client = client
+        self._post = StreamingPost(client, http, "/v1/messages")
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
@@ -83,45 +94,49 @@ class AnthropicChat:
         if self.config.temperature is not None:
             request["temperature"] = self.config.temperature
         try:
-            response = await self._client.post(
-                "/v1/messages", cast_to=httpx2.Response, body=request,
-                options={"headers": _STREAM_RAW},
-            )
-        except (anthropic.APIError, httpx2.TransportError) as exc:
+            response = await self._post.open(request)
+        except HttpStatusError as exc:
+            raise _status_error(exc) from exc
+        except NotAnEventStream as exc:  # a proxy's page instead of the stream: no retry
+            raise ProviderError(NAME, f"not an event stream: {exc}", retryable=False) from exc
+        except httpx2.TransportError as exc:
             raise _provider_error(exc) from exc
         tool_blocks: dict[int, tuple[str, str, list[str]]] = {}
+        decoder = SseDecoder()
         try:
-            async for sse in httpx2.EventSource(response):
-                if not sse.data:
-                    continue
-                event = _parse_event(sse.event, sse.data)
-                kind = event.get("type")
-                if kind == "content_block_start":
-                    block = event["content_block"]
-                    if block.get("type") == "tool_use":
-                        tool_blocks[event["index"]] = (str(block["id"]), str(block["name"]), [])
-                elif kind == "content_block_delta":
-                    delta = event["delta"]
-                    if delta.get("type") == "text_delta" and delta.get("text"):
-                        yield TextDelta(str(delta["text"]))
-                    elif delta.get("type") == "input_json_delta" and event["index"] in tool_blocks:
-                        tool_blocks[event["index"]][2].append(str(delta["partial_json"]))
-                elif kind == "content_block_stop" and event.get("index") in tool_blocks:
-                    call_id, name, pieces = tool_blocks.pop(event["index"])
-                    yield ToolCall(call_id, name, "".join(pieces) or "{}")
+            async for data in body_chunks(response):
+                for sse in decoder.feed(data):
+                    if sse.data and (out := _on_event(_parse_event(sse.event, sse.data),
+                                                      tool_blocks)) is not None:
+                        yield out
         except (KeyError, TypeError, AttributeError) as exc:
             log.warning("llm.malformed_event provider=%s error=%r", NAME, exc)
             raise ProviderError(NAME, f"malformed stream event: {exc!r}", retryable=True) from exc
-        except httpx2.SSEError as exc:  # a proxy's page instead of the stream: no retry
-            raise ProviderError(NAME, f"not an event stream: {exc}", retryable=False) from exc
         except httpx2.TransportError as exc:
             raise _provider_error(exc) from exc
         finally:
             await response.aclose()
 
 
-# The SDK's own switch (what ``with_streaming_response`` sets): the body left unread.
-_STREAM_RAW: Final = {"X-Stainless-Raw-Response": "stream"}
+def _on_event(
+    event: Mapping[str, Any], tool_blocks: dict[int, tuple[str, str, list[str]]]
+) -> LlmEvent | None:
+    """Text deltas out at once; a ``tool_use`` block's JSON pieces kept until its stop."""
+    kind = event.get("type")
+    if kind == "content_block_delta":
+        delta = event["delta"]
+        if delta.get("type") == "text_delta" and delta.get("text"):
+            return TextDelta(str(delta["text"]))
+        if delta.get("type") == "input_json_delta" and event["index"] in tool_blocks:
+            tool_blocks[event["index"]][2].append(str(delta["partial_json"]))
+    elif kind == "content_block_start":
+        block = event["content_block"]
+        if block.get("type") == "tool_use":
+            tool_blocks[event["index"]] = (str(block["id"]), str(block["name"]), [])
+    elif kind == "content_block_stop" and event.get("index") in tool_blocks:
+        call_id, name, pieces = tool_blocks.pop(event["index"])
+        return ToolCall(call_id, name, "".join(pieces) or "{}")
+    return None
 
 
 def _parse_event(name: str, data: str) -> Mapping[str, Any]:
@@ -187,22 +202,31 @@ def _tool_schema(spec: ToolSpec) -> dict[str, Any]:
     return {"name": spec.name, "description": spec.description, "input_schema": schema}
 
 
+def _status_error(exc: HttpStatusError) -> ProviderError:
+    """Overloaded (529), rate limits and 5xx can pass; other 4xx cannot."""
+    kind = _error_type(exc.body)
+    status = exc.status
+    retryable = kind in _RETRYABLE_TYPES or status in (408, 409, 429) or status >= 500
+    label = f"HTTP {status} {kind}" if kind else f"HTTP {status}"
+    return ProviderError(NAME, f"{label}: {_body_message(exc.body)}", retryable=retryable)
+
+
 def _provider_error(exc: Exception) -> ProviderError:
-    """Overloaded (529), rate limits, 5xx, timeouts and drops can pass; other 4xx cannot."""
-    if isinstance(exc, anthropic.APIStatusError):
-        kind = _error_type(exc.body)
-        status = exc.status_code  # 200 for an ``error`` event inside the stream
-        if kind in _RETRYABLE_TYPES or status in (408, 409, 429) or status >= 500:
-            retryable = True
-        else:
-            retryable = status < 400 and kind not in _FATAL_TYPES
-        return ProviderError(NAME, f"HTTP {status} {kind or ''}: {_message(exc)}",
-                             retryable=retryable)
+    """Timeouts and dropped connections can pass."""
     if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
         return ProviderError(NAME, "timed out waiting for the model", retryable=True)
     if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
         return ProviderError(NAME, f"connection failed: {exc!r}", retryable=True)
     return ProviderError(NAME, f"stream error: {_message(exc)}", retryable=True)
+
+
+def _body_message(body: object) -> str:
+    """``{"type": "error", "error": {"type", "message"}}``, or the body's text."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and inner.get("message"):
+            return str(inner["message"])[:300]
+    return str(body)[:300]
 
 
 def _error_type(body: object) -> str | None:
@@ -217,28 +241,29 @@ def _message(exc: Exception) -> str:
     return str(getattr(exc, "message", None) or exc)[:300]
 
 
-def _client(
+def chat(
     config: AnthropicConfig, api_key: str, url: str, *, prior_knowledge: bool = False
-) -> anthropic.AsyncAnthropic:
+) -> AnthropicChat:
     """Connections kept open between turns (the SDK's 5 s keep-alive would drop them: a
     new one to the vendor costs a turn TCP + TLS), over HTTP/2 where the server offers
-    it, one for every call (see openai.py ``_client``)."""
+    it, one for every call (see openai.py ``_http_client``); the SDK client and the
+    streaming POST share that one pool."""
     limits = httpx2.Limits(
         max_connections=1000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
     )
-    http_client = anthropic.DefaultAsyncHttpxClient(
-        limits=limits, timeout=config.timeout_s, http2=True, http1=not prior_knowledge
-    )
-    return anthropic.AsyncAnthropic(
+    transport = http_transport(limits=limits, http1=not prior_knowledge, http2=True)
+    http = anthropic.DefaultAsyncHttpxClient(transport=transport, timeout=config.timeout_s)
+    client = anthropic.AsyncAnthropic(
         api_key=api_key, base_url=url, max_retries=0, timeout=config.timeout_s,
-        http_client=http_client,
+        http_client=http,
     )
+    return AnthropicChat(config, client, build_toolset(config), http)
 
 
 def build(config: AnthropicConfig, env: Mapping[str, str]) -> AnthropicChat:
     key = require_key(env, "ANTHROPIC_API_KEY", NAME)
     url = base_url(config.base_url, env, "ANTHROPIC_BASE_URL", DEFAULT_BASE_URL)
-    return AnthropicChat(config, _client(config, key, url), build_toolset(config))
+    return chat(config, key, url)
 
 
 SPEC = ProviderSpec(kind="llm", name=NAME, config=AnthropicConfig, build=build)

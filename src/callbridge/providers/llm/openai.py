@@ -1,4 +1,4 @@
-"""OpenAI chat completions, streamed: the official SDK's transport, our own chunk reader.
+"""OpenAI chat completions, streamed: the official SDK's client, our own request and reader.
 
 ``provider: openai`` talks to OpenAI (or ``OPENAI_BASE_URL``); ``provider:
 openai-compatible`` talks to any server that speaks the same API (Groq, Ollama, vLLM,
@@ -6,12 +6,13 @@ llama.cpp, LM Studio) at the block's ``baseUrl``. The SDK's own retries are off
 (``max_retries=0``): the retry policy is ours (providers/retry.py), so a failure is
 counted and recorded once, not hidden inside the SDK.
 
-The SDK still does auth, base URL, timeouts, the connection pool and HTTP error mapping
-(``client.post``, its documented way to call an endpoint with a raw response), but not
-its typed ``create``: that costs ~5 ms of CPU a request turning our already wire-shaped
-messages into its TypedDicts, and a pydantic model per streamed chunk (~100 µs); at 50
-calls the two were 12 % of the server's core (``bench/vendors.py llm``). The body is read
-as Server-Sent Events by httpx2's ``EventSource`` and each chunk by ``json.loads``.
+The SDK still gives the auth headers, the base URL, the httpx2 client with its pool,
+HTTP/2 and timeouts, and ``warm``'s request; but a turn's request is sent by
+``StreamingPost`` (http_stream.py: headers and URL built once, not per request) and its
+typed ``create`` is not used at all: that cost ~5 ms of CPU a request turning our
+already wire-shaped messages into its TypedDicts, and a pydantic model per streamed
+chunk (~100 µs). The body is read by our ``SseDecoder`` (sse.py) and each chunk by
+``json.loads``; a real model sends one token per event, so that path is per token.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ from pydantic import Field
 from callbridge.errors import ProviderError
 from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
 from callbridge.providers.env import base_url, require_key
+from callbridge.providers.llm.asyncio_net import http_transport
+from callbridge.providers.llm.http_stream import (
+    HttpStatusError,
+    NotAnEventStream,
+    StreamingPost,
+    body_chunks,
+)
+from callbridge.providers.llm.sse import SseDecoder
 from callbridge.providers.llm.tools import ToolFields, Toolset, build_toolset
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
 
@@ -76,13 +85,15 @@ class OpenAIChat:
     """A ``LanguageModel``; ``toolset`` holds the tools to offer and their executor."""
 
     def __init__(
-        self, name: str, config: _ChatBlock, client: openai.AsyncOpenAI, toolset: Toolset
+        self, name: str, config: _ChatBlock, client: openai.AsyncOpenAI, toolset: Toolset,
+        http: httpx2.AsyncClient,
     ) -> None:
         self.name = name
         self.config = config
         self.toolset = toolset
         self.system_prompt = config.prompt()
         self._client = client
+        self._post = StreamingPost(client, http, "/chat/completions")
 
     async def warm(self) -> None:
         """Open (or refresh) a kept-alive connection before a turn needs it: a cheap
@@ -145,28 +156,31 @@ class OpenAIChat:
         Read past ``[DONE]`` to the end of the body: over HTTP/1.1 only a response read
         to its end gives its connection back to the pool."""
         try:
-            response = await self._client.post(
-                "/chat/completions", cast_to=httpx2.Response, body=request,
-                options={"headers": _STREAM_RAW},
-            )
-        except (openai.APIError, httpx2.TransportError) as exc:
+            response = await self._post.open(request)
+        except HttpStatusError as exc:
+            chunks.put_nowait(_status_error(self.name, exc))
+            return
+        except NotAnEventStream as exc:  # e.g. a server that ignored ``stream: true``
+            chunks.put_nowait(ProviderError(self.name, f"not an event stream: {exc}",
+                                            retryable=False))
+            return
+        except httpx2.TransportError as exc:
             chunks.put_nowait(_provider_error(self.name, exc))
             return
         try:
+            decoder = SseDecoder()
             done = False
-            async for event in httpx2.EventSource(response):
-                if done:
-                    continue
-                if event.data.startswith("[DONE]"):
-                    done = True
-                    continue
-                chunks.put_nowait(_parse_chunk(self.name, event.data))
+            async for data in body_chunks(response):
+                for event in decoder.feed(data):
+                    if done:
+                        continue
+                    if event.data.startswith("[DONE]"):
+                        done = True
+                        continue
+                    chunks.put_nowait(_parse_chunk(self.name, event.data))
             chunks.put_nowait(_END)
         except _StreamError as exc:
             chunks.put_nowait(exc.error)
-        except httpx2.SSEError as exc:  # e.g. a server that ignored ``stream: true``
-            chunks.put_nowait(ProviderError(self.name, f"not an event stream: {exc}",
-                                            retryable=False))
         except httpx2.TransportError as exc:
             chunks.put_nowait(_provider_error(self.name, exc))
         except Exception as exc:  # a reader that waits forever would hang the reply
@@ -174,11 +188,6 @@ class OpenAIChat:
             chunks.put_nowait(ProviderError(self.name, f"stream failed: {exc!r}", retryable=True))
         finally:
             await response.aclose()
-
-
-# The SDK's own switch (what ``with_streaming_response`` sets): hand back the response
-# with its body unread, so it can be streamed.
-_STREAM_RAW: Final = {"X-Stainless-Raw-Response": "stream"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,20 +320,31 @@ def _tool_schema(spec: ToolSpec) -> dict[str, Any]:
                          "parameters": parameters}}
 
 
+def _status_error(name: str, exc: HttpStatusError) -> ProviderError:
+    """Rate limits and server errors can pass; other 4xx (and a spent quota) cannot."""
+    status = exc.status
+    code = _error_code(exc.body)
+    retryable = (status in (408, 409, 429) or status >= 500) and code != "insufficient_quota"
+    label = f"HTTP {status} {code}" if code else f"HTTP {status}"
+    return ProviderError(name, f"{label}: {_body_message(exc.body)}", retryable=retryable)
+
+
 def _provider_error(name: str, exc: Exception) -> ProviderError:
-    """Rate limits, server errors, timeouts and dropped connections can pass; 4xx cannot."""
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        code = _error_code(exc.body)
-        retryable = (status in (408, 409, 429) or status >= 500) and code != "insufficient_quota"
-        return ProviderError(name, f"HTTP {status} {code or ''}: {_message(exc)}".strip(),
-                             retryable=retryable)
+    """Timeouts and dropped connections can pass."""
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
         return ProviderError(name, "timed out waiting for the model", retryable=True)
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
         return ProviderError(name, f"connection failed: {exc!r}", retryable=True)
-    # An error object inside the event stream (the server failed mid-answer).
     return ProviderError(name, f"stream error: {_message(exc)}", retryable=True)
+
+
+def _body_message(body: object) -> str:
+    """The vendor's own words: ``{"error": {"message": …}}``, or the body's text."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and inner.get("message"):
+            return str(inner["message"])[:300]
+    return str(body)[:300]
 
 
 def _error_code(body: object) -> str | None:
@@ -339,10 +359,8 @@ def _message(exc: Exception) -> str:
     return str(getattr(exc, "message", None) or exc)[:300]
 
 
-def _client(
-    config: _ChatBlock, api_key: str, url: str, *, prior_knowledge: bool = False
-) -> openai.AsyncOpenAI:
-    """One client per process, its connections kept open between turns: the SDK's 5 s
+def _http_client(config: _ChatBlock, *, prior_knowledge: bool = False) -> httpx2.AsyncClient:
+    """One pool per process, its connections kept open between turns: the SDK's 5 s
     keep-alive would drop them between two turns of a call, and a new connection to
     the vendor (TCP + TLS) costs a turn ~150 ms.
 
@@ -350,23 +368,31 @@ def _client(
     share one connection. Over HTTP/1.1 each concurrent request needs its own, and the
     pool probes every idle one on each request: with 150 idle connections a request costs
     ~40 % more CPU (``bench/vendors.py llm --pool 150``). ``prior_knowledge`` speaks
-    HTTP/2 over plain TCP (h2c), for a local server known to take it."""
+    HTTP/2 over plain TCP (h2c), for a local server known to take it. The pool's network
+    layer is asyncio's own (asyncio_net.py), not anyio's."""
     limits = httpx2.Limits(
         max_connections=1000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
     )
-    http_client = openai.DefaultAsyncHttpxClient(
-        limits=limits, timeout=config.timeout_s, http2=True, http1=not prior_knowledge
-    )
-    return openai.AsyncOpenAI(
+    transport = http_transport(limits=limits, http1=not prior_knowledge, http2=True)
+    return openai.DefaultAsyncHttpxClient(transport=transport, timeout=config.timeout_s)
+
+
+def chat(
+    name: str, config: _ChatBlock, api_key: str, url: str, *, prior_knowledge: bool = False
+) -> OpenAIChat:
+    """The SDK client and the streaming POST over one httpx2 client (one pool)."""
+    http = _http_client(config, prior_knowledge=prior_knowledge)
+    client = openai.AsyncOpenAI(
         api_key=api_key, base_url=url, max_retries=0, timeout=config.timeout_s,
-        http_client=http_client,
+        http_client=http,
     )
+    return OpenAIChat(name, config, client, build_toolset(config), http)
 
 
 def build(config: OpenAIConfig, env: Mapping[str, str]) -> OpenAIChat:
     key = require_key(env, "OPENAI_API_KEY", "openai")
     url = base_url(config.base_url, env, "OPENAI_BASE_URL", OPENAI_DEFAULT_BASE_URL)
-    return OpenAIChat("openai", config, _client(config, key, url), build_toolset(config))
+    return chat("openai", config, key, url)
 
 
 def build_compatible(config: OpenAICompatibleConfig, env: Mapping[str, str]) -> OpenAIChat:
@@ -375,8 +401,7 @@ def build_compatible(config: OpenAICompatibleConfig, env: Mapping[str, str]) -> 
     key = _PLACEHOLDER_KEY
     if config.api_key_env:
         key = require_key(env, config.api_key_env, "openai-compatible")
-    client = _client(config, key, url)
-    return OpenAIChat("openai-compatible", config, client, build_toolset(config))
+    return chat("openai-compatible", config, key, url)
 
 
 SPEC = ProviderSpec(kind="llm", name="openai", config=OpenAIConfig, build=build)

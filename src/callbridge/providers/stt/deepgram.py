@@ -1,26 +1,22 @@
 """Deepgram live transcription over its WebSocket (``/v1/listen``).
 
 How it works: ``open_stream`` connects (``Authorization: Token``, query parameters, no
-permessage-deflate: compressing 20 ms audio frames costs CPU and saves nothing). Each
-stream owns two tasks. The sender drains a bounded outbox, μ-law frames as binary and
-control messages as text, and sends ``KeepAlive`` when nothing went out for a few
-seconds (Deepgram closes an idle socket after ~10 s). The receiver turns server JSON into
-base.py events. ``push_audio`` and ``finalize`` only append to the outbox, so the call's
-owner task never waits on the vendor; if the socket stalls the oldest audio is dropped
-and counted.
+permessage-deflate). ``push_audio`` and ``finalize`` append to a bounded outbox (μ-law
+frames, control messages) and write what is due at once from the caller's stack
+(``VendorConnection.send_nowait``, providers/ws_client.py: no task hop, no ``drain``, a
+pooled mask), so the call's owner task never waits on the vendor. Only when the socket
+pushes back (write buffer full) or is closing does the sender task take over and
+``await`` each send; the outbox fills behind it and, when full, its oldest audio is
+dropped and counted. A receiver task turns server JSON into base.py events. One timer
+per stream sends ``KeepAlive`` when nothing went out for a few seconds (Deepgram closes
+an idle socket after ~10 s).
 
-Audio goes out in chunks of ``chunkMs`` (40 ms: two Twilio frames; Deepgram takes any
-length and suggests 20–100 ms): every client frame costs a send, a mask from
-``os.urandom`` and a header, and at a hundred calls that per-frame cost was a sixth of
-the server (``bench/load.py --stack seed --profile``). A lone frame waits at most
-``chunkMs`` for its partner; ``Finalize`` and ``CloseStream`` flush what waits first.
-
-The sender wakes once a chunk, not once a frame: ``push_audio`` wakes it when a chunk is
-complete (or arms one timer for a lone frame), and the keep-alive is one timer per
-stream that checks when the socket last sent, not a timeout around every wait
-(``bench/vendors.py stt``: those timeouts and wake-ups were half the client's CPU). The
-mask itself (4 bytes of ``os.urandom`` a message, RFC 6455 §5.3 requires it of a client)
-is ~2 % of it.
+Audio goes out in chunks of ``chunkMs`` (100 ms: five Twilio frames; Deepgram takes
+any length and recommends 20–250 ms): each message costs a header, a mask and a write
+system call, and at a hundred calls 20 ms messages were a sixth of the server
+(``bench/vendors.py stt``). A lone frame waits at most ``chunkMs`` for its partners;
+``Finalize`` and ``CloseStream`` flush what waits first, so the end of a turn never
+waits on a chunk (only interim results can come up to a chunk later).
 """
 
 from __future__ import annotations
@@ -35,7 +31,7 @@ from urllib.parse import urlencode
 
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from callbridge.errors import ProviderError
@@ -48,6 +44,7 @@ from callbridge.providers.base import (
 from callbridge.providers.env import base_url, require_key, to_websocket_url
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
 from callbridge.providers.retry import OnRetry
+from callbridge.providers.ws_client import VendorConnection
 
 __all__ = ["SPEC", "DeepgramConfig", "DeepgramSTT", "DeepgramStream"]
 
@@ -85,7 +82,7 @@ class DeepgramConfig(ProviderBlock):
     base_url: str | None = None
     keepalive_s: float = Field(4.0, gt=0, le=9, description="idle gap before a KeepAlive")
     outbox_frames: int = Field(250, ge=10, le=5000, description="audio buffered if stalled")
-    chunk_ms: int = Field(40, ge=20, le=250, description="audio per binary message")
+    chunk_ms: int = Field(100, ge=20, le=250, description="audio per binary message")
     connect_timeout_s: float = Field(5.0, gt=0, le=60)
 
 
@@ -109,6 +106,7 @@ class DeepgramSTT:
                 open_timeout=self.config.connect_timeout_s,
                 close_timeout=1.0,
                 logger=_WIRE_LOG,
+                create_connection=VendorConnection,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -120,6 +118,7 @@ class DeepgramSTT:
             ) from exc
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise ProviderError(NAME, f"cannot connect: {exc!r}", retryable=True) from exc
+        assert isinstance(ws, VendorConnection)
         return DeepgramStream(
             ws,
             keepalive_s=self.config.keepalive_s,
@@ -139,7 +138,8 @@ class DeepgramStream:
     """One call's live transcription (``SpeechToTextStream``)."""
 
     def __init__(
-        self, ws: ClientConnection, *, keepalive_s: float, outbox_frames: int, chunk_ms: int = 20
+        self, ws: VendorConnection, *, keepalive_s: float, outbox_frames: int,
+        chunk_ms: int = 100,
     ) -> None:
         self._ws = ws
         self._loop = asyncio.get_running_loop()
@@ -154,6 +154,9 @@ class DeepgramStream:
         self._flush_due = False  # a lone frame waited its chunk's time: send it short
         self._lone_timer: asyncio.TimerHandle | None = None
         self._sent_at = self._loop.time()
+        self._held: bytes | str | None = None  # taken from the outbox, for the sender task
+        self._sending = False  # the sender task owns the socket until the outbox is empty
+        self._ended = False  # CloseStream went out: nothing more may
         self._wake = asyncio.Event()
         self._events: asyncio.Queue[SttEvent | _End] = asyncio.Queue()
         self._failure: ProviderError | None = None
@@ -177,7 +180,7 @@ class DeepgramStream:
         self._audio_queued += 1
         self._audio_bytes += len(ulaw)
         if self._audio_bytes >= self._chunk_bytes:
-            self._wake_sender()
+            self._pump()
         elif self._lone_timer is None:
             self._lone_timer = self._loop.call_later(self._chunk_wait_s, self._lone_waited)
 
@@ -217,18 +220,12 @@ class DeepgramStream:
     def _queue_control(self, message: str) -> None:
         self._outbox.append(message)
         self._controls_queued += 1
-        self._wake_sender()
-
-    def _wake_sender(self) -> None:
-        if self._lone_timer is not None:
-            self._lone_timer.cancel()
-            self._lone_timer = None
-        self._wake.set()
+        self._pump()
 
     def _lone_waited(self) -> None:
         self._lone_timer = None
         self._flush_due = True
-        self._wake.set()
+        self._pump()
 
     def _keepalive_due(self) -> None:
         """Deepgram closes a socket idle for ~10 s: say something if nothing went out."""
@@ -251,18 +248,42 @@ class DeepgramStream:
                     log.warning("deepgram.outbox_overflow dropped_frames=%d", self.dropped_frames)
                 return
 
+    def _pump(self) -> None:
+        """Write what is due now, unless the sender task owns the socket; hand it the
+        rest when the socket pushes back."""
+        if self._sending or self._ended:
+            return
+        while (message := self._next_message()) is not None:
+            if not self._ws.send_nowait(message):
+                self._held = message
+                self._sending = True
+                self._wake.set()
+                return
+            self._sent(message)
+            if message is _CLOSE_STREAM:
+                return
+
+    def _sent(self, message: bytes | str) -> None:
+        self._sent_at = self._loop.time()
+        if message is _KEEPALIVE:
+            self.keepalives_sent += 1
+        elif message is _CLOSE_STREAM:
+            self._ended = True
+
     async def _send_loop(self) -> None:
+        """Sends that must wait (a full write buffer, a closing socket), in order."""
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while (message := self._next_message()) is not None:
+                message, self._held = self._held, None
+                while message is not None:
                     await self._ws.send(message)
-                    self._sent_at = self._loop.time()
-                    if message is _KEEPALIVE:
-                        self.keepalives_sent += 1
-                    elif message is _CLOSE_STREAM:
+                    self._sent(message)
+                    if self._ended:
                         return
+                    message = self._next_message()
+                self._sending = False
         except ConnectionClosed:
             return  # the receiver reports why the socket closed
 
@@ -282,6 +303,9 @@ class DeepgramStream:
         ):
             return None
         self._flush_due = False
+        if self._lone_timer is not None:
+            self._lone_timer.cancel()
+            self._lone_timer = None
         parts: list[bytes] = []
         size = 0
         while size < self._chunk_bytes and self._outbox and isinstance(self._outbox[0], bytes):
@@ -291,7 +315,7 @@ class DeepgramStream:
             size += len(item)
         self._audio_queued -= len(parts)
         self._audio_bytes -= size
-        if 0 < self._audio_bytes < self._chunk_bytes and self._lone_timer is None:
+        if 0 < self._audio_bytes < self._chunk_bytes:
             self._lone_timer = self._loop.call_later(self._chunk_wait_s, self._lone_waited)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 

@@ -31,6 +31,7 @@ from callbridge.errors import ProviderError
 from callbridge.providers.env import base_url, require_key, to_websocket_url
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
 from callbridge.providers.tts.elevenlabs_call import ElevenLabsCall
+from callbridge.providers.ws_client import VendorConnection
 
 __all__ = ["SPEC", "ElevenLabsConfig", "ElevenLabsTTS"]
 
@@ -126,6 +127,7 @@ class ElevenLabsTTS:
                 open_timeout=self.config.connect_timeout_s,
                 close_timeout=1.0,
                 logger=_WIRE_LOG,
+                create_connection=VendorConnection,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code

@@ -14,6 +14,11 @@ the reply's retry asks again) and a new socket is opened in the background at on
 socket that says nothing at all for a whole read timeout while a context waits on it is
 stalled, not just late: it is dropped the same way, so the retry asks a new one instead
 of waiting on the dead one again.
+
+An audio answer arrives ten times a second while the bot speaks, and most of its JSON is
+the character alignment we never read: ``audio_fields`` takes the two fields we need
+straight from the text when the message has the vendor's usual shape, and anything else
+goes through ``json.loads`` as before.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from callbridge.errors import ProviderError
 if TYPE_CHECKING:
     from callbridge.providers.tts.elevenlabs import ElevenLabsTTS
 
-__all__ = ["MAX_CONTEXTS", "ElevenLabsCall", "multi_stream_url"]
+__all__ = ["MAX_CONTEXTS", "ElevenLabsCall", "audio_fields", "multi_stream_url"]
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +213,9 @@ class ElevenLabsCall:
                 self._heard_at = asyncio.get_running_loop().time()
                 if isinstance(message, bytes):
                     continue
+                if (fields := audio_fields(message)) is not None:
+                    self._deliver(*fields)
+                    continue
                 data = self._owner.parse(message)
                 if data is None:
                     continue
@@ -226,22 +234,23 @@ class ElevenLabsCall:
             queue.put_nowait(_FINAL)
 
     def _route(self, data: dict[str, Any]) -> None:
-        """Audio to its context's queue (decoded: ``a2b_base64`` validates in C, where
-        ``b64decode(validate=True)`` runs a regex over every chunk first)."""
-        context_id = data.get("contextId")
         audio = data.get("audio")
         if audio:
-            queue = self._contexts.get(str(context_id))
-            if queue is None:
-                return  # a forgotten (interrupted) context: nobody may hear it
-            try:
-                queue.put_nowait(binascii.a2b_base64(str(audio), strict_mode=True))
-            except (binascii.Error, ValueError) as exc:
-                queue.put_nowait(ProviderError(NAME, f"audio is not base64: {exc}",
-                                               retryable=True))
+            self._deliver(str(audio), str(data.get("contextId")))
         elif "error" in data or "message" in data:
             log.warning("elevenlabs.error_message error=%s message=%s",
                         data.get("error"), str(data.get("message"))[:200])
+
+    def _deliver(self, audio: str, context_id: str) -> None:
+        """Audio to its context's queue (decoded: ``a2b_base64`` validates in C, where
+        ``b64decode(validate=True)`` runs a regex over every chunk first)."""
+        queue = self._contexts.get(context_id)
+        if queue is None:
+            return  # a forgotten (interrupted) context: nobody may hear it
+        try:
+            queue.put_nowait(binascii.a2b_base64(audio, strict_mode=True))
+        except (binascii.Error, ValueError) as exc:
+            queue.put_nowait(ProviderError(NAME, f"audio is not base64: {exc}", retryable=True))
 
     async def _fail_contexts(self, ws: ClientConnection) -> None:
         code, reason = ws.close_code, ws.close_reason or ""
@@ -254,6 +263,39 @@ class ElevenLabsCall:
         async with self._room:
             self._open.clear()  # the vendor forgot them with the socket
             self._room.notify_all()
+
+
+_AUDIO_KEY: Final = '{"audio":'
+_CONTEXT_KEY: Final = '"contextId":'
+
+
+def audio_fields(text: str) -> tuple[str, str] | None:
+    """``(audio, contextId)`` of an audio answer read without parsing the rest, or None
+    when the message is not plainly one (then it goes through ``json.loads``).
+
+    Safe because of how JSON is written: a quote inside a string is always escaped, so
+    an unescaped ``"contextId":`` can only be a key, and base64 has no quote or
+    backslash (one in the slice means an escape we do not decode: fall back)."""
+    if not text.startswith(_AUDIO_KEY) or text[-1] != "}":
+        return None
+    start = text.find('"', len(_AUDIO_KEY))
+    if start < 0 or text[len(_AUDIO_KEY) : start].strip():
+        return None  # not a string value
+    end = text.find('"', start + 1)
+    key = text.rfind(_CONTEXT_KEY, end)
+    if end < 0 or key < 0 or text[key - 1] == "\\":
+        return None
+    first = text.find('"', key + len(_CONTEXT_KEY))
+    last = text.find('"', first + 1)
+    if first < 0 or last < 0 or text[key + len(_CONTEXT_KEY) : first].strip():
+        return None
+    audio, context_id = text[start + 1 : end], text[first + 1 : last]
+    if not audio or "\\" in audio or "\\" in context_id:
+        return None
+    final = text.find('"isFinal"', end)
+    if final >= 0 and not text[final + 9 :].lstrip(": ").startswith("null"):
+        return None  # the end of a context: the full path handles it
+    return audio, context_id
 
 
 def multi_stream_url(stream_input_url: str) -> str:
