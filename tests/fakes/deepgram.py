@@ -32,7 +32,6 @@ keyterms, ``Metadata`` fields other than the ids, and the 2 s Finalize dedup win
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import json
 import uuid
@@ -47,9 +46,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from fakes._ws import port_of, refuse
+from fakes.deepgram_request import _speech, listen_request_verdict
 
-_ENCODINGS = {"linear16", "flac", "mulaw", "alaw", "amr-nb", "amr-wb", "opus", "speex", "g729"}
-_BOOLEAN_PARAMS = ("interim_results", "vad_events", "smart_format", "punctuate")
 _FRAME_BYTES = 160  # 20 ms of μ-law 8 kHz: the unit the fake's counts and timings use
 
 
@@ -175,29 +173,9 @@ class FakeDeepgram:
     ) -> tuple[int | None, str]:
         if self.fail_upgrade is not None:
             return self.fail_upgrade, "injected failure"
-        if path != "/v1/listen":
-            return 404, f"no route {path}"
-        if request.headers.get("Authorization") != f"Token {self.api_key}":
-            return 401, "Invalid credentials."
-        flat = {k: v[-1] for k, v in query.items()}
-        encoding = flat.get("encoding")
-        if encoding is not None and encoding not in _ENCODINGS:
-            return 400, f"unsupported encoding {encoding!r}"
-        if encoding is not None and not flat.get("sample_rate", "").isdigit():
-            return 400, "sample_rate is required with encoding"
-        for name in _BOOLEAN_PARAMS:
-            if name in flat and flat[name] not in ("true", "false"):
-                return 400, f"{name} must be true or false"
-        if "utterance_end_ms" in flat:
-            if not flat["utterance_end_ms"].isdigit() or int(flat["utterance_end_ms"]) < 1000:
-                return 400, "utterance_end_ms must be an integer >= 1000"
-            if flat.get("interim_results") != "true":
-                return 400, "utterance_end_ms requires interim_results=true"
-        if "endpointing" in flat and not (
-            flat["endpointing"].isdigit() or flat["endpointing"] == "false"
-        ):
-            return 400, "endpointing must be milliseconds or false"
-        return None, ""
+        return listen_request_verdict(
+            path, query, request.headers.get("Authorization"), self.api_key
+        )
 
     # ---------------------------------------------------------------- stream
 
@@ -454,20 +432,3 @@ class _Stream:
     async def _send(self, message: dict[str, Any]) -> None:
         self.session.sent.append(message)
         await self.ws.send(json.dumps(message))
-
-
-def _loudness(ulaw: bytes) -> int:
-    """Peak level of a μ-law frame on the 0..127 segment scale (0xFF/0x7F are silence)."""
-    return max((0x7F - (b & 0x7F)) for b in ulaw)
-
-
-@functools.cache
-def _loud_codes(silence_level: int) -> bytes:
-    """A ``bytes.translate`` table: 1 for the μ-law codes at or above ``silence_level``."""
-    return bytes(int(0x7F - (b & 0x7F) >= silence_level) for b in range(256))
-
-
-def _speech(ulaw: bytes, silence_level: int) -> bool:
-    """``_loudness(ulaw) >= silence_level``, as a table lookup and a memchr in C: it runs
-    for every 20 ms of every stream."""
-    return b"\x01" in ulaw.translate(_loud_codes(silence_level))

@@ -10,7 +10,8 @@ import time
 
 import pytest
 import websockets
-from fakes.deepgram import FakeDeepgram, _loudness, _speech
+from fakes.deepgram import FakeDeepgram
+from fakes.deepgram_request import _loudness, _speech
 from fakes.elevenlabs import FakeElevenLabs
 from fakes.elevenlabs_multi import audio_message
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
