@@ -62,7 +62,8 @@ _FIRST_SLOTS = 64
 class BatchedSileroModel:
     """The shared model, scoring all calls' frames of a tick together; it owns every
     stream's recurrent state (``_states[:, slot]``). Not a ``SileroModel``: its streams
-    keep no state of their own, so ``SileroModel.process_batch`` could not feed them."""
+    keep no state of their own, so ``SileroModel.process_batch`` could not feed them.
+    Its streams share its arrays: feed them from one thread (the event loop's)."""
 
     name = "silero"
 
