@@ -180,7 +180,9 @@ class BatchedSileroModel:
         samples = np.frombuffer(joined, dtype="<i2").reshape(rows, _ROW_SAMPLES)
         np.multiply(samples, _SCALE, out=windows)
         slots = np.fromiter([stream._slot for stream in streams], dtype=np.intp, count=rows)
-        probabilities, states = self.infer_batch(windows, self._states[:, slots])
+        # take: a contiguous (2, rows, 128) in one call (``[:, slots]`` is not, and
+        # onnxruntime would copy it again)
+        probabilities, states = self.infer_batch(windows, self._states.take(slots, axis=1))
         self._states[:, slots] = states
         self.runs += 1
         self.windows += rows
