@@ -19,8 +19,11 @@ No numpy call per call: the rows of a round are joined as bytes and scaled into 
 preallocated float buffer in one call, and every call's recurrent state is a row of one
 array owned by the model, indexed by the stream's slot, so a round gathers and scatters
 all states with one fancy index each. A slot is freed when its stream is dropped and
-reused by the next call (``new_stream`` zeroes it). Measured per call-frame at 100
-calls: ≈8 µs of per-call buffer copies before, ≈2 µs after (bench/engine.py).
+reused by the next call (``new_stream`` zeroes it). The bookkeeping around the run
+went from ≈4.5 to ≈2 µs per call-frame at 50–200 calls (bench/vad.py, "without the
+model"); the run itself, ≈35 µs a window in batches of 100, is the model's convolutions,
+not onnxruntime's per-run overhead (bench/vad_runs.py: IOBinding and
+``run_with_ort_values`` save nothing), so it stays a plain ``Session.run``.
 
 Inline on the loop's thread, not in a worker (as the batcher before the metronome did):
 the probabilities are needed in the same tick (a worker's come a tick later, growing
@@ -120,6 +123,7 @@ class BatchedSileroModel:
         data = memoryview(np.ascontiguousarray(pcm16, dtype="<i2").tobytes())
         out = [0.0] * (len(pcm16) // _FRAME_SAMPLES)
         ready: list[tuple[int, BatchedSileroStream, int, int, int]] = []
+        most = 0
         for vad, first, count in calls:
             if type(vad) is not BatchedSileroStream or vad._model is not self:
                 raise TypeError("score_frames: a stream of another model")
@@ -129,24 +133,27 @@ class BatchedSileroModel:
             windows = (len(pending) - _CONTEXT_BYTES) // _WINDOW_BYTES
             if windows:
                 ready.append((windows, vad, first, count, unrun))
+                most = max(most, windows)
             elif count == 1:
                 out[first] = vad._probability
             else:  # no window completed: every frame keeps the last verdict
                 out[first : first + count] = [vad._probability] * count
-        if not ready:
-            return out
-        ready.sort(key=_most_windows_first)
-        scored = self._run_rounds([item[1] for item in ready], ready[0][0], ready)
-        for (windows, stream, first, count, unrun), got in zip(ready, scored, strict=True):
-            del stream._pending[: windows * _WINDOW_BYTES]
-            before = stream._probability
-            stream._probability = got[-1]
-            if count == 1:
-                out[first] = got[0]  # one frame completes at most one window
-                continue
-            for j in range(count):  # the latest window complete when frame j ended
-                done = (unrun + (j + 1) * _FRAME_BYTES) // _WINDOW_BYTES
-                out[first + j] = got[done - 1] if done else before
+        if most == 1:  # the usual tick: one window per ready call, one run
+            probabilities = self._run_round([item[1] for item in ready], 0)
+            for (_, stream, first, count, unrun), p in zip(ready, probabilities, strict=True):
+                del stream._pending[:_WINDOW_BYTES]
+                if count == 1:
+                    out[first] = p
+                else:
+                    _spread(out, first, count, unrun, [p], stream._probability)
+                stream._probability = p
+        elif most:
+            ready.sort(key=_most_windows_first)
+            scored = self._run_rounds([item[1] for item in ready], most, ready)
+            for (windows, stream, first, count, unrun), got in zip(ready, scored, strict=True):
+                del stream._pending[: windows * _WINDOW_BYTES]
+                _spread(out, first, count, unrun, got, stream._probability)
+                stream._probability = got[-1]
         return out
 
     def _run_rounds(
@@ -157,8 +164,6 @@ class BatchedSileroModel:
     ) -> list[list[float]]:
         """Round r scores the r-th window of every stream that has more than r; the
         streams come longest first, so each round's rows are a prefix of the last's."""
-        if rounds == 1:  # the usual tick: one window per ready call
-            return [[p] for p in self._run_round(streams, 0)]
         scored: list[list[float]] = [[] for _ in streams]
         rows = len(streams)
         for r in range(rounds):
@@ -188,6 +193,16 @@ class BatchedSileroModel:
         self.windows += rows
         result: list[float] = probabilities.tolist()
         return result
+
+
+def _spread(
+    out: list[float], first: int, count: int, unrun: int, got: list[float], before: float
+) -> None:
+    """Each of a call's ``count`` frames gets the latest window complete when it ended
+    (``unrun``: bytes waiting before the first frame; ``before``: the last verdict)."""
+    for j in range(count):
+        done = (unrun + (j + 1) * _FRAME_BYTES) // _WINDOW_BYTES
+        out[first + j] = got[done - 1] if done else before
 
 
 def _most_windows_first(item: tuple[int, BatchedSileroStream, int, int, int]) -> int:
