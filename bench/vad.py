@@ -53,12 +53,12 @@ def main() -> None:
         total, model = _on_the_tick(ticked, calls, frames, n_frames)
         _row(f"silero on the tick x{calls}", total)
         print(f"{'':<28}{model:>10.1f}  of it in Session.run")
-    print("\nscore_frames without the model (a stand-in run): its own bookkeeping, best of 5")
-    for calls in (50, 100, 200):
-        print(f"{f'{calls} calls':<28}{_bookkeeping(calls, frames, n_frames):>10.2f} µs/frame")
     for calls in (1, 200):
         _row(f"webrtc, {calls} calls", _unbatched(webrtc, calls, frames, n_frames))
 
+    print("\nscore_frames without the model (a stand-in run): its own bookkeeping, best of 5")
+    for calls in (50, 100, 200):
+        print(f"{f'{calls} calls':<28}{_bookkeeping(calls, frames, n_frames):>10.2f} µs/frame")
     print("\nRSS growth per 100 more streams (each has processed 1 s of audio)")
     for name, new_stream in (
         ("silero", silero.new_stream),
