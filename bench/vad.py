@@ -5,8 +5,10 @@
 For each detector it feeds every call one 20 ms frame per tick (as the engine does) and
 reports µs per frame per call, plus what 200 calls would take of one core (50 frames/s
 each). Silero runs unbatched (one model run per window per call) and batched (one run
-per tick for all calls, ``SileroModel.process_batch``). Memory is the RSS growth of
-opening 100 more streams that have each processed audio.
+per tick for all calls, ``SileroModel.process_batch``) and on the tick (what the engine's
+metronome runs: ``BatchedSileroModel.score_frames`` on a tick's decoded frames, every
+call's state in one array; the line under each says how much of it is ``Session.run``).
+Memory is the RSS growth of opening 100 more streams that have each processed audio.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ import gc
 import resource
 import time
 from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 from callbridge.audio import ulaw
 from callbridge.providers.base import VadStream
 from callbridge.providers.tts.espeak import synthesize_pcm
+from callbridge.providers.vad.silero_batch import BatchedSileroModel
 from callbridge.providers.vad.silero_model import SileroModel
 from callbridge.providers.vad.webrtc import WebrtcModel
 
@@ -42,11 +48,23 @@ def main() -> None:
         _row(f"silero unbatched, {calls} calls", _unbatched(silero, calls, frames, n_frames))
     for calls in (1, 10, 50, 200):
         _row(f"silero batched x{calls}", _batched(silero, calls, frames, n_frames))
+    ticked = BatchedSileroModel()
+    for calls in (10, 50, 100, 200):
+        total, model = _on_the_tick(ticked, calls, frames, n_frames)
+        _row(f"silero on the tick x{calls}", total)
+        print(f"{'':<28}{model:>10.1f}  of it in Session.run")
     for calls in (1, 200):
         _row(f"webrtc, {calls} calls", _unbatched(webrtc, calls, frames, n_frames))
 
+    print("\nscore_frames without the model (a stand-in run): its own bookkeeping, best of 5")
+    for calls in (50, 100, 200):
+        print(f"{f'{calls} calls':<28}{_bookkeeping(calls, frames, n_frames):>10.2f} µs/frame")
     print("\nRSS growth per 100 more streams (each has processed 1 s of audio)")
-    for name, new_stream in (("silero", silero.new_stream), ("webrtc", webrtc.new_stream)):
+    for name, new_stream in (
+        ("silero", silero.new_stream),
+        ("silero on the tick", ticked.new_stream),
+        ("webrtc", webrtc.new_stream),
+    ):
         print(f"{name:<28}{_rss_per_100(new_stream, frames) / 1024:>9.1f} KiB")
 
 
@@ -75,6 +93,60 @@ def _batched(model: SileroModel, calls: int, frames: list[bytes], n: int) -> flo
         frame = frames[i % len(frames)]
         model.process_batch([(s, frame) for s in streams])
     return (time.process_time() - start) * 1e6 / (n * calls)
+
+
+def _on_the_tick(
+    model: BatchedSileroModel, calls: int, frames: list[bytes], n: int
+) -> tuple[float, float]:
+    """µs per call-frame of ``score_frames``, and of it inside ``Session.run``."""
+    streams = [model.new_stream() for _ in range(calls)]
+    spec = [(stream, i, 1) for i, stream in enumerate(streams)]
+    ticks = [
+        np.frombuffer(b"".join(frames[(t + 7 * i) % len(frames)] for i in range(calls)), "<i2")
+        for t in range(n)
+    ]
+    model.score_frames(ticks[0], spec)
+    in_run = 0
+    run = model.infer_batch
+
+    def timed(windows: Any, states: Any) -> Any:
+        nonlocal in_run
+        t0 = time.process_time_ns()
+        try:
+            return run(windows, states)
+        finally:
+            in_run += time.process_time_ns() - t0
+
+    model.infer_batch = timed  # type: ignore[method-assign]
+    start = time.process_time_ns()
+    for pcm in ticks:
+        model.score_frames(pcm, spec)
+    total = time.process_time_ns() - start
+    del model.infer_batch
+    return total / 1000 / (n * calls), in_run / 1000 / (n * calls)
+
+
+def _bookkeeping(calls: int, frames: list[bytes], n: int) -> float:
+    """``score_frames`` per call-frame with ``Session.run`` replaced by a stand-in (the
+    same shapes out): what the batching itself costs, steady under a loaded machine."""
+    model = BatchedSileroModel()
+
+    def stand_in(windows: Any, states: Any) -> Any:
+        return np.full(len(windows), 0.5, np.float32), states + np.float32(0.001)
+
+    model.infer_batch = stand_in  # type: ignore[method-assign]
+    spec = [(model.new_stream(), i, 1) for i in range(calls)]
+    ticks = [
+        np.frombuffer(b"".join(frames[(t + 7 * i) % len(frames)] for i in range(calls)), "<i2")
+        for t in range(n)
+    ]
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time_ns()
+        for pcm in ticks:
+            model.score_frames(pcm, spec)
+        best = min(best, (time.process_time_ns() - start) / 1000 / (n * calls))
+    return best
 
 
 def _rss_per_100(new_stream: Callable[[], VadStream], frames: list[bytes]) -> int:

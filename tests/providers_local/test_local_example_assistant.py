@@ -13,7 +13,7 @@ from callbridge.providers.base import Message, TextDelta, ToolCall
 from callbridge.providers.llm.scripted import ScriptedAgent
 from callbridge.providers.stt.none import NoSpeechToText
 from callbridge.providers.tts.espeak import EspeakTts
-from callbridge.providers.vad.silero_model import SileroModel
+from callbridge.providers.vad.silero_batch import BatchedSileroModel
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "assistant.yaml"
 
@@ -21,7 +21,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "assistant.yaml"
 def test_example_loads_and_builds_with_no_keys() -> None:
     config = load_assistant(EXAMPLE)
     built = build_assistant(config, {k: v for k, v in os.environ.items() if "KEY" not in k})
-    assert isinstance(built.vad, SileroModel)
+    assert isinstance(built.vad, BatchedSileroModel)  # the metronome batches it
     assert isinstance(built.stt, NoSpeechToText)
     assert isinstance(built.llm, ScriptedAgent)
     assert isinstance(built.tts, EspeakTts)

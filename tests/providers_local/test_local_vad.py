@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from callbridge.providers.base import VadStream
 from callbridge.providers.registry import build_provider, spec_for
 from callbridge.providers.vad.silero import SileroBlock
+from callbridge.providers.vad.silero_batch import BatchedSileroModel
 from callbridge.providers.vad.silero_model import SileroModel, load_session
 from callbridge.providers.vad.webrtc import WebrtcBlock, WebrtcModel
 from providers_local.helpers import frames
@@ -114,7 +115,9 @@ def test_silero_block_and_registry() -> None:
     block = spec_for("vad", "silero").config.model_validate({"provider": "silero"})
     assert isinstance(block, SileroBlock) and block.threshold == 0.5
     model = build_provider("vad", SileroBlock(threshold=0.6), {})
-    assert isinstance(model, SileroModel) and model.threshold == 0.6
+    assert isinstance(model, BatchedSileroModel) and model.threshold == 0.6
+    plain = build_provider("vad", SileroBlock(threshold=0.6, batch=False), {})
+    assert isinstance(plain, SileroModel) and plain.threshold == 0.6
     for bad in ({"threshold": 1.5}, {"threshold": 0}, {"thresold": 0.5}):
         with pytest.raises(ValidationError):
             SileroBlock.model_validate({"provider": "silero", **bad})

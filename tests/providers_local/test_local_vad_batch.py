@@ -105,3 +105,48 @@ def test_the_metronome_scores_every_call_with_one_run_per_tick() -> None:
                 expected = reference.speech_probability(ulaw.decode(frames[step]))
                 assert heard.probabilities[0] == pytest.approx(expected, abs=1e-5)
     assert batched.windows > 2 * batched.runs
+
+
+def test_calls_that_leave_free_their_slot_for_the_next_without_leaking_state() -> None:
+    """Calls come and go while others talk: a new call takes a slot a finished one left
+    (its state zeroed: it starts as a fresh stream does), the slots in use never exceed
+    the calls at once, and every call still gets the per-frame path's numbers."""
+    texts = ["stop please", "I would like to check my bill", "hello there", "yes", "no"]
+    feeds = [_frames(t) for t in texts]
+    batched, plain = BatchedSileroModel(), SileroModel()
+    live: list[tuple[object, object, list[bytes], list[float], list[float]]] = []
+    finished = 0
+    for tick in range(160):
+        if tick % 12 == 0 and len(live) < 4:  # a call joins
+            feed = feeds[tick % len(feeds)]
+            live.append((batched.new_stream(), plain.new_stream(), feed, [], []))
+        streams = [call[0] for call in live]
+        chunks = [call[2][:1] for call in live]
+        for call, got in zip(live, _tick(batched, streams, chunks), strict=True):
+            call[3].extend(got)
+            call[4].extend(call[1].speech_probability(f) for f in call[2][:1])  # type: ignore[attr-defined]
+        still = []
+        for stream, reference, feed, seen, expected in live:
+            if len(feed) > 1:
+                still.append((stream, reference, feed[1:], seen, expected))
+                continue
+            np.testing.assert_allclose(seen, expected, atol=1e-5)  # the call is over
+            assert max(seen) > 0.5
+            finished += 1
+        del streams, stream, reference
+        live = still
+    assert finished >= 8
+    assert batched.slots <= 4  # every call after the fourth reused a freed slot
+
+
+def test_reset_zeroes_the_slot_state_and_the_carry_over() -> None:
+    batched = BatchedSileroModel()
+    stream, fresh = batched.new_stream(), batched.new_stream()
+    speech = _frames("I would like to check my bill")
+    for frame in speech:
+        stream.speech_probability(frame)
+    assert np.abs(stream._state).sum() > 0
+    stream.reset()
+    assert [stream.speech_probability(f) for f in speech] == [
+        fresh.speech_probability(f) for f in speech
+    ]

@@ -54,11 +54,15 @@ def hear_all(ears: Sequence[Ear]) -> list[Heard]:
         if ear.batch_vad is not None and ear.vad is not None and ear.frames:
             batches.setdefault(ear.batch_vad, []).append((ear.vad, first, len(ear.frames)))
         first += len(ear.frames)
-    scores: list[float] = [0.0] * first
-    for model, calls in batches.items():
-        scored = model.score_frames(pcm, calls)
-        for _, start, count in calls:
-            scores[start : start + count] = scored[start : start + count]
+    if len(batches) == 1:  # the usual case: one model, its answer serves every frame
+        ((model, calls),) = batches.items()
+        scores = model.score_frames(pcm, calls)
+    else:
+        scores = [0.0] * first
+        for model, calls in batches.items():
+            scored = model.score_frames(pcm, calls)
+            for _, start, count in calls:
+                scores[start : start + count] = scored[start : start + count]
     heard: list[Heard] = []
     for ear, start in zip(ears, firsts, strict=True):
         end = start + len(ear.frames)

@@ -27,7 +27,7 @@ class SileroBlock(ProviderBlock):
     batch: bool = True  # share model runs across calls (silero_batch.py); False: one per call
 
 
-def _build(block: SileroBlock, env: Mapping[str, str]) -> SileroModel:
+def _build(block: SileroBlock, env: Mapping[str, str]) -> SileroModel | BatchedSileroModel:
     if not block.batch:
         return SileroModel(block.threshold)
     return BatchedSileroModel(block.threshold)
