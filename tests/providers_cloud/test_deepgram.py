@@ -99,9 +99,9 @@ async def _finals(stream: object, count: int):  # type: ignore[no-untyped-def]
                     return
 
 
-async def test_audio_goes_out_in_100_ms_chunks_and_finalize_flushes_what_waits() -> None:
+async def test_audio_goes_out_in_chunks_and_finalize_flushes_what_waits() -> None:
     async with FakeDeepgram(["x"]) as fake:
-        stream = await make(fake).open_stream()
+        stream = await make(fake, chunkMs=100).open_stream()
         frames = [bytes([0x10 + i]) * 160 for i in range(10)]
         for frame in frames:
             stream.push_audio(frame)
@@ -120,18 +120,27 @@ async def test_audio_goes_out_in_100_ms_chunks_and_finalize_flushes_what_waits()
 
 async def test_close_stream_flushes_the_audio_before_it() -> None:
     async with FakeDeepgram() as fake:
-        stream = await make(fake).open_stream()
+        stream = await make(fake, chunkMs=100).open_stream()
         for _ in range(7):
             stream.push_audio(SILENCE)
         await stream.aclose()
     assert fake.sessions[0].messages == [800, 320, "CloseStream"]
 
 
+async def test_by_default_a_message_is_two_twilio_frames() -> None:
+    async with FakeDeepgram() as fake:
+        stream = await make(fake).open_stream()
+        for _ in range(5):
+            stream.push_audio(SILENCE)
+        await stream.aclose()
+    assert fake.sessions[0].messages == [320, 320, 160, "CloseStream"]
+
+
 async def test_finalize_is_written_before_push_returns_to_the_caller() -> None:
     """No task hop between the turn's end and the socket: Finalize is on the wire when
     ``finalize`` returns (the fake sees it without the client yielding in between)."""
     async with FakeDeepgram(["x"]) as fake:
-        stream = await make(fake).open_stream()
+        stream = await make(fake, chunkMs=100).open_stream()
         await wait_for(lambda: bool(fake.sessions))
         for _ in range(5):
             stream.push_audio(SPEECH)
