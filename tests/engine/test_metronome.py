@@ -104,7 +104,7 @@ def test_precomputed_pcm_and_levels_are_exactly_the_per_frame_path() -> None:
 
 def test_a_call_is_woken_at_most_once_per_tick_and_deadlines_on_the_beat() -> None:
     clock = ManualClock(10.0)
-    metronome = Metronome(clock, autostart=False)
+    metronome = Metronome(clock, grace_s=0.0, autostart=False)
     call = Call(metronome)
     for stamp in range(0, 100, 20):
         call.line.put_nowait(CallerAudio(SILENCE, stamp))
@@ -125,6 +125,26 @@ def test_a_call_is_woken_at_most_once_per_tick_and_deadlines_on_the_beat() -> No
     call.member.deadline = None
     metronome.tick()
     assert call.beats() == []
+
+
+def test_a_deadline_waits_its_grace_for_the_call_s_own_frames() -> None:
+    """A live call's frames wake it every 20 ms and its core checks every deadline then:
+    a due deadline wakes it on its own only once it is ``grace_s`` late."""
+    clock = ManualClock(10.0)
+    metronome = Metronome(clock, period_s=0.01, grace_s=0.02, autostart=False)
+    call = Call(metronome)
+    call.member.deadline = 10.005
+    for _ in range(2):
+        clock.advance(0.01)
+        metronome.tick()
+        assert call.beats() == []  # 10.01, 10.02: due, but within its grace
+    clock.advance(0.01)
+    metronome.tick()  # 10.03: 25 ms late
+    assert call.beats() == [Heard()]
+    call.line.put_nowait(CallerAudio(SILENCE, 0))
+    clock.advance(0.01)
+    metronome.tick()  # a frame: the wake-up that serves the deadline too
+    assert [len(b.ulaw) for b in call.beats()] == [1]
 
 
 def test_other_line_events_do_not_wait_for_the_beat_and_taps_see_frames_once() -> None:
@@ -177,7 +197,7 @@ class FakeLoop:
 
 
 def test_the_grid_does_not_drift_and_a_late_beat_skips_to_the_grid() -> None:
-    metronome = Metronome(ManualClock(), autostart=False)
+    metronome = Metronome(ManualClock(), period_s=0.02, autostart=False)
     Call(metronome)
     loop = FakeLoop()
     metronome._loop = loop  # type: ignore[assignment]
@@ -199,7 +219,7 @@ async def test_it_beats_while_calls_are_on_it_and_stops_with_the_last() -> None:
     call = Call(metronome)
     assert metronome.beating
     call.line.put_nowait(CallerAudio(SPEECH, 0))
-    heard = await asyncio.wait_for(call.inbox.get(), 1.0)  # the real grid, ~20 ms
+    heard = await asyncio.wait_for(call.inbox.get(), 1.0)  # the real grid, ~10 ms
     assert isinstance(heard, Heard) and heard.ulaw == (SPEECH,)
     metronome.leave(call.member)
     assert not metronome.beating and metronome.members == 0
