@@ -32,6 +32,7 @@ from callbridge.providers.llm.http_stream import (
     NotAnEventStream,
     StreamingPost,
     body_chunks,
+    body_message,
 )
 from callbridge.providers.llm.openai import KEEPALIVE_S, spoken_text
 from callbridge.providers.llm.sse import SseDecoder
@@ -208,7 +209,7 @@ def _status_error(exc: HttpStatusError) -> ProviderError:
     status = exc.status
     retryable = kind in _RETRYABLE_TYPES or status in (408, 409, 429) or status >= 500
     label = f"HTTP {status} {kind}" if kind else f"HTTP {status}"
-    return ProviderError(NAME, f"{label}: {_body_message(exc.body)}", retryable=retryable)
+    return ProviderError(NAME, f"{label}: {body_message(exc.body)}", retryable=retryable)
 
 
 def _provider_error(exc: Exception) -> ProviderError:
@@ -218,15 +219,6 @@ def _provider_error(exc: Exception) -> ProviderError:
     if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
         return ProviderError(NAME, f"connection failed: {exc!r}", retryable=True)
     return ProviderError(NAME, f"stream error: {_message(exc)}", retryable=True)
-
-
-def _body_message(body: object) -> str:
-    """``{"type": "error", "error": {"type", "message"}}``, or the body's text."""
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and inner.get("message"):
-            return str(inner["message"])[:300]
-    return str(body)[:300]
 
 
 def _error_type(body: object) -> str | None:

@@ -21,7 +21,14 @@ from typing import Any, Protocol
 
 import httpx2
 
-__all__ = ["HttpStatusError", "NotAnEventStream", "StreamingPost", "body_chunks", "error_body"]
+__all__ = [
+    "HttpStatusError",
+    "NotAnEventStream",
+    "StreamingPost",
+    "body_chunks",
+    "body_message",
+    "error_body",
+]
 
 
 class SdkClient(Protocol):
@@ -99,3 +106,13 @@ def error_body(raw: bytes) -> object:
         return json.loads(text)
     except ValueError:
         return text or None
+
+
+def body_message(body: object) -> str:
+    """The vendor's own words from an error body (``{"error": {"message": …}}`` for both
+    OpenAI and Anthropic), or the body's text; at most 300 characters."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and inner.get("message"):
+            return str(inner["message"])[:300]
+    return str(body)[:300]

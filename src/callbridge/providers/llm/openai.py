@@ -38,6 +38,7 @@ from callbridge.providers.llm.http_stream import (
     NotAnEventStream,
     StreamingPost,
     body_chunks,
+    body_message,
 )
 from callbridge.providers.llm.sse import SseDecoder
 from callbridge.providers.llm.tools import ToolFields, Toolset, build_toolset
@@ -326,7 +327,7 @@ def _status_error(name: str, exc: HttpStatusError) -> ProviderError:
     code = _error_code(exc.body)
     retryable = (status in (408, 409, 429) or status >= 500) and code != "insufficient_quota"
     label = f"HTTP {status} {code}" if code else f"HTTP {status}"
-    return ProviderError(name, f"{label}: {_body_message(exc.body)}", retryable=retryable)
+    return ProviderError(name, f"{label}: {body_message(exc.body)}", retryable=retryable)
 
 
 def _provider_error(name: str, exc: Exception) -> ProviderError:
@@ -336,15 +337,6 @@ def _provider_error(name: str, exc: Exception) -> ProviderError:
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
         return ProviderError(name, f"connection failed: {exc!r}", retryable=True)
     return ProviderError(name, f"stream error: {_message(exc)}", retryable=True)
-
-
-def _body_message(body: object) -> str:
-    """The vendor's own words: ``{"error": {"message": …}}``, or the body's text."""
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and inner.get("message"):
-            return str(inner["message"])[:300]
-    return str(body)[:300]
 
 
 def _error_code(body: object) -> str | None:
