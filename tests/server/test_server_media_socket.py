@@ -233,16 +233,7 @@ async def test_a_peer_that_answers_no_ping_is_hung_up(
     app = create_app(make_settings(), runner)
     async with running_server(app, ws_ping_interval=0.1, ws_ping_timeout=0.2) as base:
         answered = await answer_call(client_for(base), base, AUTH_TOKEN)
-        host, port = base.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(
-            (
-                f"GET /media HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        reader, writer = await raw_media_socket(base)
         start = tw.start(tw.stream_sid(), answered.call_sid, answered.params).encode()
         header = bytes([0x81, 0x80 | 126]) + len(start).to_bytes(2, "big")
         writer.write(header + b"\0\0\0\0" + start)  # masked (with a zero key), as clients must
@@ -296,16 +287,7 @@ async def test_frames_cut_and_joined_anyhow_then_a_ping_then_a_malformed_frame(
     app = create_app(make_settings(), runner)
     async with running_server(app) as base:
         answered = await answer_call(client_for(base), base, AUTH_TOKEN)
-        host, port = base.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(
-            (
-                f"GET /media HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        reader, writer = await raw_media_socket(base)
         stream = tw.stream_sid()
         audio = [bytes([i]) * 160 for i in range(12)]
         frames = [
@@ -381,3 +363,18 @@ async def test_twilios_shape_and_any_other_spacing_make_the_same_call(
     assert runner.ended == "stop"
     assert edge.stats.timestamp_gaps == 1
     assert dict(edge.stats.frames_rejected) == {"base64": 1}
+
+
+async def raw_media_socket(base: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A plain TCP socket upgraded to ``/media`` by hand: the test writes its own frames."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        (
+            f"GET /media HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+    return reader, writer
