@@ -45,6 +45,7 @@ from callbridge.providers.base import (
     TranscriptUpdate,
 )
 from callbridge.providers.env import base_url, require_key, to_websocket_url
+from callbridge.providers.inbox import Inbox
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
 from callbridge.providers.retry import OnRetry
 from callbridge.providers.ws_client import VendorConnection
@@ -130,13 +131,6 @@ class DeepgramSTT:
         )
 
 
-class _End:
-    """Marks the end of the event stream."""
-
-
-_END: Final = _End()
-
-
 class DeepgramStream:
     """One call's live transcription (``SpeechToTextStream``)."""
 
@@ -161,8 +155,7 @@ class DeepgramStream:
         self._sending = False  # the sender task owns the socket until the outbox is empty
         self._ended = False  # CloseStream went out: nothing more may
         self._wake = asyncio.Event()
-        self._events: asyncio.Queue[SttEvent | _End] = asyncio.Queue()
-        self._failure: ProviderError | None = None
+        self._events: Inbox[SttEvent] = Inbox()
         self._closing = False
         self.dropped_frames = 0
         self.malformed_messages = 0
@@ -175,7 +168,7 @@ class DeepgramStream:
 
     def push_audio(self, ulaw: bytes) -> None:
         """Queue one μ-law frame as it came from Twilio; never blocks."""
-        if not ulaw or self._closing or self._failure is not None:
+        if not ulaw or self._closing or self._events.failure is not None:
             return  # an empty binary frame makes Deepgram close the stream
         if self._audio_queued >= self._outbox_frames:
             self._drop_oldest_audio()
@@ -189,19 +182,12 @@ class DeepgramStream:
 
     def finalize(self) -> None:
         """Ask Deepgram to flush what it heard now (it answers with ``from_finalize``)."""
-        if self._closing or self._failure is not None:
+        if self._closing or self._events.failure is not None:
             return
         self._queue_control(_FINALIZE)
 
-    async def events(self) -> AsyncIterator[SttEvent]:
-        while True:
-            item = await self._events.get()
-            if isinstance(item, _End):
-                self._events.put_nowait(item)  # a second reader ends too
-                if self._failure is not None:
-                    raise self._failure
-                return
-            yield item
+    def events(self) -> AsyncIterator[SttEvent]:
+        return self._events.events()
 
     async def aclose(self) -> None:
         """Send ``CloseStream``, give Deepgram a moment to flush its finals, then close."""
@@ -216,7 +202,7 @@ class DeepgramStream:
             task.cancel()
         await asyncio.wait({self._sender, self._receiver})
         await self._ws.close()
-        self._events.put_nowait(_END)
+        self._events.end()
 
     # ------------------------------------------------------------ socket side
 
@@ -330,7 +316,7 @@ class DeepgramStream:
                     continue
                 event = self._parse(message)
                 if event is not None:
-                    self._events.put_nowait(event)
+                    self._events.put(event)
         except ConnectionClosed:
             pass  # close code examined below
         finally:
@@ -342,11 +328,14 @@ class DeepgramStream:
         if not self._closing:
             code, reason = self._ws.close_code, self._ws.close_reason or ""
             retryable = code not in _FATAL_CLOSE
-            self._failure = ProviderError(
-                NAME, f"closed the stream: code {code} {reason!r}", retryable=retryable
-            )
             log.warning("deepgram.closed code=%s reason=%s retryable=%s", code, reason, retryable)
-        self._events.put_nowait(_END)
+            self._events.end(
+                ProviderError(
+                    NAME, f"closed the stream: code {code} {reason!r}", retryable=retryable
+                )
+            )
+            return
+        self._events.end()
 
     def _parse(self, text: str) -> SttEvent | None:
         try:
