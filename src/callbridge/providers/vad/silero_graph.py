@@ -8,9 +8,9 @@ arithmetic, laid out for batched GEMMs, costs about a third of that (bench/vad_r
 - STFT: the right-reflect-padded row (320 samples) is cut into 5 hops of 64; the 4
   frames (hop pairs) times the transposed basis (128×130) in one ``MatMul``; the
   magnitude ``sqrt(re² + im²)`` per bin, time-major (B, 4·65).
-- Encoder: each Conv1d(k3, pad 1) over its 4, 2, 1 frames is a fixed linear map, so it
-  becomes one dense matrix (the taps that fall in the zero padding are zero): one
-  ``Gemm`` + ``Relu`` per layer, the batch in the GEMM's rows.
+- Encoder: each Conv1d(k3, pad 1) over its 4, 2, 1, 1 frames is a fixed linear map, so
+  it becomes a dense matrix (zeros where a tap falls in the padding), one ``Gemm`` +
+  ``Relu`` per half of its output frames, the batch in the GEMM's rows.
 - Decoder: the same ``LSTM`` op (gates reordered from torch's i,f,g,o to ONNX's i,o,f,c),
   ``Relu``, a 128→1 ``Gemm``, ``Sigmoid``; the mean over one time step is the value.
 
@@ -127,14 +127,9 @@ def flat_model(path: Path) -> onnx.ModelProto:
     features, frames = spectrum, _FRAMES
     for i, stride in enumerate(_ENCODER_STRIDES):
         layer = f"encoder.{i}.reparam_conv"
-        matrix, bias, frames = _unrolled_conv(
-            w[f"{layer}.weight"], w[f"{layer}.bias"], frames, stride
+        features, frames = _encoder_layer(
+            graph, f"enc{i}", features, w[f"{layer}.weight"], w[f"{layer}.bias"], frames, stride
         )
-        graph.const(f"enc{i}_w", matrix)
-        graph.const(f"enc{i}_b", bias)
-        graph.node("Gemm", [features, f"enc{i}_w", f"enc{i}_b"], [f"enc{i}"])
-        graph.node("Relu", [f"enc{i}"], [f"enc{i}_relu"])
-        features = f"enc{i}_relu"
     _decoder(graph, w, features)
     onnx_graph = helper.make_graph(
         graph.nodes,
@@ -179,22 +174,52 @@ def _stft(graph: _Graph, basis: Array) -> str:
     return "magnitude_flat"
 
 
-def _unrolled_conv(
-    weight: Array, bias: Array, frames_in: int, stride: int
-) -> tuple[Array, Array, int]:
-    """Conv1d(kernel 3, padding 1) over ``frames_in`` frames as one (T·C_in, T'·C_out)
-    matrix on time-major rows; taps that land in the padding get zeros."""
+def _encoder_layer(
+    graph: _Graph, name: str, features: str, weight: Array, bias: Array, frames: int, stride: int
+) -> tuple[str, int]:
+    """Conv1d(kernel 3, padding 1) + ReLU over ``frames`` time-major frames.
+
+    The convolution over so few frames is one fixed (T·C_in, T'·C_out) matrix, with
+    zeros where a tap falls in the padding. With four or two output frames, each half of
+    them reads only the input frames its taps reach, so the layer is one ``Gemm`` per half
+    on a slice of the input (a third fewer multiplications in the first two layers, ≈8 %
+    of the run in batches of 32+); the halves are joined back in time order.
+    """
     out_channels, in_channels, kernel = weight.shape
-    frames_out = (frames_in + 2 - kernel) // stride + 1
-    matrix = np.zeros((frames_in * in_channels, frames_out * out_channels), np.float32)
+    frames_out = (frames + 2 - kernel) // stride + 1
+    matrix = np.zeros((frames * in_channels, frames_out * out_channels), np.float32)
     for t_out in range(frames_out):
         for tap in range(kernel):
             t_in = t_out * stride + tap - 1
-            if 0 <= t_in < frames_in:
+            if 0 <= t_in < frames:
                 rows = slice(t_in * in_channels, (t_in + 1) * in_channels)
                 cols = slice(t_out * out_channels, (t_out + 1) * out_channels)
                 matrix[rows, cols] = weight[:, :, tap].T
-    return matrix, np.tile(bias, frames_out).astype(np.float32), frames_out
+    biases = np.tile(bias, frames_out).astype(np.float32)
+    half = frames_out // 2
+    groups = [range(0, half), range(half, frames_out)] if half else [range(frames_out)]
+    outputs = []
+    for g, group in enumerate(groups):
+        cols = slice(group[0] * out_channels, (group[-1] + 1) * out_channels)
+        first = max(0, group[0] * stride - 1)  # the input frames the group's taps reach
+        last = min(frames - 1, group[-1] * stride + kernel - 2)
+        rows = slice(first * in_channels, (last + 1) * in_channels)
+        part = f"{name}_{g}"
+        source = features
+        if (rows.start, rows.stop) != (0, len(matrix)):
+            graph.const(f"{part}_from", np.array([rows.start], np.int64))
+            graph.const(f"{part}_to", np.array([rows.stop], np.int64))
+            graph.node("Slice", [features, f"{part}_from", f"{part}_to", "one"], [f"{part}_in"])
+            source = f"{part}_in"
+        graph.const(f"{part}_w", matrix[rows, cols])
+        graph.const(f"{part}_b", biases[cols])
+        graph.node("Gemm", [source, f"{part}_w", f"{part}_b"], [part])
+        graph.node("Relu", [part], [f"{part}_relu"])
+        outputs.append(f"{part}_relu")
+    if len(outputs) == 1:
+        return outputs[0], frames_out
+    graph.node("Concat", outputs, [name], axis=1)
+    return name, frames_out
 
 
 def _decoder(graph: _Graph, w: dict[str, Array], features: str) -> None:
