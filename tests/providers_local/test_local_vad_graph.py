@@ -17,13 +17,16 @@ from onnx import helper, numpy_helper
 from callbridge.audio import ulaw
 from callbridge.errors import ConfigError
 from callbridge.providers.tts.espeak import synthesize_pcm
+from callbridge.providers.vad.silero_batch import BatchedSileroModel
 from callbridge.providers.vad.silero_graph import flat_model
 from callbridge.providers.vad.silero_model import (
+    SileroModel,
     default_model_path,
     load_session,
     load_shipped_session,
     model_feeds,
 )
+from providers_local.helpers import frames
 
 Floats = np.ndarray
 Run = Callable[[Floats, Floats], tuple[Floats, Floats]]
@@ -157,16 +160,49 @@ def test_a_wrong_weight_is_caught(shipped: Run, corpus: Floats, name: str) -> No
     assert max(worst_p, worst_state) > 1e-4
 
 
-def test_a_wrong_pad_is_caught(shipped: Run, corpus: Floats) -> None:
-    """Zero padding instead of reflection: only the last STFT frame changes, still caught."""
-    model = flat_model(default_model_path())
+def _zero_pad(model: onnx.ModelProto) -> None:
+    """Zero padding instead of reflection: only the last STFT frame changes."""
     pad = next(n for n in model.graph.node if n.op_type == "Pad")
     pad.ClearField("attribute")
     pad.attribute.append(helper.make_attribute("mode", "constant"))
+
+
+def _frames_swapped(model: onnx.ModelProto) -> None:
+    """Each STFT frame's two hops in the wrong order: same shapes, wrong frames."""
+    concat = next(n for n in model.graph.node if "frames" in n.output)
+    concat.input[:] = list(reversed(concat.input))
+
+
+def _conv_reads_a_frame_early(model: onnx.ModelProto) -> None:
+    """The first layer's second half reading input frames 0–2 instead of 1–3."""
+    for tensor in model.graph.initializer:
+        if tensor.name in ("enc0_1_from", "enc0_1_to"):
+            shifted = numpy_helper.to_array(tensor) - 65
+            tensor.CopyFrom(numpy_helper.from_array(shifted, tensor.name))
+
+
+@pytest.mark.parametrize("change", [_zero_pad, _frames_swapped, _conv_reads_a_frame_early])
+def test_a_wrong_layout_is_caught(
+    shipped: Run, corpus: Floats, change: Callable[[onnx.ModelProto], None]
+) -> None:
+    model = flat_model(default_model_path())
+    change(model)
     worst_p, worst_state, _, _ = _compare(
         shipped, _runner(_session(model)), _rows(corpus, 2), windows=200
     )
     assert max(worst_p, worst_state) > 1e-4
+
+
+def test_the_shipped_session_still_drives_the_models(speech_pcm: bytes) -> None:
+    """A session given to the models may be the file as shipped (it takes ``sr``): the
+    same probabilities per frame as the default flat graph."""
+    flat, shipped_model = SileroModel(), SileroModel(session=load_shipped_session())
+    batched = BatchedSileroModel(session=load_shipped_session())
+    a, b, c = flat.new_stream(), shipped_model.new_stream(), batched.new_stream()
+    for frame in frames(speech_pcm):
+        want = b.speech_probability(frame)
+        assert a.speech_probability(frame) == pytest.approx(want, abs=1e-5)
+        assert c.speech_probability(frame) == pytest.approx(want, abs=1e-6)
 
 
 # ---------------------------------------------------------------- files it must refuse
