@@ -1,6 +1,6 @@
 """VAD cost per call: µs of CPU per 20 ms frame, and memory per added call.
 
-    .venv/bin/python bench/vad.py [--seconds 2]
+    .venv/bin/python bench/vad.py [--seconds 2] [--shipped]
 
 For each detector it feeds every call one 20 ms frame per tick (as the engine does) and
 reports µs per frame per call, plus what 200 calls would take of one core (50 frames/s
@@ -9,6 +9,8 @@ per tick for all calls, ``SileroModel.process_batch``) and on the tick (what the
 metronome runs: ``BatchedSileroModel.score_frames`` on a tick's decoded frames, every
 call's state in one array; the line under each says how much of it is ``Session.run``).
 Memory is the RSS growth of opening 100 more streams that have each processed audio.
+Silero runs the flat 8 kHz graph (``silero_graph.py``); ``--shipped`` runs the model
+file as shipped instead, for comparison.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from callbridge.audio import ulaw
 from callbridge.providers.base import VadStream
 from callbridge.providers.tts.espeak import synthesize_pcm
 from callbridge.providers.vad.silero_batch import BatchedSileroModel
-from callbridge.providers.vad.silero_model import SileroModel
+from callbridge.providers.vad.silero_model import SileroModel, load_session, load_shipped_session
 from callbridge.providers.vad.webrtc import WebrtcModel
 
 FRAME_BYTES = 320
@@ -37,10 +39,12 @@ TARGET_CALLS = 200
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="audio per call per case")
+    parser.add_argument("--shipped", action="store_true", help="the model file as shipped")
     args = parser.parse_args()
     frames = _speech_frames()
     n_frames = int(args.seconds * FRAMES_PER_S)
-    silero, webrtc = SileroModel(), WebrtcModel(2)
+    session = load_shipped_session() if args.shipped else load_session()
+    silero, webrtc = SileroModel(session=session), WebrtcModel(2)
 
     print(f"µs of CPU per 20 ms frame per call ({args.seconds:g} s of speech per call)")
     print(f"{'case':<28}{'µs/frame':>10}{'core @200 calls':>17}")
@@ -48,7 +52,7 @@ def main() -> None:
         _row(f"silero unbatched, {calls} calls", _unbatched(silero, calls, frames, n_frames))
     for calls in (1, 10, 50, 200):
         _row(f"silero batched x{calls}", _batched(silero, calls, frames, n_frames))
-    ticked = BatchedSileroModel()
+    ticked = BatchedSileroModel(session=session)
     for calls in (10, 50, 100, 200):
         total, model = _on_the_tick(ticked, calls, frames, n_frames)
         _row(f"silero on the tick x{calls}", total)

