@@ -37,7 +37,6 @@ from callbridge.providers.llm.http_stream import (
     HttpStatusError,
     NotAnEventStream,
     StreamingPost,
-    body_chunks,
     body_message,
 )
 from callbridge.providers.llm.sse import SseDecoder
@@ -171,7 +170,7 @@ class OpenAIChat:
         try:
             decoder = SseDecoder()
             done = False
-            async for data in body_chunks(response):
+            async for data in response.chunks:
                 for event in decoder.feed(data):
                     if done:
                         continue
