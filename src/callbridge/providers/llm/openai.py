@@ -23,7 +23,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import httpx2
 import openai
@@ -191,9 +191,9 @@ class OpenAIChat:
             await response.aclose()
 
 
-@dataclass(frozen=True, slots=True)
-class _Chunk:
-    """What one ``chat.completion.chunk`` says about the first choice."""
+class _Chunk(NamedTuple):
+    """What one ``chat.completion.chunk`` says about the first choice (a tuple: one is
+    made a token)."""
 
     text: str
     tool_calls: list[Mapping[str, Any]]
