@@ -163,7 +163,7 @@ class OpenAIChat:
             return
         except NotAnEventStream as exc:  # e.g. a server that ignored ``stream: true``
             chunks.put(ProviderError(self.name, f"not an event stream: {exc}",
-                                            retryable=False))
+                                     retryable=False))
             return
         except httpx2.TransportError as exc:
             chunks.put(_provider_error(self.name, exc))
