@@ -112,7 +112,7 @@ class StreamingPost:
         headers = self._raw_headers.copy()
         headers[self._length_at] = (headers[self._length_at][0], b"%d" % len(content))
         request = httpcore2.Request(b"POST", self._target, headers=headers, content=content,
-                                    extensions=self._extensions)
+                                    extensions=dict(self._extensions))
         try:
             response = await self._pool.handle_async_request(request)
         except HTTPCORE_ERRORS as exc:
