@@ -4,6 +4,7 @@
     .venv/bin/python bench/vendors.py llm --calls 50 --seconds 20
     .venv/bin/python bench/vendors.py stt --profile /tmp/stt.prof   # cProfile the client
     .venv/bin/python bench/vendors.py stt --calls 100 --chunk-ms 40  # Deepgram message size
+    .venv/bin/python bench/vendors.py llm --http2        # the model over HTTP/2, as OpenAI
 
 The production clients (``build()`` of providers/llm/openai.py, stt/deepgram.py,
 tts/elevenlabs.py with its per-call socket) talk to the wire-level fakes of
@@ -13,6 +14,9 @@ the fakes' CPU is not counted. This process is pinned to core 0 and its CPU time
 
 - ``llm``: each call streams one request after another (a reply of ``--chunks`` SSE
   chunks, as a real model streams a short answer token by token); µs per request.
+  The fake speaks HTTP/1.1 (one connection per request in flight); ``--http2`` puts it
+  behind hypercorn, HTTP/2 over plain TCP, as api.openai.com answers over TLS (every
+  call's requests on one connection).
 - ``stt``: each call pushes a 20 ms μ-law frame every 20 ms, as the engine does; µs per
   second of a call's audio, all of it and the client's alone (the same 20 ms timers
   pushing into nothing are measured first and subtracted); the fake counts the binary
@@ -40,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from callbridge.errors import ProviderError  # noqa: E402
 from callbridge.providers.base import Message  # noqa: E402
 from callbridge.providers.llm import openai as openai_llm  # noqa: E402
 from callbridge.providers.stt import deepgram  # noqa: E402
@@ -56,6 +61,7 @@ HELLO = [Message("system", "Be brief."), Message("user", "What do I owe?")]
 
 
 async def serve_fakes(chunks: int) -> None:
+    from fakes._h2 import Http2
     from fakes.deepgram import FakeDeepgram
     from fakes.elevenlabs import FakeElevenLabs
     from fakes.openai_chat import FakeOpenAI
@@ -66,12 +72,14 @@ async def serve_fakes(chunks: int) -> None:
     async with (
         FakeDeepgram(idle_timeout_s=600.0) as dg,
         FakeOpenAI(default=reply) as oa,
+        Http2(oa) as oa_h2,
         FakeElevenLabs(ms_per_char=25, chunk_ms=100, first_audio_delay_s=0.02,
                        inactivity_timeout_s=600.0) as el,
     ):
         print(json.dumps({
             "DEEPGRAM_API_KEY": dg.api_key, "DEEPGRAM_BASE_URL": dg.base_url,
             "OPENAI_API_KEY": "test-openai-key", "OPENAI_BASE_URL": oa.base_url,
+            "OPENAI_H2C_BASE_URL": oa_h2.base_url,
             "ELEVENLABS_API_KEY": el.api_key, "ELEVENLABS_BASE_URL": el.base_url,
         }), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -104,24 +112,35 @@ class Meter:
 
 
 async def bench_llm(env: Mapping[str, str], calls: int, seconds: float,
-                    profile: cProfile.Profile | None, pool: int = 0) -> dict[str, Any]:
-    llm = openai_llm.build(openai_llm.OpenAIConfig(), env)
+                    profile: cProfile.Profile | None, pool: int = 0,
+                    http2: bool = False) -> dict[str, Any]:
+    if http2:
+        llm = openai_llm.chat("openai", openai_llm.OpenAIConfig(), env["OPENAI_API_KEY"],
+                              env["OPENAI_H2C_BASE_URL"], prior_knowledge=True)
+    else:
+        llm = openai_llm.build(openai_llm.OpenAIConfig(), env)
     await asyncio.gather(*(llm.warm() for _ in range(max(calls, pool))))
-    done = 0
+    done = failed = 0
     chunks = 0
 
     async def call(stop: float) -> None:
-        nonlocal done, chunks
+        nonlocal done, chunks, failed
         loop = asyncio.get_running_loop()
         while loop.time() < stop:
-            async for _ in llm.stream(HELLO, ()):
-                chunks += 1
+            try:
+                async for _ in llm.stream(HELLO, ()):
+                    chunks += 1
+            except ProviderError as exc:  # e.g. hypercorn's GOAWAY after 1000 requests
+                failed += 1
+                if failed == 1:
+                    print(json.dumps({"first_failure": str(exc)}), file=sys.stderr)
             done += 1
 
     with Meter(profile) as meter:
         stop = asyncio.get_running_loop().time() + seconds
         await asyncio.gather(*(call(stop) for _ in range(calls)))
-    return {"pool": max(calls, pool), "requests": done, "text_chunks": chunks,
+    return {"http": "2" if http2 else "1.1", "pool": max(calls, pool), "requests": done,
+            "failed": failed, "text_chunks": chunks,
             "cpu_s": round(meter.cpu, 3),
             "us_per_request": round(meter.cpu / max(done, 1) * 1e6),
             "cpu_share": round(meter.cpu / meter.wall, 3)}
@@ -219,6 +238,8 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=30, help="SSE text chunks per reply")
     parser.add_argument("--pool", type=int, default=0,
                         help="llm: open this many connections first (idle ones in the pool)")
+    parser.add_argument("--http2", action="store_true",
+                        help="llm: HTTP/2 (h2c) to the fake, as to api.openai.com")
     parser.add_argument("--chunk-ms", type=int, default=0,
                         help="stt: audio per Deepgram message (default: the config's)")
     parser.add_argument("--profile", help="write a cProfile of the measured windows here")
@@ -241,7 +262,7 @@ def main() -> int:
         profile = cProfile.Profile() if args.profile else None
         for name in vendors:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                extra = ({"pool": args.pool} if name == "llm" else
+                extra = ({"pool": args.pool, "http2": args.http2} if name == "llm" else
                          {"chunk_ms": args.chunk_ms} if name == "stt" else {})
                 result = runner.run(
                     BENCHES[name](env, args.calls, args.seconds, profile, **extra))

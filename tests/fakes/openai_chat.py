@@ -11,6 +11,10 @@ It validates what the real API rejects with 400: missing ``model``/``messages``,
 roles, a ``tool`` message that answers no earlier ``tool_calls`` id, malformed ``tools``.
 Not modelled: non-streaming answers (400 here), ``n > 1``, logprobs, refusals, the
 ``usage`` chunk, response_format / structured outputs, rate-limit headers.
+
+An idle connection stays open ``keep_alive_s`` (400 s: what api.openai.com's front,
+Cloudflare, documents for HTTP/1.1 keep-alive and HTTP/2 idle), not uvicorn's 5 s, so
+a client that keeps its connections between turns is measured reusing them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Self
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -57,9 +61,10 @@ class FakeOpenAI(HttpFake):
 
     def __init__(
         self, replies: Script = (), *, api_key: str | None = "test-openai-key",
-        default: Reply = _OK, new_connection_s: float = 0.0,
+        default: Reply = _OK, new_connection_s: float = 0.0, keep_alive_s: float = 400.0,
     ) -> None:
         super().__init__(new_connection_s=new_connection_s)
+        self.keep_alive_s = keep_alive_s
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -67,6 +72,13 @@ class FakeOpenAI(HttpFake):
         self.aborted = 0  # streams the client walked away from
         self.models_requests = 0
         self._cursor = ScriptCursor(replies, default)
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        # uvicorn reads it per connection, and none is open yet.
+        assert self._server is not None
+        self._server.config.timeout_keep_alive = self.keep_alive_s  # type: ignore[assignment]
+        return self
 
     def app(self) -> ASGIApp:
         return Starlette(routes=[

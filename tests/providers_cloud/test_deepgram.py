@@ -192,6 +192,27 @@ async def test_a_lone_frame_goes_out_alone_after_one_chunk_time() -> None:
     assert bytes(fake.sessions[0].audio) == SILENCE + SPEECH
 
 
+async def test_a_lone_frame_waits_its_own_chunk_time_on_a_timer_armed_before_it() -> None:
+    """The wait's timer is never cancelled: armed by the first frame of a chunk that
+    went out, it fires while a later lone frame has waited less than a chunk's time,
+    and that frame waits the rest before it goes alone."""
+    async with FakeDeepgram() as fake:
+        stream = await make(fake, chunkMs=100).open_stream()
+        loop = asyncio.get_running_loop()
+        for _ in range(5):  # one whole message; the first frame armed the timer
+            stream.push_audio(SILENCE)
+        await wait_for(lambda: fake.sessions[0].frames == 5)
+        await asyncio.sleep(0.06)
+        stream.push_audio(SPEECH)
+        pushed = loop.time()
+        await asyncio.sleep(0.07)  # past the old timer, short of this frame's 100 ms
+        assert fake.sessions[0].frames == 5
+        await wait_for(lambda: fake.sessions[0].frames == 6)
+        assert loop.time() - pushed >= 0.099
+        await stream.aclose()
+    assert fake.sessions[0].messages == [800, 160, "CloseStream"]
+
+
 async def test_no_keepalive_while_audio_flows() -> None:
     async with FakeDeepgram() as fake:
         stream = await make(fake, keepaliveS=0.2).open_stream()

@@ -293,6 +293,23 @@ async def test_warm_opens_the_connection_the_turns_then_reuse() -> None:
     assert fake.completed == 3
 
 
+@pytest.mark.parametrize(("keep_alive_s", "connections"), [(400.0, 1), (0.1, 3)])
+async def test_a_connection_the_vendor_closed_while_idle_is_replaced_not_failed(
+    keep_alive_s: float, connections: int,
+) -> None:
+    """Turns 0.3 s apart: kept by a vendor that keeps idle connections (the real API's
+    front keeps them 400 s), and each turn on a new one, without an error, when the
+    vendor closed the last one while it sat idle."""
+    async with FakeOpenAI([Reply(text=("Hi.",))], new_connection_s=0.01,
+                          keep_alive_s=keep_alive_s) as fake:
+        llm = make(fake)
+        for _ in range(3):
+            assert await collect(llm) == [TextDelta("Hi.")]
+            await asyncio.sleep(0.3)
+        assert fake.link is not None and fake.link.connections == connections
+    assert fake.completed == 3
+
+
 async def test_a_failed_warm_up_is_harmless() -> None:
     async with FakeOpenAI([Reply(text=("Hi.",))], api_key="another-key") as fake:
         llm = make(fake)

@@ -149,3 +149,53 @@ async def test_an_awaited_send_still_waits_while_the_socket_pushes_back() -> Non
             ws.resume_writing()
             await sending
             assert await ws.recv() == b"held"
+
+
+def _record_writes(ws: ClientConnection) -> list[bytes]:
+    written: list[bytes] = []
+    write = ws.transport.write
+
+    def recording(data: bytes | bytearray | memoryview) -> None:
+        written.append(bytes(data))
+        write(data)
+
+    ws.transport.write = recording  # type: ignore[method-assign]
+    return written
+
+
+class _FixedMasks(MaskSource):
+    """Hands out the same keys in the same order to two sockets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys = itertools.cycle([b"\x01\x02\x03\x04", b"\xa0\xb1\xc2\xd3"])
+
+    def take(self) -> bytes:
+        return next(self._keys)
+
+
+async def test_the_one_step_write_is_the_bytes_the_library_path_writes() -> None:
+    """``send_nowait`` on a socket with nothing pending encodes and writes in one step;
+    the same messages through ``send_binary``/``send_text`` + ``send_data`` (what it
+    does while the protocol holds a queued frame) give the same bytes."""
+    messages: list[str | bytes] = ["hello", b"\x00" * 320, "é" * 70, b"\xff" * 70000]
+    async with serve(_echo, "127.0.0.1", 0, compression=None, max_size=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        wire: list[list[bytes]] = []
+        for library_path in (False, True):
+            async with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None,
+                               create_connection=VendorConnection) as ws:
+                assert isinstance(ws, VendorConnection)
+                assert isinstance(ws.protocol, PooledMaskProtocol)
+                ws.protocol.masks = _FixedMasks()
+                written = _record_writes(ws)
+                for message in messages:
+                    # the library's path is what a queued control frame or debug asks for
+                    ws.protocol.debug = library_path
+                    assert ws.send_nowait(message)
+                ws.protocol.debug = False
+                assert [await ws.recv() for _ in messages] == messages
+                wire.append(list(written))  # the close handshake is not ours
+    assert len(wire[0]) == len(messages)
+    assert [w[:12] for w in wire[0]] == [w[:12] for w in wire[1]]
+    assert wire[0] == wire[1]

@@ -19,7 +19,11 @@ is below the limit, what websockets' own ``broadcast`` does, without the
 ``send_context`` and ``drain`` of an awaited ``send``; when it says False the caller
 awaits ``send`` (back-pressure, or a closing socket that ``send`` reports). ``send``
 itself tries it first: when the buffer has room the library's ``send`` would not have
-waited either.
+waited either. A whole message on a socket with nothing else pending (no extension, no
+fragmented message under way, no control frame queued by the protocol) is encoded and
+written in one step, as ``send_binary``/``send_text`` + ``send_data`` would write it
+(a test compares the bytes), without the ``Frame``, its checks and the write list
+between them: Deepgram gets 25 of these a second from every call.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.client import ClientProtocol
 from websockets.frames import Frame
 from websockets.protocol import OPEN
-from websockets.typing import DataLike
+from websockets.typing import BytesLike, DataLike
 
 try:  # the C version websockets ships; the pure-Python one otherwise
     from websockets.speedups import apply_mask
@@ -43,6 +47,10 @@ except ImportError:  # pragma: no cover
 __all__ = ["MaskSource", "PooledMaskProtocol", "VendorConnection", "encode_client_frame"]
 
 MASK_POOL_BYTES: Final = 1024
+_LENGTH16: Final = struct.Struct("!BBH")
+_LENGTH64: Final = struct.Struct("!BBQ")
+_FIN_TEXT: Final = 0x81  # FIN | opcode (RFC 6455 §5.2)
+_FIN_BINARY: Final = 0x82
 
 
 class MaskSource:
@@ -68,15 +76,17 @@ class MaskSource:
 
 def encode_client_frame(frame: Frame, mask: bytes) -> bytes:
     """A frame as a client sends it (no extensions): header, mask, masked payload."""
-    data = frame.data
+    return _encode((0x80 if frame.fin else 0) | frame.opcode, frame.data, mask)
+
+
+def _encode(head1: int, data: BytesLike, mask: bytes) -> bytes:
     length = len(data)
-    head1 = (0x80 if frame.fin else 0) | frame.opcode
     if length < 126:
         header = bytes((head1, 0x80 | length))
     elif length < 65536:
-        header = struct.pack("!BBH", head1, 0xFE, length)
+        header = _LENGTH16.pack(head1, 0xFE, length)
     else:
-        header = struct.pack("!BBQ", head1, 0xFF, length)
+        header = _LENGTH64.pack(head1, 0xFF, length)
     return b"".join((header, mask, apply_mask(data, mask)))
 
 
@@ -118,8 +128,22 @@ class VendorConnection(ClientConnection):
     def send_nowait(self, message: str | bytes) -> bool:
         """Write ``message`` now; False (nothing sent) if the socket is not open, a
         fragmented send is under way, or the write buffer is full."""
-        if self.protocol.state is not OPEN or self.send_in_progress is not None or self.paused:
+        protocol = self.protocol
+        if protocol.state is not OPEN or self.send_in_progress is not None or self.paused:
             return False
+        if not (protocol.writes or protocol.extensions or protocol.expect_continuation_frame
+                or protocol.debug):
+            assert isinstance(protocol, PooledMaskProtocol)
+            if isinstance(message, str):
+                frame = _encode(_FIN_TEXT, message.encode(), protocol.masks.take())
+            else:
+                frame = _encode(_FIN_BINARY, message, protocol.masks.take())
+            try:
+                self.transport.write(frame)
+            except Exception as exc:  # what send_context does: the socket is dead
+                self.set_connection_exc(exc)
+                self.transport.abort()
+            return True
         if isinstance(message, str):
             self.protocol.send_text(message.encode())
         else:

@@ -31,7 +31,6 @@ from callbridge.providers.llm.http_stream import (
     HttpStatusError,
     NotAnEventStream,
     StreamingPost,
-    body_chunks,
     body_message,
 )
 from callbridge.providers.llm.openai import KEEPALIVE_S, spoken_text
@@ -105,7 +104,7 @@ class AnthropicChat:
         tool_blocks: dict[int, tuple[str, str, list[str]]] = {}
         decoder = SseDecoder()
         try:
-            async for data in body_chunks(response):
+            async for data in response.chunks:
                 for sse in decoder.feed(data):
                     if sse.data and (out := _on_event(_parse_event(sse.event, sse.data),
                                                       tool_blocks)) is not None:

@@ -13,7 +13,10 @@ HTTP/2 is negotiated as before); uvloop implements all of it.
 
 httpx2's transport takes no network backend, so ``http_transport`` builds one and gives
 it a pool made with ours before any connection exists (a test checks the requests really
-go through it, so a renamed attribute fails loudly).
+go through it, so a renamed attribute fails loudly). That pool is an ``AsyncioPool``:
+httpcore's, except that a request that closes no connection does not enter anyio's
+shielded cancel scope to close none (twice a request: a task-state lookup, a weak
+reference and a scope each time, for an empty loop).
 """
 
 # httpcore's interface passes each timeout as an argument (ASYNC109 would have a scope).
@@ -38,7 +41,7 @@ from httpcore2 import (
     WriteTimeout,
 )
 
-__all__ = ["AsyncioBackend", "AsyncioStream", "http_transport"]
+__all__ = ["AsyncioBackend", "AsyncioPool", "AsyncioStream", "http_transport"]
 
 SocketOption = tuple[Any, ...]  # what ``socket.setsockopt`` takes
 
@@ -219,12 +222,20 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+class AsyncioPool(httpcore2.AsyncConnectionPool):
+    """httpcore's pool; closing no connection costs nothing."""
+
+    async def _close_connections(self, closing: list[httpcore2.AsyncConnectionInterface]) -> None:
+        if closing:
+            await super()._close_connections(closing)
+
+
 def http_transport(
     *, limits: httpx2.Limits, http1: bool, http2: bool
 ) -> httpx2.AsyncHTTPTransport:
     """httpx2's transport (its request and error mapping) over a pool on ``AsyncioBackend``."""
     transport = httpx2.AsyncHTTPTransport(limits=limits, http1=http1, http2=http2)
-    transport._pool = httpcore2.AsyncConnectionPool(
+    transport._pool = AsyncioPool(
         ssl_context=httpx2.create_ssl_context(),
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,

@@ -23,7 +23,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import httpx2
 import openai
@@ -33,11 +33,11 @@ from callbridge.errors import ProviderError
 from callbridge.providers.base import LlmEvent, Message, TextDelta, ToolCall, ToolSpec
 from callbridge.providers.env import base_url, require_key
 from callbridge.providers.llm.asyncio_net import http_transport
+from callbridge.providers.llm.handoff import Handoff
 from callbridge.providers.llm.http_stream import (
     HttpStatusError,
     NotAnEventStream,
     StreamingPost,
-    body_chunks,
     body_message,
 )
 from callbridge.providers.llm.sse import SseDecoder
@@ -122,7 +122,7 @@ class OpenAIChat:
         # caller went on, a barge-in) does not cut the connection: the task reads the
         # rest and the connection goes back to the pool warm. Over HTTP/1.1 a cancelled
         # read would close it, and the next turn would pay TCP + TLS again.
-        chunks: asyncio.Queue[object] = asyncio.Queue()
+        chunks: Handoff[object] = Handoff()
         exchange = asyncio.get_running_loop().create_task(
             self._exchange(request, chunks), name="llm.exchange"
         )
@@ -151,7 +151,7 @@ class OpenAIChat:
                 # hears is not worth a connection).
                 asyncio.get_running_loop().call_later(DRAIN_S, exchange.cancel)
 
-    async def _exchange(self, request: dict[str, Any], chunks: asyncio.Queue[object]) -> None:
+    async def _exchange(self, request: dict[str, Any], chunks: Handoff[object]) -> None:
         """One streamed request, read to its end into ``chunks`` (then ``_END``).
 
         Read past ``[DONE]`` to the end of the body: over HTTP/1.1 only a response read
@@ -159,41 +159,41 @@ class OpenAIChat:
         try:
             response = await self._post.open(request)
         except HttpStatusError as exc:
-            chunks.put_nowait(_status_error(self.name, exc))
+            chunks.put(_status_error(self.name, exc))
             return
         except NotAnEventStream as exc:  # e.g. a server that ignored ``stream: true``
-            chunks.put_nowait(ProviderError(self.name, f"not an event stream: {exc}",
-                                            retryable=False))
+            chunks.put(ProviderError(self.name, f"not an event stream: {exc}",
+                                     retryable=False))
             return
         except httpx2.TransportError as exc:
-            chunks.put_nowait(_provider_error(self.name, exc))
+            chunks.put(_provider_error(self.name, exc))
             return
         try:
             decoder = SseDecoder()
             done = False
-            async for data in body_chunks(response):
+            async for data in response.chunks:
                 for event in decoder.feed(data):
                     if done:
                         continue
                     if event.data.startswith("[DONE]"):
                         done = True
                         continue
-                    chunks.put_nowait(_parse_chunk(self.name, event.data))
-            chunks.put_nowait(_END)
+                    chunks.put(_parse_chunk(self.name, event.data))
+            chunks.put(_END)
         except _StreamError as exc:
-            chunks.put_nowait(exc.error)
+            chunks.put(exc.error)
         except httpx2.TransportError as exc:
-            chunks.put_nowait(_provider_error(self.name, exc))
+            chunks.put(_provider_error(self.name, exc))
         except Exception as exc:  # a reader that waits forever would hang the reply
             log.error("llm.stream_crashed provider=%s", self.name, exc_info=exc)
-            chunks.put_nowait(ProviderError(self.name, f"stream failed: {exc!r}", retryable=True))
+            chunks.put(ProviderError(self.name, f"stream failed: {exc!r}", retryable=True))
         finally:
             await response.aclose()
 
 
-@dataclass(frozen=True, slots=True)
-class _Chunk:
-    """What one ``chat.completion.chunk`` says about the first choice."""
+class _Chunk(NamedTuple):
+    """What one ``chat.completion.chunk`` says about the first choice (a tuple: one is
+    made a token)."""
 
     text: str
     tool_calls: list[Mapping[str, Any]]
