@@ -7,8 +7,19 @@ from __future__ import annotations
 import random
 
 import pytest
+from engine_harness import BOT_WORD, Harness
 
-from callbridge.engine.events import Command, SendAudio, SendMark
+from callbridge.engine.config import Script
+from callbridge.engine.events import (
+    Command,
+    ReplyAudio,
+    ReplyDone,
+    ReplyKind,
+    ReplySegment,
+    SendAudio,
+    SendClear,
+    SendMark,
+)
 from callbridge.engine.playout import FRAMES_PER_MESSAGE, Playout
 
 FRAME = 160
@@ -206,3 +217,31 @@ def test_pairing_keeps_the_lead_and_what_was_heard_of_a_frame_a_message() -> Non
     assert len(heard_seen) > 10  # the words were heard one by one, not all at the end
     assert one.sent_frames == two.sent_frames == 92
     assert lines[1].messages <= lines[0].messages // 2 + len(sentences)
+
+
+# ---------------------------------------------------------------- in the engine
+
+
+def test_the_greetings_first_frame_leaves_with_the_event_that_brought_it() -> None:
+    h = Harness(script=Script(first_message="Hello there."))
+    greeting = h.starts(ReplyKind.GREETING)[0]
+    h.feed(ReplySegment(greeting.reply_id, 0, "Hello there."))
+    sent = len(h.commands)
+    h.feed(ReplyAudio(greeting.reply_id, 0, BOT_WORD[:FRAME]))  # the TTS's first 20 ms
+    assert [len(c.ulaw) for c in h.commands[sent:] if isinstance(c, SendAudio)] == [FRAME]
+    h.feed(ReplyAudio(greeting.reply_id, 0, BOT_WORD[FRAME:] + BOT_WORD))  # the rest, at once
+    h.feed(ReplyDone(greeting.reply_id))
+    sizes = [len(c.ulaw) // FRAME for c in h.commands if isinstance(c, SendAudio)]
+    assert sizes == [1, 2, 2, 2, 2, 1] and sum(sizes) == 10  # the lead, at the same instant
+
+
+def test_nothing_queued_before_a_barge_in_goes_out_after_its_clear() -> None:
+    h = Harness(script=Script(first_message="One two three four five six seven eight."))
+    h.answer_latest()
+    h.silence(200)
+    assert h.count(SendAudio) > 0
+    h.speak(400)  # the caller talks over it
+    assert h.count(SendClear) == 1
+    at = next(i for i, c in enumerate(h.commands) if isinstance(c, SendClear))
+    h.silence(400)
+    assert not [c for c in h.commands[at:] if isinstance(c, SendAudio | SendMark)]
