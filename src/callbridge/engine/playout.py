@@ -145,8 +145,11 @@ class Playout:
         """Audio and marks that may go out now: a message as soon as its first frame is
         due (the far end holds less than the lead), with up to ``frames_per_message - 1``
         frames queued behind it, never past a mark."""
+        queue = self._queue
+        if not queue:
+            return []  # (most wake-ups of a call: the bot is not talking)
         out: list[Command] = []
-        head, queue, per_message = self._head, self._queue, self._per_message
+        head, per_message = self._head, self._per_message
         due_until = now + self._lead_s - _FRAME_S + 1e-9  # a frame starting by then is due
         while queue:
             item = queue[0]
