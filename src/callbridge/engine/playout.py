@@ -8,7 +8,8 @@ before it has played; echoes plus the send clock place the play head inside the 
 in flight, which is what ``heard_text`` reports on barge-in.
 
 A frame that is due goes out with the frames queued right behind it, up to
-``FRAMES_PER_MESSAGE`` in one ``SendAudio`` (one ``media`` message), but never past a mark:
+``FRAMES_PER_MESSAGE`` in one ``SendAudio`` (one ``media`` message; so the far end may
+hold up to a frame more than the lead just after it), but never past a mark:
 the message before a mark carries exactly the audio the mark follows, so echoes and
 ``heard_text`` are what they were with a message per frame. Nothing is held back for a
 partner: a lone frame (the first of a reply while the TTS has sent no more, the odd one
@@ -29,7 +30,7 @@ from callbridge.audio.frames import FRAME_MS, ULAW_FRAME_BYTES, Framer
 from callbridge.audio.playhead import PlayHead
 from callbridge.engine.events import Command, SendAudio, SendMark
 
-__all__ = ["Playout", "SegmentKey"]
+__all__ = ["FRAMES_PER_MESSAGE", "Playout", "SegmentKey"]
 
 SegmentKey = tuple[int, int]  # (reply_id, segment index)
 _FRAME_S = FRAME_MS / 1000
