@@ -3,6 +3,7 @@
     .venv/bin/python bench/media_socket.py                    # N = 50 200, sink runner
     .venv/bin/python bench/media_socket.py 100 --runner loopback --seconds 20
     .venv/bin/python bench/media_socket.py 100 --against /work/main/src  # paired before/after
+    .venv/bin/python bench/media_socket.py 100 --runner talk --against OTHER/src  # way out
 
 The server (``create_app`` + ``uvicorn_config``, exactly what ``callbridge serve`` runs)
 is a child process pinned to one core; N raw sockets on the other core each send
@@ -10,8 +11,10 @@ Twilio's ``connected`` and ``start`` and then a 20 ms ``media`` frame every 20 m
 Twilio's exact shape (a late tick is skipped, never caught up in a burst). The ``sink``
 runner only takes the events off the queue, so the figure is the socket path in
 (framing, decode, budgets, queue); ``loopback`` echoes every frame back paced, adding the
-socket path out. The server's CPU is read from /proc over
-the steady window; µs/message = CPU seconds / inbound media messages.
+socket path out; ``talk`` has the bot talk all the time the way the engine does (a
+``Playout`` pulled on each caller frame, a mark every 2 s sentence, sent through the
+production transport), so it adds the bot's way out as it is. The server's CPU is read
+from /proc over the steady window; µs/message = CPU seconds / inbound media messages.
 
 ``--against SRC`` runs a second server, from another source tree (e.g. a checkout with
 the ASGI path) and this venv, beside the first on the same core, its callers sending in
@@ -49,7 +52,14 @@ def serve(port: int, runner_kind: str, data_dir: str) -> None:
 
     import uvicorn
 
-    from callbridge.engine.transport import CallerHungUp, CallInfo, CallTransport, Inbox, Line
+    from callbridge.engine.transport import (
+        CallerHungUp,
+        CallInfo,
+        CallTransport,
+        Inbox,
+        Line,
+        MarkPlayed,
+    )
     from callbridge.server.app import create_app, uvicorn_config
     from callbridge.settings import load_settings
 
@@ -59,6 +69,32 @@ def serve(port: int, runner_kind: str, data_dir: str) -> None:
         while type(await inbox.get()) is not CallerHungUp:
             pass
 
+    async def talk(info: CallInfo, transport: CallTransport, line: Line) -> None:
+        """The bot talks without end: 2 s sentences, paced by the engine's playout."""
+        from callbridge.engine.events import SendAudio, SendMark
+        from callbridge.engine.playout import Playout
+
+        loop = asyncio.get_running_loop()
+        playout, sentence = Playout(send_ahead_ms=200), bytes(range(160)) * 100
+        inbox: Inbox[object] = Inbox()
+        inbox.attach(line)
+        said = 0
+        while type(event := await inbox.get()) is not CallerHungUp:
+            if type(event) is MarkPlayed:
+                playout.mark_played(event.name, loop.time())
+                continue
+            if playout.next_deadline() is None:  # all sent: the next sentence
+                said += 1
+                playout.begin_segment((1, said), "words")
+                playout.add_audio((1, said), sentence)
+                playout.end_segment((1, said))
+            for command in playout.pull(loop.time()):
+                match command:
+                    case SendAudio(ulaw=data):
+                        await transport.send_audio(data)
+                    case SendMark(name=name):
+                        await transport.send_mark(name)
+
     logging.basicConfig(level=logging.WARNING)
     settings = load_settings(
         auth_token=AUTH_TOKEN,
@@ -67,7 +103,7 @@ def serve(port: int, runner_kind: str, data_dir: str) -> None:
         data_dir=Path(data_dir),
         max_calls=0,
     )
-    app = create_app(settings, sink if runner_kind == "sink" else None)
+    app = create_app(settings, {"sink": sink, "talk": talk}.get(runner_kind))
     config = uvicorn_config(app, "127.0.0.1", port, log_level="warning", access_log=False)
     uvicorn.Server(config).run()
 
@@ -212,7 +248,8 @@ async def measure(
     for label, _, pid in servers:
         cpu = _cpu_s(pid) - window[1][pid]
         received = sum(c.received for c in callers[label]) - received0[label]
-        # The loopback's echo: one 20 ms media message each (the marks are 1 in 50).
+        # The loopback's echo: one 20 ms media message each (the marks are 1 in 50);
+        # (``talk``: bytes / a 20 ms message's are 20 ms frames, whatever the messages).
         out_msgs = received / len(_server_media(callers[label][0].stream, ulaw_b64))
         rows.append(
             {
@@ -286,7 +323,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("calls", type=int, nargs="*", default=[50, 200])
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--runner", choices=["sink", "loopback"], default="sink")
+    parser.add_argument("--runner", choices=["sink", "loopback", "talk"], default="sink")
     parser.add_argument("--against", help="also run a server from this source tree, paired")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)

@@ -100,9 +100,9 @@ class Harness:
         for command in self.engine.take_commands():
             self.commands.append(command)
             match command:
-                case SendAudio():
-                    self.line.play_end = max(self.line.play_end, now) + 0.02
-                    self.line.audio_frames += 1
+                case SendAudio(ulaw=data):  # any whole number of 20 ms frames
+                    self.line.play_end = max(self.line.play_end, now) + len(data) / 8000
+                    self.line.audio_frames += len(data) // 160
                 case SendMark(name=name):
                     self.line.pending.append((max(self.line.play_end, now), name))
                 case SendClear():

@@ -4,6 +4,7 @@ upgrades, back-pressure, the backlog cap). Real uvicorn, real sockets on 127.0.0
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -378,3 +379,37 @@ async def raw_media_socket(base: str) -> tuple[asyncio.StreamReader, asyncio.Str
     )
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
     return reader, writer
+
+
+async def test_bot_audio_of_any_length_marks_and_clear_reach_twilio_in_order(
+    make_settings: MakeSettings, client_for: ClientFor
+) -> None:
+    """What the playout sends (40 ms messages, a lone 20 ms one before a mark, a clear
+    and the next reply) reaches Twilio in order and byte for byte, through the Twilio
+    transport and the socket's at-once writes."""
+    from .test_server_media import Recorder, _recv_json
+
+    first, odd, after = bytes(range(64)) + bytes(range(256)), b"\x05" * 160, b"\x06" * 320
+
+    async def reply(transport: CallTransport) -> None:
+        await transport.send_audio(first)
+        await transport.send_audio(odd)
+        await transport.send_mark("m1-r1s0")
+        await transport.send_clear()
+        await transport.send_audio(after)
+
+    runner = Recorder(on_audio=reply)
+    async with running_server(create_app(make_settings(), runner)) as base:
+        answered = await answer_call(client_for(base), base, AUTH_TOKEN)
+        stream = tw.stream_sid()
+        async with await _open(answered) as ws:
+            await ws.send(tw.start(stream, answered.call_sid, answered.params))
+            await ws.send(tw.media(stream, b"\xff" * 160, seq=2, chunk=1, timestamp_ms=0))
+            out = [await _recv_json(ws) for _ in range(5)]
+            await ws.send(tw.stop(stream, answered.call_sid, seq=3))
+            await _closed_with(ws)
+        await asyncio.wait_for(runner.done.wait(), 10)
+    assert [m["event"] for m in out] == ["media", "media", "mark", "clear", "media"]
+    audio = [base64.b64decode(m["media"]["payload"]) for m in out if m["event"] == "media"]
+    assert audio == [first, odd, after]
+    assert out[2]["mark"] == {"name": "m1-r1s0"}

@@ -225,3 +225,52 @@ async def test_a_provider_retry_in_a_call_is_recorded_with_its_fields(database: 
     (retry,) = [e for e in detail.events if e.kind == "provider_retry"]
     assert retry.data == {"provider": "deepgram", "retry": 1, "delay_s": 1.0,
                           "error": "deepgram: HTTP 503"}
+
+
+async def test_bot_audio_of_any_message_length_lands_on_the_recording_as_played(
+    database: Database, tmp_path: Path
+) -> None:
+    """40 ms messages (and a lone 20 ms one) are laid end to end on the bot's leg where
+    they play; a clear wipes what had not played; the board shows the bot speaking and
+    the hang-up is the call's outcome, all through the wrapped transport and line."""
+    from callbridge.audio import ulaw
+
+    clock = ManualClock(500.0)
+    writer = StoreWriter(database)
+    writer.start()
+    log = CallLog(writer, recordings_dir=tmp_path / "rec", clock=clock,
+                  wall_clock=lambda: WALL0 + (clock.now() - 500.0))
+    sent = [b"\x10" * 320, b"\x20" * 160, b"\x30" * 320]  # 100 ms sent at once
+
+    async def runner(info: CallInfo, transport: object, line: Line) -> None:
+        inbox: Inbox[LineEvent] = Inbox()
+        inbox.attach(line)
+        await inbox.get()
+        clock.advance(1.0)
+        for audio in sent:
+            await transport.send_audio(audio)  # type: ignore[attr-defined]
+        assert [row.phase for row in log.board.rows()] == ["speaking"]
+        clock.advance(0.05)  # 50 ms of it played...
+        await transport.send_clear()  # type: ignore[attr-defined]  # ...the rest never
+        assert isinstance(await inbox.get(), CallerHungUp)
+
+    line = Line()
+    line.put_nowait(CallerAudio(b"\xff" * 160, 0))
+    line.put_nowait(CallerHungUp("stop"))
+    transport = ListTransport()
+    try:
+        await log.wrap(runner)(CallInfo(SID, "MZ" + "5" * 32), transport, line)
+        await writer.flush()
+    finally:
+        await writer.close()
+    assert transport.sent == ["audio 320", "audio 160", "audio 320", "clear"]
+    detail = await get_call(database, SID)
+    assert detail is not None and detail.call.outcome == "caller_hung_up"
+    assert detail.recording is not None
+    with wave.open(detail.recording.path, "rb") as w:
+        pcm = w.readframes(w.getnframes())
+    bot = b"".join(pcm[i + 2 : i + 4] for i in range(0, len(pcm), 4))  # the right channel
+    at = 8000 * 2  # 1 s in, 16-bit samples
+    heard = ulaw.decode(b"\x10" * 320 + b"\x20" * 80)
+    assert bot[at : at + len(heard)] == heard
+    assert bot[at + len(heard) :] == ulaw.decode(b"\xff" * (len(bot[at + len(heard) :]) // 2))

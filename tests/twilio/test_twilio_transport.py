@@ -194,3 +194,49 @@ async def test_audio_on_a_closed_line_is_dropped_as_before() -> None:
     await transport.send_audio(b"\x00")
     await transport.send_audio(b"\x00")
     assert transport.closed and transport.dropped_after_close == 2 and line.sent == []
+
+
+async def test_forty_ms_of_audio_is_one_message_written_at_once() -> None:
+    line = PausingLine()
+    transport = _fast_transport(line)
+    audio = bytes(range(160)) + bytes(range(90, 250))  # two different frames
+    await transport.send_audio(audio)
+    [message] = line.sent
+    assert line.at_once == 1 and transport.frames_sent == 1
+    assert base64.b64decode(message["media"]["payload"]) == audio  # type: ignore[index]
+
+
+async def test_marks_and_clear_are_written_at_once_in_order() -> None:
+    line = PausingLine()
+    transport = _fast_transport(line)
+    await transport.send_audio(b"\x01" * 320)
+    await transport.send_mark("m1")
+    await transport.send_audio(b"\x02" * 160)
+    await transport.send_clear()
+    assert line.at_once == 4  # no lock, no wait on the socket for any of them
+    assert [m["event"] for m in line.sent] == ["media", "mark", "media", "clear"]
+    assert line.sent[1] == {"event": "mark", "streamSid": STREAM, "mark": {"name": "m1"}}
+    assert line.sent[3] == {"event": "clear", "streamSid": STREAM}
+    assert transport.marks.echoed("m1")  # the mark is expected back
+
+
+async def test_a_clear_behind_audio_waiting_on_the_socket_keeps_its_place() -> None:
+    """The socket is full: audio waits, the barge-in's clear waits behind it (never
+    ahead), and the next reply's audio behind the clear; nothing sent before the clear
+    goes out after it."""
+    line = PausingLine()
+    transport = _fast_transport(line)
+    line.paused = True
+    old = asyncio.create_task(transport.send_audio(b"\x01" * 320))
+    await asyncio.sleep(0)
+    line.paused = False  # writable, but the old audio is still under way:
+    clear = asyncio.create_task(transport.send_clear())  # not written ahead of it
+    await asyncio.sleep(0)
+    new = asyncio.create_task(transport.send_audio(b"\x02" * 320))
+    await asyncio.sleep(0)
+    assert line.sent == []
+    line.resume()
+    await asyncio.gather(old, clear, new)
+    assert [m["event"] for m in line.sent] == ["media", "clear", "media"]
+    payloads = [m["media"]["payload"] for m in line.sent if m["event"] == "media"]  # type: ignore[index]
+    assert [base64.b64decode(p)[0] for p in payloads] == [1, 2]

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ class CallLog:
         ) -> None:
             call = self._begin(info)
             transport = _RecordingTransport(transport, call, self.board)
-            line.add_tap(_LineTap(call))
+            line.add_tap(_line_tap(call))
             try:
                 await runner(info, transport, line)
             except asyncio.CancelledError:
@@ -249,26 +250,29 @@ class CallLog:
 
 
 class _RecordingTransport:
-    """Lays what the bot sends into the recording and notes it on the live board."""
+    """Lays what the bot sends into the recording and notes it on the live board.
+
+    ``send_audio`` runs for every outbound message (25 a second a call): it is a plain
+    function handing back the inner transport's coroutine, so the owner's ``await`` runs
+    that one directly, with no coroutine of this wrapper's around it."""
 
     def __init__(self, inner: CallTransport, call: _Live, board: LiveBoard) -> None:
         self._inner = inner
-        self._call = call
-        self._board = board
-        self._sid = call.info.call_sid  # (fifty frames a second: no look-up chain each)
+        self._bot_audio = partial(board.bot_audio, call.info.call_sid)
+        self._recording = call.recording  # set once, before the runner starts
 
-    async def send_audio(self, ulaw: bytes) -> None:
-        self._board.bot_audio(self._sid)
-        recording = self._call.recording
+    def send_audio(self, ulaw: bytes) -> Coroutine[Any, Any, None]:
+        self._bot_audio()
+        recording = self._recording
         if recording is not None:
             recording.bot_audio(ulaw)
-        await self._inner.send_audio(ulaw)
+        return self._inner.send_audio(ulaw)
 
     async def send_mark(self, name: str) -> None:
         await self._inner.send_mark(name)
 
     async def send_clear(self) -> None:
-        recording = self._call.recording
+        recording = self._recording
         if recording is not None:
             recording.bot_cleared()
         await self._inner.send_clear()
@@ -280,18 +284,24 @@ class _RecordingTransport:
         await self._inner.transfer(to)
 
 
-class _LineTap:
-    """Sees each line event as the adapter posts it: the caller's audio goes to the
-    recording, a hang-up to the call's outcome. Called inline, so a frame costs no
-    extra task switch."""
+def _line_tap(call: _Live) -> Callable[[LineEvent], None]:
+    """What the log sees of each line event as the adapter posts it (inline: a frame
+    costs no task switch): the caller's audio goes to the recording, a hang-up to the
+    call's outcome. Without a recording, a caller frame costs one type check."""
+    recording = call.recording  # set once, before the runner starts
 
-    def __init__(self, call: _Live) -> None:
-        self._call = call
+    def hung_up(event: LineEvent) -> None:
+        if type(event) is CallerHungUp:
+            call.outcome = call.outcome or "caller_hung_up"
 
-    def __call__(self, event: LineEvent) -> None:
+    if recording is None:
+        return hung_up
+    caller_audio = recording.caller_audio
+
+    def record(event: LineEvent) -> None:
         if type(event) is CallerAudio:
-            recording = self._call.recording
-            if recording is not None:
-                recording.caller_audio(event.ulaw, event.timestamp_ms)
-        elif type(event) is CallerHungUp:
-            self._call.outcome = self._call.outcome or "caller_hung_up"
+            caller_audio(event.ulaw, event.timestamp_ms)
+        else:
+            hung_up(event)
+
+    return record

@@ -100,7 +100,7 @@ def text_frame(payload: bytes) -> bytes:
     """A server's final text frame around ``payload`` (unmasked, no extensions): the
     bytes websockets' ``send_text`` would write."""
     size = len(payload)
-    if _LEN16 <= size < 1 << 16:  # a 20 ms media message (about 300 bytes)
+    if _LEN16 <= size < 1 << 16:  # a media message: 305 bytes for 20 ms, 517 for 40 ms
         return _head16(FIN_TEXT, _LEN16, size) + payload
     if size < _LEN16:
         return bytes((FIN_TEXT, size)) + payload

@@ -5,10 +5,13 @@ any WebSocket library and in tests over a list. Sends are serialised with a lock
 runner and a hang-up may race), and a send after the line closed is dropped and counted
 rather than raised: the caller is gone and ``CallerHungUp`` is already on its way.
 
-Audio is fifty messages a second per call: with ``write_now`` (a socket that can write a
-frame at once, ``MediaSocket.write_text_now``) a ``media`` message is the stream's
-prefix, the base64 and a suffix, written at once (no lock, no wait on the socket)
-whenever no other send is under way; otherwise it takes the same way as everything else.
+Audio is 25 messages a second per call (40 ms each: ``engine.playout``; any whole
+number of frames is sent as given): with ``write_now`` (a socket that can write a frame
+at once, ``MediaSocket.write_text_now``) a ``media`` message is the stream's prefix, the
+base64 and a suffix, written at once (no lock, no wait on the socket) whenever no other
+send is under way; otherwise it takes the same way as everything else. Marks and
+``clear`` are written at once the same way, so a ``clear`` leaves in the very call that
+asks for it, behind everything sent before it and ahead of everything after.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class TwilioTransport:
         self.stream_sid = stream_sid
         self.call_sid = call_sid
         self._media_prefix = codec.media_prefix(stream_sid).encode()
+        self._clear = codec.clear(stream_sid)
         self._write_now = write_now
         self._sending = 0  # sends that took the lock's way and have not finished
         self._send_text = send_text
@@ -89,10 +93,13 @@ class TwilioTransport:
 
     async def send_mark(self, name: str) -> None:
         self.marks.sent(name)  # before the send: the echo may arrive before it returns
-        await self._send(codec.mark(self.stream_sid, name))
+        text = codec.mark(self.stream_sid, name)
+        if not self._written_now(text):
+            await self._send(text)
 
     async def send_clear(self) -> None:
-        await self._send(codec.clear(self.stream_sid))
+        if not self._written_now(self._clear):
+            await self._send(self._clear)
 
     async def hangup(self) -> None:
         """End the call at Twilio (so the PSTN leg drops), then close our socket.
@@ -131,6 +138,14 @@ class TwilioTransport:
                 return
             self.closed = True
             await self._close()
+
+    def _written_now(self, text: str) -> bool:
+        """Written at once, as ``send_audio`` writes audio (nothing under way before it)."""
+        write_now = self._write_now
+        if write_now is None or self._sending or self.closed or not write_now(text.encode()):
+            return False
+        self.frames_sent += 1
+        return True
 
     async def _send(self, text: str) -> None:
         self._sending += 1  # until it is done, audio waits its turn here too
