@@ -53,7 +53,7 @@ async def serve() -> None:
         FakeOpenAI(default=Reply(text=ANSWER, first_token_delay_s=0.15,
                                  chunk_delay_s=0.01)) as openai,
         FakeElevenLabs(ms_per_char=40, chunk_ms=100, first_audio_delay_s=0.1,
-                       inactivity_timeout_s=60.0) as elevenlabs,
+                       inactivity_timeout_s=60.0, lean_socket=True) as elevenlabs,
     ):
         env = {
             "DEEPGRAM_API_KEY": deepgram.api_key,
