@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 from fakes.elevenlabs import FakeElevenLabs
-
 from providers_cloud import test_elevenlabs as single
 from providers_cloud import test_elevenlabs_call as multi
 from providers_cloud.helpers import RecordingSleep
@@ -35,7 +34,9 @@ def test_the_fakes_really_are_lean_here() -> None:
 # ElevenLabs stream-input: one socket a segment; errors, closes, timeouts, retries.
 test_el_speaks_a_segment = single.test_speaks_a_segment_as_untouched_ulaw
 test_el_segments_in_order = single.test_segments_in_order_each_on_its_own_socket
-test_el_cancel_mid_segment = single.test_cancel_mid_segment_closes_the_socket_and_yields_nothing_more
+test_el_cancel_mid_segment = (
+    single.test_cancel_mid_segment_closes_the_socket_and_yields_nothing_more
+)
 test_el_aclose = single.test_aclose_on_the_iterator_also_closes_the_socket
 test_el_refused_upgrade = single.test_refused_upgrade
 test_el_wrong_key = single.test_wrong_key_is_refused_and_not_echoed
