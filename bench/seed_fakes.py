@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fakes.deepgram import FakeDeepgram
 from fakes.elevenlabs import FakeElevenLabs
-from fakes.openai_chat import FakeOpenAI
+from fakes.openai_lean import LeanOpenAI
 from fakes.script import Reply
 
 HEARD = ("Hello, I would like to check my bill please.", "Wait, stop, I have another question.")
@@ -50,7 +50,7 @@ async def serve() -> None:
     async with (
         FakeDeepgram(transcripts, endpointing_frames=15, idle_timeout_s=60.0,
                      lean_socket=True) as deepgram,
-        FakeOpenAI(default=Reply(text=ANSWER, first_token_delay_s=0.15,
+        LeanOpenAI(default=Reply(text=ANSWER, first_token_delay_s=0.15,
                                  chunk_delay_s=0.01)) as openai,
         FakeElevenLabs(ms_per_char=40, chunk_ms=100, first_audio_delay_s=0.1,
                        inactivity_timeout_s=60.0, lean_socket=True) as elevenlabs,

@@ -2,23 +2,32 @@
 clients, the same assertions, only the fake's socket (or HTTP server) is the lean one.
 
 The test functions are the providers' test modules' own, collected here a second time
-with the fake switched to its lean variant by default.
+with the fake switched to its lean variant; and the lean OpenAI answers raw requests
+with the plain one's bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 from collections.abc import Iterator
 
 import pytest
 from fakes.elevenlabs import FakeElevenLabs
+from fakes.openai_chat import FakeOpenAI
+from fakes.openai_lean import LeanOpenAI
+from fakes.script import Reply, ScriptedToolCall
 from providers_cloud import test_elevenlabs as single
 from providers_cloud import test_elevenlabs_call as multi
+from providers_cloud import test_openai_llm as llm
 from providers_cloud.helpers import RecordingSleep
 
 
 @pytest.fixture(autouse=True)
 def lean_fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(FakeElevenLabs, "lean_by_default", True)
+    monkeypatch.setattr(llm, "FakeOpenAI", LeanOpenAI)  # the name its tests build
     yield
 
 
@@ -29,6 +38,7 @@ def sleep() -> RecordingSleep:
 
 def test_the_fakes_really_are_lean_here() -> None:
     assert FakeElevenLabs().lean_socket and not FakeElevenLabs(lean_socket=False).lean_socket
+    assert llm.FakeOpenAI is LeanOpenAI
 
 
 # ElevenLabs stream-input: one socket a segment; errors, closes, timeouts, retries.
@@ -55,3 +65,81 @@ test_el_multi_dropped = multi.test_a_dropped_socket_fails_the_sentence_and_is_re
 test_el_multi_refused_key = multi.test_a_refused_key_is_reported_not_retried
 test_el_multi_never_answers = multi.test_a_context_the_vendor_never_answers_times_out_retryably
 test_el_multi_silent_socket = multi.test_a_socket_silent_for_a_whole_read_timeout_is_replaced
+
+# OpenAI chat completions (HTTP/1.1, SSE): streams, tool calls, errors, keep-alive, pool.
+test_llm_text_deltas = llm.test_streams_text_deltas_in_order
+test_llm_tool_calls = llm.test_assembles_fragmented_tool_calls_after_the_text
+test_llm_dtmf_tools = llm.test_maps_dtmf_tool_calls_and_results_to_api_messages
+test_llm_cancelled_stays_warm = (
+    llm.test_a_cancelled_stream_stops_at_once_and_its_connection_stays_warm
+)
+test_llm_abandoned_cut = llm.test_an_abandoned_long_stream_is_cut_after_the_drain_limit
+test_llm_http_errors = llm.test_http_errors_map_to_provider_errors
+test_llm_wrong_key = llm.test_wrong_key_is_refused
+test_llm_hung = llm.test_a_hung_server_times_out_retryably
+test_llm_stall = llm.test_a_stream_that_stalls_after_some_text_times_out
+test_llm_dropped = llm.test_a_dropped_connection_mid_stream_is_retryable
+test_llm_error_event = llm.test_an_error_event_mid_stream_is_retryable
+test_llm_retry_recovers = llm.test_retry_stream_recovers_before_the_first_token
+test_llm_retry_gives_up = llm.test_retry_stream_gives_up_after_three_retries
+test_llm_never_repeats = llm.test_retry_stream_never_repeats_text_already_spoken
+test_llm_no_key = llm.test_compatible_server_without_key_gets_the_placeholder
+test_llm_warm = llm.test_warm_opens_the_connection_the_turns_then_reuse
+test_llm_failed_warm = llm.test_a_failed_warm_up_is_harmless
+test_llm_malformed = llm.test_a_malformed_chunk_mid_stream_is_retryable_and_never_repeated
+test_llm_error_message = llm.test_a_server_error_after_the_stream_began_keeps_its_message
+test_llm_pool = llm.test_concurrent_calls_share_one_pool_and_reuse_its_connections
+
+
+async def _raw_exchange(base_url: str, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """One request on a fresh socket: the status line, the headers, the de-chunked body."""
+    port = int(base_url.split(":")[2].split("/")[0])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status, *lines = head.decode("latin-1").split("\r\n")[:-2]
+        headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines)}
+        if "content-length" in headers:
+            return status.encode(), headers, await reader.readexactly(
+                int(headers["content-length"]))
+        body = b""
+        while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+        return status.encode(), headers, body
+    finally:
+        writer.close()
+
+
+def _post(body: dict[str, object], key: str = "test-openai-key") -> bytes:
+    data = json.dumps(body).encode()
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+            b"\r\nauthorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s"
+            % (key.encode(), len(data), data))
+
+
+@pytest.mark.parametrize(("request_bytes", "reply"), [
+    (_post({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}),
+     Reply(text=("Sure, ", 'a "quoted" \u00e9 word.'), tool_calls=(ScriptedToolCall(
+         "check_bill", {"account": "42"}, id="call_1"),))),
+    (_post({"model": "gpt-4o", "stream": True, "messages": []}), Reply()),
+    (_post({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+           key="wrong"), Reply()),
+    (b"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer test-openai-key\r\n\r\n",
+     Reply()),
+])
+async def test_lean_openai_answers_the_same_bytes_as_the_plain_one(
+    request_bytes: bytes, reply: Reply
+) -> None:
+    answers = []
+    for fake_type in (FakeOpenAI, LeanOpenAI):
+        async with fake_type([reply]) as fake:
+            answers.append(await _raw_exchange(fake.base_url, request_bytes))
+    (status, headers, body), (lean_status, lean_headers, lean_body) = answers
+    assert lean_status == status
+    for name in ("content-type", "content-length", "transfer-encoding", "server"):
+        assert lean_headers.get(name) == headers.get(name), name
+    ids = re.compile(rb'"id": "chatcmpl-[0-9a-f]{24}", "object": "chat.completion.chunk", '
+                     rb'"created": \d+')
+    assert ids.sub(b"ID", lean_body) == ids.sub(b"ID", body)
