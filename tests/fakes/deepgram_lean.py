@@ -1,7 +1,9 @@
 """The fake Deepgram on ``_lean_ws`` (``FakeDeepgram(lean_socket=True)``): the same upgrade
 checks, the same ``_Stream`` state machine, a fraction of the CPU a message.
 
-A message is handed to the stream's ``message`` coroutine and stepped to its end at once:
+Audio that sends nothing (most of it) is taken by ``_Stream.take_quiet_audio`` without a
+coroutine. Any other message is handed to the stream's ``message`` coroutine and stepped
+to its end at once:
 the stream only waits when a scripted delay says so (``final_delay_s``); then that message
 finishes in a task and the ones behind it queue, so the order is the socket's.
 """
@@ -56,6 +58,9 @@ class _Driver:
             return
         if self.busy is not None:
             self.queued.append(data)
+            return
+        if type(data) is bytes and data and self.stream.take_quiet_audio(data):
+            self.stream._waiting_since = self.loop.time()
             return
         self.stream._waiting_since = None
         coro = self.stream.message(data)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 from collections.abc import Iterator
 
 import pytest
+from fakes.deepgram import DeepgramSession, FakeDeepgram, _Stream
 from fakes.elevenlabs import FakeElevenLabs
 from fakes.openai_chat import FakeOpenAI
 from fakes.openai_lean import LeanOpenAI
 from fakes.script import Reply, ScriptedToolCall
+from providers_cloud import test_deepgram as stt
+from providers_cloud import test_deepgram_barge_in as stt_barge
 from providers_cloud import test_elevenlabs as single
 from providers_cloud import test_elevenlabs_call as multi
 from providers_cloud import test_openai_llm as llm
@@ -27,6 +31,7 @@ from providers_cloud.helpers import RecordingSleep
 @pytest.fixture(autouse=True)
 def lean_fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(FakeElevenLabs, "lean_by_default", True)
+    monkeypatch.setattr(FakeDeepgram, "lean_by_default", True)
     monkeypatch.setattr(llm, "FakeOpenAI", LeanOpenAI)  # the name its tests build
     yield
 
@@ -39,6 +44,7 @@ def sleep() -> RecordingSleep:
 def test_the_fakes_really_are_lean_here() -> None:
     assert FakeElevenLabs().lean_socket and not FakeElevenLabs(lean_socket=False).lean_socket
     assert llm.FakeOpenAI is LeanOpenAI
+    assert FakeDeepgram().lean_socket
 
 
 # ElevenLabs stream-input: one socket a segment; errors, closes, timeouts, retries.
@@ -65,6 +71,42 @@ test_el_multi_dropped = multi.test_a_dropped_socket_fails_the_sentence_and_is_re
 test_el_multi_refused_key = multi.test_a_refused_key_is_reported_not_retried
 test_el_multi_never_answers = multi.test_a_context_the_vendor_never_answers_times_out_retryably
 test_el_multi_silent_socket = multi.test_a_socket_silent_for_a_whole_read_timeout_is_replaced
+
+# Deepgram live transcription on the lean socket (the quiet-audio shortcut included).
+test_stt_transcribes_an_utterance_and_forwards = (
+    stt.test_transcribes_an_utterance_and_forwards_ulaw_untouched
+)
+test_stt_provider_endpointing_marks_speech_final = (
+    stt.test_provider_endpointing_marks_speech_final_and_keeps_order
+)
+test_stt_audio_goes_out_in_chunks = (
+    stt.test_audio_goes_out_in_chunks_and_finalize_flushes_what_waits
+)
+test_stt_close_stream_flushes_the_audio = stt.test_close_stream_flushes_the_audio_before_it
+test_stt_by_default_a_message_is = stt.test_by_default_a_message_is_two_twilio_frames
+test_stt_finalize_is_written_before_push = (
+    stt.test_finalize_is_written_before_push_returns_to_the_caller
+)
+test_stt_a_socket_that_pushes_back = (
+    stt.test_a_socket_that_pushes_back_queues_drops_the_oldest_then_catches_up
+)
+test_stt_a_lone_frame_goes_out = stt.test_a_lone_frame_goes_out_alone_after_one_chunk_time
+test_stt_no_keepalive_while_audio_flows = stt.test_no_keepalive_while_audio_flows
+test_stt_finalize_without_speech_gives_an = stt.test_finalize_without_speech_gives_an_empty_final
+test_stt_keepalive_flows_while_no_audio_does = stt.test_keepalive_flows_while_no_audio_does
+test_stt_aclose_ends_the_event_stream_cleanly = stt.test_aclose_ends_the_event_stream_cleanly
+test_stt_wrong_key_is_a_non = stt.test_wrong_key_is_a_non_retryable_error_without_the_key
+test_stt_upgrade_status_decides_retryable = stt.test_upgrade_status_decides_retryable
+test_stt_bad_query_parameter_is_refused = (
+    stt.test_bad_query_parameter_is_refused_by_the_fake_like_deepgram
+)
+test_stt_close_1011_mid_stream_is_retryable = stt.test_close_1011_mid_stream_is_retryable
+test_stt_close_for_bad_data_is_not_retryable = stt.test_close_for_bad_data_is_not_retryable
+test_stt_malformed_json_is_logged_counted = stt.test_malformed_json_is_logged_counted_and_skipped
+test_stt_retry_backs_off_then_gives = stt.test_retry_backs_off_then_gives_up_on_retryable_failures
+test_stt_retry_does_not_retry_a_bad_key = stt.test_retry_does_not_retry_a_bad_key
+test_stt_two_words_hold_barge_in = stt_barge.test_two_words_hold_barge_in_until_the_second_word
+test_stt_one_word_clears = stt_barge.test_one_word_clears_at_the_first_word
 
 # OpenAI chat completions (HTTP/1.1, SSE): streams, tool calls, errors, keep-alive, pool.
 test_llm_text_deltas = llm.test_streams_text_deltas_in_order
@@ -143,3 +185,57 @@ async def test_lean_openai_answers_the_same_bytes_as_the_plain_one(
     ids = re.compile(rb'"id": "chatcmpl-[0-9a-f]{24}", "object": "chat.completion.chunk", '
                      rb'"created": \d+')
     assert ids.sub(b"ID", lean_body) == ids.sub(b"ID", body)
+
+
+class _Recorder:
+    """The socket a Deepgram ``_Stream`` answers on: what it sent, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    async def send(self, text: str) -> None:
+        message = json.loads(text)
+        message.pop("metadata", None)  # request and model ids: fresh per stream
+        self.sent.append(message)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.sent.append(("close", code, reason))
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_deepgram_quiet_audio_shortcut_leaves_the_stream_as_its_message_would(
+    seed: int,
+) -> None:
+    """Random speech and pauses in 20/40/60 ms messages, and Finalizes: the stream that
+    takes quiet audio by the shortcut sends and records exactly what the plain one does."""
+    rng = random.Random(seed)
+    fake = FakeDeepgram(["one two three", "four five", "six"], cycle=True,
+                        interim_after_frames=rng.choice([1, 3, 10]),
+                        endpointing_frames=rng.choice([None, 2, 15]))
+    loud, hush = bytes([0x20, 0xA0] * 80), b"\xff" * 160
+    messages: list[str | bytes] = []
+    for _ in range(60):
+        frames = rng.choice([loud, hush]) * rng.randint(1, 3)
+        messages += [frames] * rng.randint(1, 12)
+        if rng.random() < 0.15:
+            messages.append('{"type": "Finalize"}')
+    streams = []
+    taken = 0
+    for shortcut in (False, True):
+        session = DeepgramSession("/v1/listen", {}, {})
+        stream = _Stream(fake, _Recorder(), session)  # type: ignore[arg-type]
+        for message in messages:
+            if shortcut and isinstance(message, bytes) and stream.take_quiet_audio(message):
+                taken += 1
+            else:
+                await stream.message(message)
+        streams.append(stream)
+    plain, lean = streams
+    assert taken > len(messages) // 3  # the shortcut did most of the work
+    assert lean.ws.sent == plain.ws.sent  # type: ignore[attr-defined]
+    assert len(plain.ws.sent) > 3  # type: ignore[attr-defined]
+    for name in ("audio", "frames", "frames_handled", "audio_messages", "messages", "controls",
+                 "finals_sent"):
+        assert getattr(lean.session, name) == getattr(plain.session, name), name
+    for name in ("audio_s", "in_speech", "pending", "silent_frames", "speech_frames", "current"):
+        assert getattr(lean, name) == getattr(plain, name), name
