@@ -16,8 +16,12 @@ server's share is what changes.
 
 Cost: they share the client core with the callers, and at 200 calls take ~5000 Deepgram
 messages a second. So they run on uvloop, with start-up's objects frozen out of the
-collector; the fakes themselves skip per-message timers (Deepgram's idle watchdog), test
-speech with a table lookup, and make each reply's audio messages once (ElevenLabs).
+collector, and each on its lean variant, the same wire protocol for a fraction of the CPU:
+Deepgram and ElevenLabs on ``_lean_ws`` (frames parsed in ``data_received``; Deepgram takes
+audio that answers nothing without a coroutine, ElevenLabs makes each reply's audio
+messages once), OpenAI on a plain asyncio HTTP/1.1 server (``openai_lean``: no ASGI, each
+reply's chunks encoded once). Their tests re-run on the lean variants
+(``tests/simulator/test_bench_fakes_lean.py``).
 """
 
 from __future__ import annotations
