@@ -287,43 +287,6 @@ class _Stream:
             return False
         return await self._control(message)
 
-    def take_quiet_audio(self, message: bytes) -> bool:
-        """Take an audio message at once if it sends nothing and ends nothing: every frame
-        is silence outside an utterance, a pause short of the endpoint, or speech that is
-        not the interim's frame. True: taken, exactly as ``message`` would have; False:
-        nothing was touched, ``message`` must run. The load benchmark's lean socket calls
-        this first, as most of a stream's audio is such (no coroutine per message)."""
-        fake, session = self.fake, self.session
-        if fake.close_after_frames is not None or fake.malformed_after_frames is not None:
-            return False
-        if fake.interim_every_frames and self.pending:
-            return False
-        in_speech, silent, spoken = self.in_speech, self.silent_frames, self.speech_frames
-        endpointing, interim_at = self.endpointing_frames, fake.interim_after_frames
-        interims = not fake.interim_every_frames and bool(self.current)
-        level = fake.silence_level
-        for at in range(0, len(message), _FRAME_BYTES):
-            if _speech(message[at : at + _FRAME_BYTES], level):
-                if not in_speech:
-                    return False  # SpeechStarted
-                silent, spoken = 0, spoken + 1
-                if interims and spoken == interim_at:
-                    return False  # the interim result
-            elif in_speech:
-                silent += 1
-                if endpointing is not None and silent >= endpointing:
-                    return False  # the final result
-        frames = -(-len(message) // _FRAME_BYTES)
-        session.audio_messages += 1
-        session.messages.append(len(message))
-        session.audio.extend(message)
-        session.frames += frames
-        session.frames_handled += frames
-        for at in range(0, len(message), _FRAME_BYTES):  # the same float sums as _audio's
-            self.audio_s += len(message[at : at + _FRAME_BYTES]) / 8000
-        self.silent_frames, self.speech_frames = silent, spoken
-        return True
-
     async def _audio(self, frame: bytes) -> bool:
         fake, session = self.fake, self.session
         session.audio.extend(frame)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 from fakes.deepgram import DeepgramSession, FakeDeepgram, _Stream
+from fakes.deepgram_lean import take_quiet_audio
 from fakes.elevenlabs import FakeElevenLabs
 from fakes.openai_chat import FakeOpenAI
 from fakes.openai_lean import LeanOpenAI
@@ -225,7 +226,7 @@ async def test_deepgram_quiet_audio_shortcut_leaves_the_stream_as_its_message_wo
         session = DeepgramSession("/v1/listen", {}, {})
         stream = _Stream(fake, _Recorder(), session)  # type: ignore[arg-type]
         for message in messages:
-            if shortcut and isinstance(message, bytes) and stream.take_quiet_audio(message):
+            if shortcut and isinstance(message, bytes) and take_quiet_audio(stream, message):
                 taken += 1
             else:
                 await stream.message(message)
