@@ -16,8 +16,12 @@ server's share is what changes.
 
 Cost: they share the client core with the callers, and at 200 calls take ~5000 Deepgram
 messages a second. So they run on uvloop, with start-up's objects frozen out of the
-collector; the fakes themselves skip per-message timers (Deepgram's idle watchdog), test
-speech with a table lookup, and make each reply's audio messages once (ElevenLabs).
+collector, and each on its lean variant, the same wire protocol for a fraction of the CPU:
+Deepgram and ElevenLabs on ``_lean_ws`` (frames parsed in ``data_received``; Deepgram takes
+audio that answers nothing without a coroutine, ElevenLabs makes each reply's audio
+messages once), OpenAI on a plain asyncio HTTP/1.1 server (``openai_lean``: no ASGI, each
+reply's chunks encoded once). Their tests re-run on the lean variants
+(``tests/simulator/test_bench_fakes_lean.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fakes.deepgram import FakeDeepgram
 from fakes.elevenlabs import FakeElevenLabs
-from fakes.openai_chat import FakeOpenAI
+from fakes.openai_lean import LeanOpenAI
 from fakes.script import Reply
 
 HEARD = ("Hello, I would like to check my bill please.", "Wait, stop, I have another question.")
@@ -50,10 +54,10 @@ async def serve() -> None:
     async with (
         FakeDeepgram(transcripts, endpointing_frames=15, idle_timeout_s=60.0,
                      lean_socket=True) as deepgram,
-        FakeOpenAI(default=Reply(text=ANSWER, first_token_delay_s=0.15,
+        LeanOpenAI(default=Reply(text=ANSWER, first_token_delay_s=0.15,
                                  chunk_delay_s=0.01)) as openai,
         FakeElevenLabs(ms_per_char=40, chunk_ms=100, first_audio_delay_s=0.1,
-                       inactivity_timeout_s=60.0) as elevenlabs,
+                       inactivity_timeout_s=60.0, lean_socket=True) as elevenlabs,
     ):
         env = {
             "DEEPGRAM_API_KEY": deepgram.api_key,

@@ -57,6 +57,7 @@ class LeanServerSocket(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self.request: Request | None = None
         self.close_code: int | None = None  # the code in the peer's close frame (1006: none)
+        self.on_lost: Callable[[LeanServerSocket], None] | None = None
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -74,6 +75,8 @@ class LeanServerSocket(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_code is None:
             self.close_code = _ABNORMAL
+        if self.on_lost is not None:
+            self.on_lost(self)
         for task in self._tasks:
             task.cancel()
         if self._sink is not None:
@@ -90,12 +93,26 @@ class LeanServerSocket(asyncio.Protocol):
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; the peer's answer (or 2 s) ends the socket."""
+        self.close_soon(code, reason)
+
+    def close_soon(self, code: int = 1000, reason: str = "") -> None:
+        """``close`` for a caller that is not a coroutine (a handler's end)."""
         if self._close_sent or self._transport is None:
             return
         self._close_sent = True
         self._write(_frame(OP_CLOSE, struct.pack("!H", code) + reason.encode()))
         loop = asyncio.get_running_loop()
         loop.call_later(_CLOSE_WAIT_S, self._transport.close)
+
+    @property
+    def closing(self) -> bool:
+        """Our close frame went out, or the transport is going: no more data frames."""
+        return self._close_sent or self._transport is None or self._transport.is_closing()
+
+    def abort(self) -> None:
+        """Drop the connection now (the fake is shutting down)."""
+        if self._transport is not None:
+            self._transport.abort()
 
     # ------------------------------------------------------------ private
 

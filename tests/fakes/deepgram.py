@@ -72,6 +72,8 @@ class DeepgramSession:
 
 
 class FakeDeepgram:
+    lean_by_default = False  # what ``lean_socket=None`` means (a test may flip it)
+
     def __init__(
         self,
         transcripts: Sequence[str] = (),
@@ -94,10 +96,10 @@ class FakeDeepgram:
         first_word_s: float = 0.0,
         cycle: bool = False,
         new_connection_s: float = 0.0,
-        lean_socket: bool = False,
+        lean_socket: bool | None = None,
     ) -> None:
         self.transcripts = list(transcripts)
-        self.lean_socket = lean_socket
+        self.lean_socket = self.lean_by_default if lean_socket is None else lean_socket
         self.endpointing_from_request = endpointing_from_request
         self.final_latency_s = final_latency_s
         self.interim_every_frames = interim_every_frames

@@ -16,7 +16,9 @@ Audio is a μ-law 440 Hz tone, ``ms_per_char`` long per character, in ``chunk_ms
 ``first_audio_delay_s`` is the wait before each generation's first audio;
 ``new_connection_s`` is what opening a socket costs (paid before the upgrade answer);
 ``connections``
-counts the sockets opened.
+counts the sockets opened. ``lean_socket`` serves the same protocol on ``_lean_ws``
+(``_lean_conn``) instead of websockets' asyncio server: a fraction of the CPU a message,
+for the load benchmark's client core.
 Not modelled: real speech, the chunk_length_schedule buffer (text is generated on flush
 or at the end), SSML, pronunciation dictionaries, ``sync_alignment``.
 """
@@ -68,6 +70,8 @@ class ElevenLabsSession:
 
 
 class FakeElevenLabs:
+    lean_by_default = False  # what ``lean_socket=None`` means (a test may flip it)
+
     def __init__(
         self,
         *,
@@ -85,8 +89,10 @@ class FakeElevenLabs:
         malformed_after_chunks: int | None = None,
         hang: bool = False,
         new_connection_s: float = 0.0,
+        lean_socket: bool | None = None,
     ) -> None:
         self.api_key = api_key
+        self.lean_socket = self.lean_by_default if lean_socket is None else lean_socket
         self.new_connection_s = new_connection_s
         self.ms_per_char = ms_per_char
         self.chunk_ms = chunk_ms
@@ -122,6 +128,14 @@ class FakeElevenLabs:
         return ulaw.encode(levels.tone(440.0, ms, -20.0))
 
     async def __aenter__(self) -> FakeElevenLabs:
+        if self.lean_socket:
+            from fakes._lean_conn import serve_handler
+
+            async def upgrade(request: Request) -> Response | None:
+                return await self._upgrade(None, request)  # type: ignore[arg-type]
+
+            self._server = await serve_handler(upgrade, self._handle)  # type: ignore[arg-type]
+            return self
         self._server = await serve(
             self._handle, "127.0.0.1", 0, process_request=self._upgrade, compression=None
         )

@@ -7,6 +7,7 @@ own ``_apply`` on random seeded sequences; the script by driving a call by hand.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 
@@ -25,6 +26,7 @@ from callbridge.simulator.lean import (
     Script,
     ServerReader,
 )
+from callbridge.simulator.loadworker import PHASE_S, Scheduler
 from callbridge.simulator.metrics import TurnTracker
 from callbridge.twilio import codec
 
@@ -279,3 +281,137 @@ def test_a_close_at_capacity_before_any_bot_audio_is_a_refusal_not_a_failure() -
     heard.call.end("server")
     dropped = heard.call.result()
     assert not dropped["ok"] and not dropped["refused"] and "server ended" in str(dropped["why"])
+
+
+# ------------------------------------------------------------ media of any whole number of frames
+
+
+def bot_reply(d: Driver, frames: int, per_message: int, *, late: int | None = None) -> None:
+    """The server sends ``frames`` of reply in messages of ``per_message`` frames, 200 ms
+    ahead of the player as the real playout does; message ``late`` comes 60 ms after its
+    audio was due instead."""
+    starts = range(0, frames, per_message)
+    send_at = {m: max(0, first - 10) for m, first in enumerate(starts)}
+    if late is not None:  # it holds back the ones behind it too
+        for m in range(late, len(starts)):
+            send_at[m] = max(send_at[m], starts[late] + 3)
+    for tick in range(frames + 10):
+        for m, first in enumerate(starts):
+            if send_at[m] == tick:
+                text = codec.media(SID, TONE * min(per_message, frames - first)).encode()
+                d.sent += d.call.on_message(d.now, text)
+        d.sent += d.call.tick(d.now)
+        d.now += 0.020
+
+
+def heard(per_message: int) -> Driver:
+    """A greeting and one reply, in messages of ``per_message`` frames."""
+    d = Driver(Script(utterance("q", 2), utterance("i", 2), duration_s=60.0, barge_in=False))
+    d.beat(5)
+    bot_reply(d, 48, per_message)  # the greeting: 960 ms
+    d.beat(40)  # quiet: the caller asks
+    d.beat(10)
+    bot_reply(d, 60, per_message)  # the reply
+    d.beat(40)
+    return d
+
+
+@pytest.mark.parametrize("per_message", [2, 3])
+def test_media_of_several_frames_plays_counts_and_paces_as_its_frames_would(
+    per_message: int,
+) -> None:
+    """20, 40 or 60 ms a message: the same audio heard, the same turn latency, no
+    underrun and no jitter when the server keeps its lead."""
+    one, d = heard(1), heard(per_message)
+    call = d.call
+    assert call.bot_audio_bytes == 108 * 160
+    assert call.frames_received == -(-48 // per_message) + -(-60 // per_message)
+    assert call.playback.played_bytes == 108 * 160 and call.playback.underruns == 0
+    assert max(call.pacing.samples_ms) == pytest.approx(0.0, abs=1e-6)
+    assert [t.as_dict() for t in call.tracker.turns] == [
+        t.as_dict() for t in one.call.tracker.turns
+    ]
+    assert any(t.latency_ms for t in call.tracker.turns)
+    assert call.playback.speech_starts == one.call.playback.speech_starts
+
+
+def test_a_40_ms_message_that_comes_late_is_one_underrun_and_its_jitter() -> None:
+    d = Driver(Script(utterance("q", 2), utterance("i", 2), duration_s=60.0, barge_in=False))
+    d.beat(5)
+    bot_reply(d, 40, 2, late=10)  # the message due at 400 ms comes at 460 ms
+    call = d.call
+    assert call.playback.underruns == 1
+    assert call.playback.underrun_ms == pytest.approx(60.0, abs=0.5)
+    assert max(call.pacing.samples_ms) == pytest.approx(60.0 + 200.0, abs=0.5)
+    assert call.playback.played_bytes == 40 * 160
+
+
+# ------------------------------------------------------------ the worker's shared clock
+
+
+class _StubCall:
+    """What the scheduler sees of a ``LeanCall``: a media clock, ticks, an end."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames, self.k, self.t0_s = frames, 0, 0.0
+        self.ticks: list[tuple[float, float]] = []  # (due, sent)
+        self.ended_by: str | None = None
+
+    @property
+    def next_due_s(self) -> float:
+        return self.t0_s + self.k * 0.020
+
+    @property
+    def done(self) -> bool:
+        return self.ended_by is not None
+
+    def opening(self, now: float) -> list[str]:
+        self.t0_s = now
+        return ["opening"]
+
+    def tick(self, now: float) -> list[str]:
+        self.ticks.append((self.next_due_s, now))
+        self.k += 1
+        if self.k == self.frames:
+            self.ended_by = "caller"
+        return [f"frame {self.k}"]
+
+
+class _StubConn:
+    def __init__(self, call: _StubCall, over: list[_StubConn], all_over: asyncio.Event) -> None:
+        self.call, self.sent = call, []
+        self._over, self._all_over = over, all_over
+
+    def send(self, texts: list[str]) -> None:
+        self.sent += texts
+
+    def finish(self) -> None:
+        self._over.append(self)
+        if len(self._over) == 7:
+            self._all_over.set()
+
+
+async def test_the_shared_clock_sends_every_frame_once_in_order_and_never_early() -> None:
+    scheduler = Scheduler()
+    runner = asyncio.create_task(scheduler.run())
+    conns: list[_StubConn] = []
+    over: list[_StubConn] = []
+    all_over = asyncio.Event()
+    try:
+        for i in range(7):  # calls join at odd moments, on every phase of the beat
+            conn = _StubConn(_StubCall(frames=8), over, all_over)
+            scheduler.add(conn)  # type: ignore[arg-type]
+            conns.append(conn)
+            await asyncio.sleep(0.0037 * (i % 3))
+        async with asyncio.timeout(5):
+            await all_over.wait()
+    finally:
+        runner.cancel()
+    assert sorted(map(id, over)) == sorted(map(id, conns))  # each finished once
+    for conn in conns:
+        call = conn.call
+        assert conn.sent == ["opening", *(f"frame {k}" for k in range(1, 9))]
+        assert abs(call.t0_s / PHASE_S - round(call.t0_s / PHASE_S)) < 1e-6  # on the grid
+        assert all(sent >= due for due, sent in call.ticks)  # never early
+        assert [due for due, _ in call.ticks] == [call.t0_s + k * 0.020 for k in range(8)]
+    assert len({round(c.call.t0_s / PHASE_S) % 4 for c in conns}) > 1  # spread over phases

@@ -65,6 +65,7 @@ def test_row_marks_a_client_bound_level_and_the_verdict_skips_it() -> None:
     fine = level(10, lag=1.0, jitter=2.0).row()
     assert not fine["client_bound"] and fine["client_lag_p99_ms"] == 1.0
     assert fine["server_cpu_pct"] == 40.0 and fine["cpu_per_call_pct"] == 4.0
+    assert fine["client_cpu_pct"] == 30 and fine["client_cpu_per_call_pct"] == 3.0
     assert fine["rss_per_call_kib"] == 1024.0
     bound = level(50, lag=CLIENT_LAG_LIMIT_MS + 1, jitter=2.0).row()
     assert bound["client_bound"]

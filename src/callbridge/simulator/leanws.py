@@ -7,8 +7,9 @@ ceiling. This does only what a Twilio media socket needs: the opening handshake,
 masked text frames out, unfragmented or fragmented text/close/ping frames in. The
 ``simulate`` command keeps the full client.
 
-Masks come from a seeded, non-cryptographic generator: their unpredictability only
-guards proxies against hostile browser scripts, and this client talks to 127.0.0.1.
+Masks come from a seeded, non-cryptographic generator, drawn 4 KiB at a time and handed
+out as successive 4-byte slices: their unpredictability only guards proxies against
+hostile browser scripts, and this client talks to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hashlib
 import os
 import random
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from websockets.speedups import apply_mask
@@ -41,11 +42,29 @@ __all__ = [
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEADER_BYTES = 16 * 1024
+_MASK_POOL_BYTES = 4096
 _masks = random.Random(os.getpid())
 
 
-@dataclass(frozen=True, slots=True)
-class WsFrame:
+class _MaskPool:
+    """Successive 4-byte masks from a block of the seeded generator (one call per 1024)."""
+
+    def __init__(self) -> None:
+        self._block = b""
+        self._at = _MASK_POOL_BYTES
+
+    def next(self) -> bytes:
+        at = self._at
+        if at >= _MASK_POOL_BYTES:
+            self._block, at = _masks.randbytes(_MASK_POOL_BYTES), 0
+        self._at = at + 4
+        return self._block[at : at + 4]
+
+
+_pool = _MaskPool()
+
+
+class WsFrame(NamedTuple):
     """One whole message (continuations joined) or one control frame."""
 
     opcode: int
@@ -59,7 +78,7 @@ _HEAD_64 = struct.Struct("!BBQ")
 
 def encode_frame(payload: bytes, opcode: int = OP_TEXT, mask: bytes | None = None) -> bytes:
     """A single final client frame: header, mask key, masked payload."""
-    key = mask if mask is not None else _masks.randbytes(4)
+    key = mask if mask is not None else _pool.next()
     n = len(payload)
     if n < 126:
         header = _HEAD_7.pack(0x80 | opcode, 0x80 | n)
@@ -115,8 +134,14 @@ class FrameParser:
                 raise TwilioProtocolError(f"expected a frame of at most {self._max} bytes, got {n}")
             if end - pos < head + n:
                 break
-            payload = bytes(buf[pos + head : pos + head + n])
+            if buf is data:  # (slicing bytes copies once; a bytearray slice needs bytes())
+                payload = data[pos + head : pos + head + n]
+            else:
+                payload = bytes(buf[pos + head : pos + head + n])
             pos += head + n
+            if b0 == 0x81 and not self._parts:  # a whole text message: most of them
+                out.append(WsFrame(OP_TEXT, payload))
+                continue
             frame = self._frame(b0 & 0x80 != 0, b0 & 0x0F, payload)
             if frame is not None:
                 out.append(frame)

@@ -129,6 +129,9 @@ class RunResult:
             "failed": self.failed,
             "refused": self.refused,
             "client_cpu_pct": None if self.client_cpu_pct is None else round(self.client_cpu_pct),
+            "client_cpu_per_call_pct": None
+            if self.client_cpu_pct is None
+            else round(self.client_cpu_pct / self.calls, 2),
             "client_lag_p99_ms": lag,
             "client_bound": lag is None
             or lag > CLIENT_LAG_LIMIT_MS
@@ -313,6 +316,7 @@ _COLUMNS = [
     ("failed", "failed"),
     ("refused", "refused"),
     ("client_cpu_pct", "client CPU %"),
+    ("client_cpu_per_call_pct", "client %/call"),
     ("client_lag_p99_ms", "client lag p99"),
     ("client_bound", "bound by"),
 ]

@@ -2,9 +2,9 @@
 
 Why one scheduler and not a task per call: 200 callers each sleeping 20 ms cost 10 000
 timer wake-ups a second. Here each call's media clock starts on one of four phases of
-the 20 ms beat (a 5 ms grid), a heap orders the calls by their next frame, and one
-wake-up sends every frame due, so at most 200 wake-ups a second serve any number of
-calls, while the server still sees the calls' frames spread over the beat as real calls
+the 20 ms beat (a 5 ms grid), the calls of one phase form a group, and one wake-up
+per grid point sends that group's frames, so at most 200 wake-ups a second serve any
+number of calls, while the server still sees the calls' frames spread over the beat as real calls
 do, not all at once. A frame is never sent early; how late it went out is each call's
 ``send_lag_ms``, the load generator's own health.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import heapq
 import json
 import math
 import os
@@ -54,6 +53,7 @@ __all__ = ["LeanConnection", "Scheduler", "run_worker"]
 OPEN_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
 PHASE_S = 0.005  # media clocks start on this grid: four phases of the 20 ms beat
+PHASES = 4
 
 
 def refused_at_voice(plan: TwimlPlan) -> dict[str, Any]:
@@ -91,6 +91,9 @@ class LeanConnection(asyncio.Protocol):
                 if rest is None:
                     return
                 self._handshake = None
+                if self.opened.done():  # its owner gave up waiting (OPEN_TIMEOUT_S)
+                    self.abort()
+                    return
                 self.opened.set_result(None)
                 data = rest
             frames = self._parser.feed(data)
@@ -98,19 +101,19 @@ class LeanConnection(asyncio.Protocol):
             self._fail(exc)
             return
         call = self.call
-        for frame in frames:
-            if frame.opcode == OP_TEXT:
-                if texts := call.on_message(now, frame.payload):
+        for opcode, payload in frames:
+            if opcode == OP_TEXT:
+                if texts := call.on_message(now, payload):
                     self.send(texts)
-            elif frame.opcode == OP_PING:
-                self._write(encode_frame(frame.payload, OP_PONG))
-            elif frame.opcode == OP_CLOSE:
-                if len(frame.payload) >= 2:
-                    call.close_code = int.from_bytes(frame.payload[:2], "big")
+            elif opcode == OP_PING:
+                self._write(encode_frame(payload, OP_PONG))
+            elif opcode == OP_CLOSE:
+                if len(payload) >= 2:
+                    call.close_code = int.from_bytes(payload[:2], "big")
                 call.end("server")
                 self.close()
                 self.finish()
-            elif frame.opcode == OP_BINARY:
+            elif opcode == OP_BINARY:
                 call.protocol_errors.append("expected a JSON text frame, got a binary frame")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -123,10 +126,14 @@ class LeanConnection(asyncio.Protocol):
                     future.set_result(None)
 
     def send(self, texts: list[str]) -> None:
+        """One write for all of them (a beat's frame and the marks echoed with it)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
         if len(texts) == 1:
-            self._write(encode_frame(texts[0].encode()))
+            transport.write(encode_frame(texts[0].encode()))
         else:
-            self._write(b"".join(encode_frame(t.encode()) for t in texts))
+            transport.write(b"".join([encode_frame(t.encode()) for t in texts]))
 
     def close(self) -> None:
         """Send our close frame (once); the server's answer ends the socket."""
@@ -156,54 +163,72 @@ class LeanConnection(asyncio.Protocol):
 
 
 class Scheduler:
-    """Calls ordered by their next frame; one wake-up serves every frame due."""
+    """Calls grouped by the phase of their beat on the ``PHASE_S`` grid; one wake-up per
+    grid point serves its whole group (no heap, no per-call ordering: every call in a
+    group is due at the same instant)."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._heap: list[tuple[float, int, LeanConnection]] = []
-        self._order = 0
+        self._groups: list[list[LeanConnection]] = [[] for _ in range(PHASES)]
+        self._point = -1  # the next grid point to serve (-1: none yet)
+        self._calls = 0
         self._wake: asyncio.Future[None] | None = None
-        self._target = math.inf
 
     def add(self, conn: LeanConnection) -> None:
         """Start ``conn``'s media clock on the next point of the ``PHASE_S`` grid."""
-        due = math.ceil(time.monotonic() / PHASE_S) * PHASE_S
-        conn.send(conn.call.opening(due))
-        self._push(conn)
-        if due < self._target and self._wake is not None and not self._wake.done():
+        point = math.ceil(time.monotonic() / PHASE_S)
+        conn.send(conn.call.opening(point * PHASE_S))
+        self._groups[point % PHASES].append(conn)
+        self._calls += 1
+        if self._point < 0 or point < self._point:
+            self._point = point
+        if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
     async def run(self) -> None:
-        heap, loop, clock = self._heap, self._loop, time.monotonic
+        loop, clock, groups = self._loop, time.monotonic, self._groups
         while True:
-            self._target = heap[0][0] if heap else math.inf
-            now = clock()
-            if self._target > now:
+            if self._calls == 0 or self._point < 0:
                 self._wake = loop.create_future()
-                handle = None
-                if heap:  # uvloop's timers count whole ms and may fire up to 1 ms early:
-                    # rounded up, never under 1 ms, so an early wake-up waits again, not spins
-                    delay_s = max(0.001, math.ceil((self._target - now) * 1000.0) / 1000.0)
-                    handle = loop.call_later(delay_s, _wake, self._wake)
                 await self._wake
-                if handle is not None:
-                    handle.cancel()
                 continue
-            while heap and heap[0][0] <= now:
-                _, _, conn = heapq.heappop(heap)
-                call = conn.call
-                if call.ended_by is not None:  # the server left while it waited
-                    continue
-                if texts := call.tick(now):
-                    conn.send(texts)
-                if call.done:
-                    conn.finish()
-                else:
-                    self._push(conn)
+            # (a hair past the point, so float rounding never makes a frame due "early")
+            target = self._point * PHASE_S + 1e-6
+            now = clock()
+            if target > now:
+                self._wake = loop.create_future()
+                # uvloop's timers count whole ms and may fire up to 1 ms early: rounded
+                # up, never under 1 ms, so an early wake-up waits again, not spins
+                delay_s = max(0.001, math.ceil((target - now) * 1000.0) / 1000.0)
+                handle = loop.call_later(delay_s, _wake, self._wake)
+                await self._wake
+                handle.cancel()
+                continue
+            while self._point * PHASE_S + 1e-6 <= now:  # every point passed, in order
+                group = groups[self._point % PHASES]
+                self._point += 1
+                if group:
+                    groups[(self._point - 1) % PHASES] = self._serve(group, now)
 
-    def _push(self, conn: LeanConnection) -> None:
-        self._order += 1
-        heapq.heappush(self._heap, (conn.call.next_due_s, self._order, conn))
+    def _serve(self, group: list[LeanConnection], now: float) -> list[LeanConnection]:
+        """Tick every call of ``group`` that is due; the ones still running stay."""
+        kept: list[LeanConnection] = []
+        for conn in group:
+            call = conn.call
+            if call.ended_by is not None:  # the server left while it waited
+                self._calls -= 1
+                continue
+            if call.next_due_s > now:  # joined after this point: its clock starts later
+                kept.append(conn)
+                continue
+            if texts := call.tick(now):
+                conn.send(texts)
+            if call.done:
+                self._calls -= 1
+                conn.finish()
+            else:
+                kept.append(conn)
+        return kept
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -157,6 +157,8 @@ class PlaybackModel:
     def play(self, now: float) -> None:
         """Play everything due by ``now``."""
         items = self._items
+        if not items and not self.speaking:
+            return  # nothing queued, no reply to end: most beats of a quiet line
         reached_s = now  # where playback is: the end of the chunk that played out last
         while items:
             head = items[0]
