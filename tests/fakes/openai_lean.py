@@ -9,8 +9,9 @@ reused, with only the stream's id and creation time spliced in.
 What the client sees is what ``FakeOpenAI`` sends: the same status lines, the bodies
 byte for byte (``data: {json}`` events, chunked; JSON errors with a length), the same
 validation, scripted failures, delays, drops and stalls; keep-alive as HTTP/1.1 has it
-(``Connection: close`` honoured, an idle connection closed after ``keep_alive_s``, uvicorn's
-5 s by default). Not served: chunked request bodies (411), pipelining.
+(``Connection: close`` honoured, an idle connection closed after ``FakeOpenAI``'s
+``keep_alive_s``, the real API's 400 s by default). Not served: chunked request
+bodies (411), pipelining.
 """
 
 from __future__ import annotations
@@ -33,16 +34,13 @@ _MAX_HEAD = 64 * 1024
 _STREAM_HEAD = (b"content-type: text/event-stream; charset=utf-8\r\n"
                 b"transfer-encoding: chunked\r\n")
 _ID = "chatcmpl-" + "0" * 24  # the template's id: replaced by each stream's own
-UVICORN_KEEP_ALIVE_S = 5.0  # uvicorn closes a connection idle this long (FakeOpenAI's server)
 
 
 class LeanOpenAI(FakeOpenAI):
     """``FakeOpenAI`` (same constructor, same records) on a lean HTTP server."""
 
-    def __init__(self, *args: Any, keep_alive_s: float = UVICORN_KEEP_ALIVE_S,
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.keep_alive_s = keep_alive_s
         self._listener: asyncio.Server | None = None
         self._conns: set[_Http] = set()
         self._encoded: dict[tuple[int, str], tuple[Reply, list[str]]] = {}
@@ -171,7 +169,7 @@ class _Http(asyncio.Protocol):
             self.busy.cancel()
 
     def _arm_idle(self) -> None:
-        """Between requests a connection lives ``keep_alive_s``, as under uvicorn."""
+        """Between requests a connection lives ``keep_alive_s``, as FakeOpenAI's does."""
         if self.idle is not None:
             self.idle.cancel()
         if self.transport is not None:
