@@ -28,6 +28,11 @@ class ReplyStage(Enum):
     SENT = "sent"  # all of it went to the line; the marks will say when it was heard
 
 
+# Module globals for ``Reply.done``, asked on every wake: an Enum member's class lookup
+# costs ~0.15 µs on CPython 3.11.
+_WRITTEN, _SENT = ReplyStage.WRITTEN, ReplyStage.SENT
+
+
 @dataclass(slots=True)
 class Reply:
     id: int
@@ -48,8 +53,9 @@ class Reply:
 
     @property
     def done(self) -> bool:
-        """Its task has finished: nothing more of it will arrive."""
-        return self.stage is ReplyStage.WRITTEN or self.stage is ReplyStage.SENT
+        """Its task has finished: nothing more of it will arrive (asked on every wake)."""
+        stage = self.stage
+        return stage is _WRITTEN or stage is _SENT
 
     def all_sent(self, now: float) -> None:
         if self.stage is not ReplyStage.SENT:
