@@ -141,7 +141,7 @@ class CallEngine:
 
     @property
     def ended(self) -> bool:
-        return self.phase is Phase.ENDED
+        return self.phase is _ENDED
 
     @property
     def playout(self) -> Playout:
