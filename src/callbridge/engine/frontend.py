@@ -34,8 +34,8 @@ __all__ = ["Ear", "hear_all"]
 class Ear:
     """One call's share of a tick: its whole 20 ms frames in order, and its VAD."""
 
-    frames: list[bytes]
-    stamps: list[int | None]
+    frames: Sequence[bytes]  # (the metronome's usual share: a tuple of one)
+    stamps: Sequence[int | None]
     vad: VadStream | None
     batch_vad: BatchVad | None
 
@@ -70,12 +70,12 @@ def hear_all(ears: Sequence[Ear]) -> list[Heard]:
     heard: list[Heard] = []
     append = heard.append
     for ear, start in zip(ears, firsts, strict=True):
-        frames, scored = ear.frames, ear.batch_vad is not None
+        frames, stamps, scored = ear.frames, ear.stamps, ear.batch_vad is not None
         if len(frames) == 1:  # the usual share: one frame a beat, no slices to copy
             append(
                 Heard(
-                    (frames[0],),
-                    (ear.stamps[0],),
+                    frames if type(frames) is tuple else (frames[0],),
+                    stamps if type(stamps) is tuple else (stamps[0],),
                     pcm_bytes[start * PCM_FRAME_BYTES : (start + 1) * PCM_FRAME_BYTES],
                     (levels[start],),
                     (scores[start],) if scored else None,
@@ -86,7 +86,7 @@ def hear_all(ears: Sequence[Ear]) -> list[Heard]:
         append(
             Heard(
                 tuple(frames),
-                tuple(ear.stamps),
+                tuple(stamps),
                 pcm_bytes[start * PCM_FRAME_BYTES : end * PCM_FRAME_BYTES],
                 tuple(levels[start:end]),
                 tuple(scores[start:end]) if scored else None,

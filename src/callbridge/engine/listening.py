@@ -67,7 +67,12 @@ class Listening:
         """A tick's frames with their facts already computed (the metronome's pass)."""
         turn, pcm, levels, scores = self.e.turn, heard.pcm, heard.levels, heard.probabilities
         if scores is not None and not turn.judge_turns:  # no frame's PCM is needed
-            for index, stamp in enumerate(heard.stamps):
+            stamps = heard.stamps
+            if len(stamps) == 1:  # the usual beat
+                turn.hear_scored(levels[0], scores[0], stamps[0], now)
+                self._after_frame(now)
+                return
+            for index, stamp in enumerate(stamps):
                 turn.hear_scored(levels[index], scores[index], stamp, now)
                 self._after_frame(now)
             return

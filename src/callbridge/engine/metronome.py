@@ -88,7 +88,7 @@ class Member:
         if len(taken) == 1 and not framer.pending:  # the usual beat: one whole frame
             data, stamp = taken[0]
             if len(data) == ULAW_FRAME_BYTES:
-                return Ear([data], [stamp], self.vad, self.batch_vad)
+                return Ear((data,), (stamp,), self.vad, self.batch_vad)
         frames: list[bytes] = []
         stamps: list[int | None] = []
         for audio in taken:

@@ -234,7 +234,12 @@ class Inbox(Generic[E]):
     def put_heard(self, heard: Heard) -> None:
         """The metronome's post: a tick's frames count as unread until taken."""
         self.unread_audio += len(heard.ulaw)
-        self._put(heard)
+        self._items.append(heard)  # (``_put``, inline: every live call, every beat)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def put_nowait(self, event: E) -> None:
         self._put(event)
