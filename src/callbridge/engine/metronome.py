@@ -83,12 +83,13 @@ class Member:
     def _ear(self) -> Ear:
         """The line's new frames as whole 20 ms frames (Twilio sends whole ones; a test
         may not: a chunk's remainder waits for the next)."""
-        taken = self.line.take_frames()
-        framer = self._framer
-        if len(taken) == 1 and not framer.pending:  # the usual beat: one whole frame
-            data, stamp = taken[0]
+        framer, waiting = self._framer, self.line.frames
+        if len(waiting) == 1 and not framer.pending:  # the usual beat: one whole frame
+            data, stamp = waiting[0]
             if len(data) == ULAW_FRAME_BYTES:
+                waiting.clear()  # (taken: the line's list stays, no new one a beat)
                 return Ear((data,), (stamp,), self.vad, self.batch_vad)
+        taken = self.line.take_frames()
         frames: list[bytes] = []
         stamps: list[int | None] = []
         for audio in taken:
