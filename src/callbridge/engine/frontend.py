@@ -70,7 +70,7 @@ def hear_all(ears: Sequence[Ear]) -> list[Heard]:
     heard: list[Heard] = []
     append = heard.append
     for ear, start in zip(ears, firsts, strict=True):
-        frames, stamps, scored = ear.frames, ear.stamps, ear.batch_vad is not None
+        frames, stamps, batched = ear.frames, ear.stamps, ear.batch_vad is not None
         if len(frames) == 1:  # the usual share: one frame a beat, no slices to copy
             append(
                 Heard(
@@ -78,7 +78,7 @@ def hear_all(ears: Sequence[Ear]) -> list[Heard]:
                     stamps if type(stamps) is tuple else (stamps[0],),
                     pcm_bytes[start * PCM_FRAME_BYTES : (start + 1) * PCM_FRAME_BYTES],
                     (levels[start],),
-                    (scores[start],) if scored else None,
+                    (scores[start],) if batched else None,
                 )
             )
             continue
@@ -89,7 +89,7 @@ def hear_all(ears: Sequence[Ear]) -> list[Heard]:
                 tuple(stamps),
                 pcm_bytes[start * PCM_FRAME_BYTES : end * PCM_FRAME_BYTES],
                 tuple(levels[start:end]),
-                tuple(scores[start:end]) if scored else None,
+                tuple(scores[start:end]) if batched else None,
             )
         )
     return heard
