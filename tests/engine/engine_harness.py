@@ -115,8 +115,14 @@ class Harness:
     def feed(self, event: EngineEvent) -> None:
         self.engine.handle(event, self.clock.now())
         self.collect()
-        # Every state a test reaches checks the engine's quick deadline.
-        assert self.engine.next_deadline() == every_deadline(self.engine), self.engine.phase
+        # Every state a test reaches checks the engine's quick deadline, and that the
+        # speaker's quick "nothing due" left nothing due unsent (a held answer waits).
+        engine, now = self.engine, self.clock.now()
+        assert engine.next_deadline() == every_deadline(engine), engine.phase
+        due = engine.playout.next_deadline()
+        assert engine.ended or engine.speaker.held() is not None or due is None or due > now, (
+            "audio due and not sent", due, now,
+        )
 
     def collect(self) -> None:
         now = self.clock.now()
