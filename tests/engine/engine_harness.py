@@ -15,6 +15,7 @@ from callbridge.engine.events import (
     Command,
     EngineEvent,
     Hangup,
+    Phase,
     ReplyAudio,
     ReplyDone,
     ReplyKind,
@@ -64,6 +65,26 @@ class Line:
     audio_frames: int = 0
 
 
+def every_deadline(engine: CallEngine) -> float | None:
+    """``CallEngine.next_deadline`` the plain way: every part asked in every phase, then
+    its own phase rules (the engine's one skips parts that cannot have one)."""
+    if engine.phase is Phase.ENDED:
+        return None
+    listening, phase = engine.listening, engine.phase
+    candidates = [
+        engine.started_at + engine.turns.max_duration_s if phase is not Phase.ENDING else None,
+        listening.idle_at if phase is Phase.LISTENING else None,
+        listening.await_final_until,
+        engine.ending.hangup_deadline(),
+        engine.ending.deadline,
+        engine.faults.hold_deadline(),
+        engine.resumption.deadline() if phase is Phase.USER_SPEAKING else None,
+        engine.playout.next_deadline() if engine.speaker.held() is None else None,
+    ]
+    present = [c for c in candidates if c is not None]
+    return min(present) if present else None
+
+
 class Harness:
     def __init__(
         self,
@@ -94,6 +115,14 @@ class Harness:
     def feed(self, event: EngineEvent) -> None:
         self.engine.handle(event, self.clock.now())
         self.collect()
+        # Every state a test reaches checks the engine's quick deadline, and that the
+        # speaker's quick "nothing due" left nothing due unsent (a held answer waits).
+        engine, now = self.engine, self.clock.now()
+        assert engine.next_deadline() == every_deadline(engine), engine.phase
+        due = engine.playout.next_deadline()
+        assert engine.ended or engine.speaker.held() is not None or due is None or due > now, (
+            "audio due and not sent", due, now,
+        )
 
     def collect(self) -> None:
         now = self.clock.now()

@@ -3,6 +3,8 @@ only the caller's frames (a long reply must not make the adapter drop caller aud
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from callbridge.engine.events import EngineEvent, ReplyAudio
@@ -61,3 +63,26 @@ def test_taps_see_every_line_event_once_and_a_line_has_one_owner() -> None:
     assert seen == [CallerAudio(FRAME), CallerHungUp()]
     with pytest.raises(RuntimeError):
         Inbox[LineEvent]().attach(line)
+
+
+async def test_an_inbox_has_one_reader_and_a_cancelled_one_leaves_it_usable() -> None:
+    """The owner awaits ``readable()`` (no coroutine per wake-up): a second reader is a
+    bug; a reader cancelled while waiting (the call ending) must not block the next."""
+    inbox: Inbox[EngineEvent] = Inbox()
+    first = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="one reader"):
+        inbox.readable()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    pending = inbox.readable()  # empty: it waits for a post
+    assert not pending.done()
+    inbox.put_nowait(ReplyAudio(1, 0, FRAME))
+    assert pending.done()
+    assert inbox.readable().done()  # something is waiting already: done at once
+    assert await asyncio.wait_for(inbox.get(), 1) == ReplyAudio(1, 0, FRAME)
+    second = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait(ReplyAudio(1, 1, FRAME))
+    assert await asyncio.wait_for(second, 1) == ReplyAudio(1, 1, FRAME)

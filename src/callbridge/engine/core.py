@@ -99,6 +99,11 @@ NEXT_PHASES: dict[Phase, frozenset[Phase]] = {
     _P.ENDED: frozenset(),
 }
 """Which phase may follow which; staying in a phase is always allowed."""
+# The phases as module globals for the per-wake path: ``Phase.X`` is a lookup on the
+# Enum's class, ~0.15 µs each on CPython 3.11 (a global is ~0.02), and ``in`` a set of
+# phases hashes the member in Python.
+_LISTENING, _USER_SPEAKING, _THINKING = _P.LISTENING, _P.USER_SPEAKING, _P.THINKING
+_BOT_SPEAKING, _ENDING, _ENDED = _P.BOT_SPEAKING, _P.ENDING, _P.ENDED
 
 
 class CallEngine:
@@ -136,7 +141,7 @@ class CallEngine:
 
     @property
     def ended(self) -> bool:
-        return self.phase is Phase.ENDED
+        return self.phase is _ENDED
 
     @property
     def playout(self) -> Playout:
@@ -157,36 +162,56 @@ class CallEngine:
             self.listening.listen(now)
 
     def take_commands(self) -> list[Command]:
-        out = self._out.copy()
-        self._out.clear()  # cleared in place: the parts append to the same list
-        return out
+        out = self._out
+        if not out:  # most wake-ups ask for nothing
+            return []
+        taken = out.copy()
+        out.clear()  # cleared in place: the parts append to the same list
+        return taken
 
     def next_deadline(self) -> float | None:
-        if self.phase is Phase.ENDED:
+        """The earliest deadline a wake-up acts on in this phase (any other would be
+        past-due forever and spin the session's loop). Asked after every event of every
+        call, so each part is asked only in the phases where it can have one
+        (``Ending.hangup_deadline``: ENDING; ``Faults.hold_deadline``: USER_SPEAKING,
+        THINKING, BOT_SPEAKING) and nothing is allocated. tests/engine hold it, after
+        every event, to the plain minimum over every part's deadline."""
+        phase = self.phase
+        if phase is _ENDED:
             return None
-        # Only deadlines that a tick acts on in this phase: any other would be past-due
-        # forever and spin the session's loop.
-        listening, phase = self.listening, self.phase
-        deadlines = []
-        if phase is not Phase.ENDING:
-            deadlines.append(self.started_at + self.turns.max_duration_s)
-        for candidate in (
-            listening.idle_at if phase is Phase.LISTENING else None,
-            listening.await_final_until,
-            self.ending.hangup_deadline(),
-            self.ending.deadline,
-            self.faults.hold_deadline(),
-            self.resumption.deadline() if phase is Phase.USER_SPEAKING else None,
-        ):
-            if candidate is not None:
-                deadlines.append(candidate)
-        playout = self.playout.next_deadline() if self.speaker.held() is None else None
-        if playout is not None:
-            deadlines.append(playout)
-        return min(deadlines) if deadlines else None
+        listening = self.listening
+        at = None if phase is _ENDING else self.started_at + self.turns.max_duration_s
+        if phase is _LISTENING:
+            candidate = listening.idle_at
+            if candidate is not None and (at is None or candidate < at):
+                at = candidate
+        candidate = listening.await_final_until
+        if candidate is not None and (at is None or candidate < at):
+            at = candidate
+        if phase is _ENDING:
+            candidate = self.ending.hangup_deadline()
+            if candidate is not None and (at is None or candidate < at):
+                at = candidate
+        candidate = self.ending.deadline
+        if candidate is not None and (at is None or candidate < at):
+            at = candidate
+        if phase is _USER_SPEAKING or phase is _THINKING or phase is _BOT_SPEAKING:
+            candidate = self.faults.hold_deadline()
+            if candidate is not None and (at is None or candidate < at):
+                at = candidate
+            if phase is _USER_SPEAKING:
+                candidate = self.resumption.deadline()
+                if candidate is not None and (at is None or candidate < at):
+                    at = candidate
+        reply = self.speaker.replies.current
+        if reply is None or not reply.held:  # a held answer is not played yet
+            candidate = self.speaker.playout.next_deadline()
+            if candidate is not None and (at is None or candidate < at):
+                at = candidate
+        return at
 
     def handle(self, event: EngineEvent, now: float) -> None:
-        if self.phase is Phase.ENDED:
+        if self.phase is _ENDED:
             return
         handler = self._handlers.get(type(event))
         if handler is not None:
@@ -198,7 +223,7 @@ class CallEngine:
     # ------------------------------------------------------------ after every event
 
     def _pump(self, now: float) -> None:
-        if self.phase is Phase.ENDED:
+        if self.phase is _ENDED:
             return
         speaker = self.speaker
         reply = speaker.replies.current
@@ -210,10 +235,11 @@ class CallEngine:
 
     def _check_timers(self, now: float) -> None:
         """Each part's deadline that has come; checked cheaply first (every frame)."""
-        if self.phase is Phase.ENDED:
+        phase = self.phase
+        if phase is _ENDED:
             return
         ending, listening = self.ending, self.listening
-        if self.phase is not Phase.ENDING and now >= self.started_at + self.turns.max_duration_s:
+        if phase is not _ENDING and now >= self.started_at + self.turns.max_duration_s:
             ending.max_duration(now)
             return
         if ending.deadline is not None and ending.check_deadlines(now):
@@ -222,7 +248,8 @@ class CallEngine:
         if final_at is not None and now >= final_at:
             listening.final_timeout(now)
             return
-        self.faults.check_hold(now)
+        if phase is _USER_SPEAKING or phase is _THINKING or phase is _BOT_SPEAKING:
+            self.faults.check_hold(now)  # (no hold is due in any other phase)
         if self.resumption.pending is not None:
             self.resumption.check(now)
         if listening.idle_at is not None and now >= listening.idle_at:

@@ -37,9 +37,12 @@ class Ending:
 
     def check_reply_complete(self, now: float) -> None:
         e = self.e
-        speaker, playout = e.speaker, e.playout
-        reply = speaker.reply
-        if reply is None or reply.held or not reply.done or not playout.all_sent():
+        speaker = e.speaker
+        reply = speaker.replies.current
+        if reply is None or reply.held or not reply.done:
+            return  # (asked after every event while a reply is on)
+        playout = speaker.playout
+        if not playout.all_sent():
             return
         reply.all_sent(now)
         if playout.busy():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from callbridge.call_events import CallEvent, EngineNote
 from callbridge.call_events import EngineNoteKind as CallEventKind  # the engine's name
@@ -219,8 +220,11 @@ EngineEvent = (
 # ---------------------------------------------------------------- commands to the shell
 
 
-@dataclass(frozen=True, slots=True)
-class SendAudio:
+class SendAudio(NamedTuple):
+    """A frame (or more) of the bot's voice for the line. Immutable like every command,
+    but a ``NamedTuple``: one is made per 20 ms of every talking call, and a frozen
+    dataclass's ``__init__`` costs ~0.7 µs more."""
+
     ulaw: bytes
 
 

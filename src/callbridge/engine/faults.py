@@ -30,6 +30,9 @@ __all__ = ["HOLD_REPLY_ID", "Faults"]
 HOLD_REPLY_ID = 0
 """Hold lines are playout segments ``(0, hold_id)``: reply ids start at 1."""
 _MAX_HOLDS = 2
+# Module globals for the per-wake checks (an Enum member's class lookup is ~0.15 µs).
+_THINKING, _USER_SPEAKING, _BOT_SPEAKING = Phase.THINKING, Phase.USER_SPEAKING, Phase.BOT_SPEAKING
+_WAITING = ReplyStage.WAITING
 _TRANSFER_GRACE_S = 30.0  # a line that never reports the transfer's outcome is hung up
 
 
@@ -87,7 +90,12 @@ class Faults:
         self._next_hold_at = now + self._hold_after_s if self._hold_message else None
 
     def hold_deadline(self) -> float | None:
-        if self._stalled_mid_reply():
+        if self._holds_open or self._holds_this_wait >= _MAX_HOLDS:
+            return None  # a line is playing, or this wait had its share
+        phase = self.e.phase
+        if phase is _BOT_SPEAKING:
+            if not self._stalled_mid_reply():
+                return None
             # Everything the reply sent has played and more is owed: the silence began
             # when the last frame finished.
             if not self._hold_message:
@@ -96,33 +104,29 @@ class Faults:
         return self._next_hold_at if self._waiting_in_silence() else None
 
     def _stalled_mid_reply(self) -> bool:
+        """BOT_SPEAKING, no hold line playing and holds left (``hold_deadline`` checks)."""
         e = self.e
-        reply = e.speaker.reply
+        reply = e.speaker.replies.current
         return (
-            e.phase is Phase.BOT_SPEAKING
-            and reply is not None
+            reply is not None
             and not reply.done
-            and not self._holds_open
-            and self._holds_this_wait < _MAX_HOLDS
             and e.playout.next_deadline() is None  # nothing of it left to send
         )
 
     def _waiting_in_silence(self) -> bool:
+        """No hold line playing and holds left (``hold_deadline`` checks)."""
         e = self.e
-        if self._holds_open or self._holds_this_wait >= _MAX_HOLDS:
-            return False
-        if e.phase is Phase.THINKING:
-            reply = e.speaker.reply
-            return reply is not None and not reply.held and reply.stage is ReplyStage.WAITING
-        return (
-            e.phase is Phase.USER_SPEAKING
-            and e.listening.endpoint_at is not None
-            and self.stt_down
-        )
+        phase = e.phase
+        if phase is _THINKING:
+            reply = e.speaker.replies.current
+            return reply is not None and not reply.held and reply.stage is _WAITING
+        return phase is _USER_SPEAKING and e.listening.endpoint_at is not None and self.stt_down
 
     def check_hold(self, now: float) -> None:
+        if not self._hold_message:
+            return  # no line to say (``hold_deadline`` has none then, or it is not said)
         at = self.hold_deadline()
-        if at is None or now < at or self._hold_message is None:
+        if at is None or now < at:
             return
         self._next_hold_at = None
         self._hold_ids += 1

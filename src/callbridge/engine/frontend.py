@@ -34,8 +34,8 @@ __all__ = ["Ear", "hear_all"]
 class Ear:
     """One call's share of a tick: its whole 20 ms frames in order, and its VAD."""
 
-    frames: list[bytes]
-    stamps: list[int | None]
+    frames: Sequence[bytes]  # (the metronome's usual share: a tuple of one)
+    stamps: Sequence[int | None]
     vad: VadStream | None
     batch_vad: BatchVad | None
 
@@ -51,9 +51,13 @@ def hear_all(ears: Sequence[Ear]) -> list[Heard]:
     first = 0
     for ear in ears:
         firsts.append(first)
-        if ear.batch_vad is not None and ear.vad is not None and ear.frames:
-            batches.setdefault(ear.batch_vad, []).append((ear.vad, first, len(ear.frames)))
-        first += len(ear.frames)
+        count, model = len(ear.frames), ear.batch_vad
+        if model is not None and ear.vad is not None and count:
+            calls = batches.get(model)
+            if calls is None:
+                calls = batches[model] = []
+            calls.append((ear.vad, first, count))
+        first += count
     if len(batches) == 1:  # the usual case: one model, its answer serves every frame
         ((model, calls),) = batches.items()
         scores = model.score_frames(pcm, calls)
@@ -64,15 +68,28 @@ def hear_all(ears: Sequence[Ear]) -> list[Heard]:
             for _, start, count in calls:
                 scores[start : start + count] = scored[start : start + count]
     heard: list[Heard] = []
+    append = heard.append
     for ear, start in zip(ears, firsts, strict=True):
-        end = start + len(ear.frames)
-        heard.append(
+        frames, stamps, batched = ear.frames, ear.stamps, ear.batch_vad is not None
+        if len(frames) == 1:  # the usual share: one frame a beat, no slices to copy
+            append(
+                Heard(
+                    frames if type(frames) is tuple else (frames[0],),
+                    stamps if type(stamps) is tuple else (stamps[0],),
+                    pcm_bytes[start * PCM_FRAME_BYTES : (start + 1) * PCM_FRAME_BYTES],
+                    (levels[start],),
+                    (scores[start],) if batched else None,
+                )
+            )
+            continue
+        end = start + len(frames)
+        append(
             Heard(
-                ulaw=tuple(ear.frames),
-                stamps=tuple(ear.stamps),
-                pcm=pcm_bytes[start * PCM_FRAME_BYTES : end * PCM_FRAME_BYTES],
-                levels=tuple(levels[start:end]),
-                probabilities=tuple(scores[start:end]) if ear.batch_vad is not None else None,
+                tuple(frames),
+                tuple(stamps),
+                pcm_bytes[start * PCM_FRAME_BYTES : end * PCM_FRAME_BYTES],
+                tuple(levels[start:end]),
+                tuple(scores[start:end]) if batched else None,
             )
         )
     return heard

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Listening"]
 
+# Per-frame rules read module globals: ``Phase.X`` costs ~0.15 µs on CPython 3.11.
+_LISTENING, _USER_SPEAKING, _THINKING = Phase.LISTENING, Phase.USER_SPEAKING, Phase.THINKING
+_GREETING, _BOT_SPEAKING = Phase.GREETING, Phase.BOT_SPEAKING
+
 
 class Listening:
     def __init__(self, engine: CallEngine) -> None:
@@ -61,6 +65,11 @@ class Listening:
     def on_heard(self, heard: Heard, now: float) -> None:
         """A tick's frames with their facts already computed (the metronome's pass)."""
         turn, pcm, levels, scores = self.e.turn, heard.pcm, heard.levels, heard.probabilities
+        if scores is not None and not turn.judge_turns:  # no frame's PCM is needed
+            for index, stamp in enumerate(heard.stamps):
+                turn.hear_scored(levels[index], scores[index], stamp, now)
+                self._after_frame(now)
+            return
         for index, stamp in enumerate(heard.stamps):
             turn.hear_pcm(
                 pcm[index * 320 : index * 320 + 320],
@@ -75,9 +84,10 @@ class Listening:
         e = self.e
         speech, rules = e.turn.speech, e.turns
         run, phase = speech.run_ms, e.phase
-        if phase is Phase.LISTENING and run >= rules.start_ms:
-            self.begin_user_turn(now)
-        elif phase is Phase.USER_SPEAKING:
+        if phase is _LISTENING:
+            if run >= rules.start_ms:
+                self.begin_user_turn(now)
+        elif phase is _USER_SPEAKING:
             if run > 0 and self.endpoint_at is not None:
                 self.endpoint_at = None  # the caller resumed: wait for a new endpoint
                 self.await_final_until = None
@@ -93,10 +103,11 @@ class Listening:
                     if e.turn.early_finalize_due():
                         e.send(FinalizeStt())
                     self._maybe_speculate(now)
-        elif phase is Phase.THINKING and run >= rules.start_ms:
-            self.caller_went_on(now)
-        elif phase in SPEAKING_PHASES and run >= rules.interrupt_min_ms:
-            self.consider_barge_in(now)
+        elif phase is _THINKING:
+            if run >= rules.start_ms:
+                self.caller_went_on(now)
+        elif (phase is _BOT_SPEAKING or phase is _GREETING) and run >= rules.interrupt_min_ms:
+            self.consider_barge_in(now)  # (the SPEAKING_PHASES)
 
     def _held_text(self) -> str | None:
         if self.e.speaker.held() is None:

@@ -83,10 +83,16 @@ class Member:
     def _ear(self) -> Ear:
         """The line's new frames as whole 20 ms frames (Twilio sends whole ones; a test
         may not: a chunk's remainder waits for the next)."""
+        framer, waiting = self._framer, self.line.frames
+        if len(waiting) == 1 and not framer.pending:  # the usual beat: one whole frame
+            data, stamp = waiting[0]
+            if len(data) == ULAW_FRAME_BYTES:
+                waiting.clear()  # (taken: the line's list stays, no new one a beat)
+                return Ear((data,), (stamp,), self.vad, self.batch_vad)
+        taken = self.line.take_frames()
         frames: list[bytes] = []
         stamps: list[int | None] = []
-        framer = self._framer
-        for audio in self.line.take_frames():
+        for audio in taken:
             data, stamp = audio.ulaw, audio.timestamp_ms
             if len(data) == ULAW_FRAME_BYTES and not framer.pending:
                 frames.append(data)
@@ -172,26 +178,26 @@ class Metronome:
     def tick(self) -> None:
         """One beat: every member's frames through the front end, and its wake-up."""
         self.beats += 1
-        now = self.clock.now()
-        hearing: list[tuple[Member, Ear]] = []
+        due = self.clock.now() - self.grace_s  # a deadline at or before this is served
+        hearing: list[Member] = []
+        ears: list[Ear] = []
         for member in list(self._members):
             if member.line.frames:
                 ear = member._ear()
                 if ear.frames:  # (less than a frame waits for the rest)
                     if member.hears:
-                        hearing.append((member, ear))
+                        hearing.append(member)
+                        ears.append(ear)
                     else:
                         member.waking = True
                         member.post(Heard(ulaw=tuple(ear.frames), stamps=tuple(ear.stamps)))
                     continue
             deadline = member.deadline
-            if not member.waking and deadline is not None and deadline <= now - self.grace_s:
+            if deadline is not None and deadline <= due and not member.waking:
                 member.waking = True
                 member.post(_IDLE)
         if hearing:
-            for (member, _), heard in zip(
-                hearing, hear_all([ear for _, ear in hearing]), strict=True
-            ):
+            for member, heard in zip(hearing, hear_all(ears), strict=True):
                 member.waking = True
                 member.post(heard)
 

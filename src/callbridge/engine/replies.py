@@ -28,6 +28,12 @@ class ReplyStage(Enum):
     SENT = "sent"  # all of it went to the line; the marks will say when it was heard
 
 
+# Module globals for what is asked on every wake or audio chunk (``Reply.done``): an
+# Enum member's class lookup costs ~0.15 µs on CPython 3.11.
+_WAITING, _SPEAKING = ReplyStage.WAITING, ReplyStage.SPEAKING
+_WRITTEN, _SENT = ReplyStage.WRITTEN, ReplyStage.SENT
+
+
 @dataclass(slots=True)
 class Reply:
     id: int
@@ -48,8 +54,9 @@ class Reply:
 
     @property
     def done(self) -> bool:
-        """Its task has finished: nothing more of it will arrive."""
-        return self.stage is ReplyStage.WRITTEN or self.stage is ReplyStage.SENT
+        """Its task has finished: nothing more of it will arrive (asked on every wake)."""
+        stage = self.stage
+        return stage is _WRITTEN or stage is _SENT
 
     def all_sent(self, now: float) -> None:
         if self.stage is not ReplyStage.SENT:
@@ -110,8 +117,8 @@ class Replies:
 
     def on_audio(self, index: int, data: bytes, now: float) -> None:
         reply = self._require()
-        if reply.stage is ReplyStage.WAITING:
-            reply.stage, reply.first_audio_at = ReplyStage.SPEAKING, now
+        if reply.stage is _WAITING:
+            reply.stage, reply.first_audio_at = _SPEAKING, now
             reply.latency_ms["first_audio"] = (now - reply.started_at) * 1000
         self._playout.add_audio((reply.id, index), data)
 

@@ -125,9 +125,11 @@ class Shell(Generic[E]):
             await perform(core.take_commands())
             while not core.ended:
                 member.deadline = core.next_deadline()
-                event = inbox.get_nowait() if not inbox.empty() else await inbox.get()
+                if inbox.empty():
+                    await inbox.readable()
+                event = inbox.get_nowait()
                 if type(event) is Heard:
-                    member.took_beat()
+                    member.waking = False  # (``took_beat``, without the call)
                     if on_caller_audio is not None:
                         for frame in event.ulaw:
                             on_caller_audio(frame)

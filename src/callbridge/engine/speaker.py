@@ -22,6 +22,8 @@ from callbridge.engine.replies import Replies, Reply
 
 __all__ = ["Cut", "Speaker", "barge_in"]
 
+_PULL_SLACK_S = 1e-9  # ``Playout.pull``'s own: a frame due at ``now`` goes now
+
 
 @dataclass(frozen=True, slots=True)
 class Cut:
@@ -71,8 +73,14 @@ class Speaker:
         self.barge_in(self.playout.play_end, clear=False)
 
     def pull(self, now: float) -> None:
-        """Send what may go out now (the caller of this holds back a held answer)."""
-        sent = self.playout.pull(now)
+        """Send what may go out now (the caller of this holds back a held answer).
+        Asked after every event: most wake-ups have nothing due (``Playout.next_deadline``
+        says when ``pull`` will next have something), and asking that is the cheaper."""
+        playout = self.playout
+        due = playout.next_deadline()
+        if due is None or due > now + _PULL_SLACK_S:
+            return
+        sent = playout.pull(now)
         if sent:
             self._out.extend(sent)
             self.replies.note_sent(now)

@@ -64,7 +64,22 @@ class SpeechTracker:
         if self._offset is None or offset < self._offset:
             self._offset = offset
         loud_before, quiet_before = self._loud_ms, self._quiet_ms
-        self._track_level(level_dbfs, frame_ms)
+        # The line's level (inline, not a call: every call's every frame comes here).
+        floor = self._floor_dbfs
+        loud_line = floor + self._loud_margin_db
+        if loud_line < self._loud_min_dbfs:
+            loud_line = self._loud_min_dbfs
+        if level_dbfs > loud_line:
+            self._loud_ms = loud_before + frame_ms
+            self._quiet_ms = 0
+        else:
+            self._loud_ms = 0
+            self._quiet_ms = quiet_before + frame_ms
+        if level_dbfs < floor:  # the floor follows a quieter line at once, a louder slowly
+            self._floor_dbfs = level_dbfs
+        else:
+            risen = floor + _FLOOR_RISE_DB_PER_FRAME
+            self._floor_dbfs = level_dbfs if level_dbfs < risen else risen
         if is_speech:
             if self.run_ms == 0:
                 back_ms = min(loud_before, self._backdate_max_ms)
@@ -82,12 +97,3 @@ class SpeechTracker:
         if self.silence_ms > self._gap_tolerance_ms:
             self.run_ms = 0
             self.onset_at = None
-
-    def _track_level(self, level_dbfs: float, frame_ms: int) -> None:
-        loud = level_dbfs > max(self._floor_dbfs + self._loud_margin_db, self._loud_min_dbfs)
-        self._loud_ms = self._loud_ms + frame_ms if loud else 0
-        self._quiet_ms = 0 if loud else self._quiet_ms + frame_ms
-        if level_dbfs < self._floor_dbfs:
-            self._floor_dbfs = level_dbfs
-        else:
-            self._floor_dbfs = min(self._floor_dbfs + _FLOOR_RISE_DB_PER_FRAME, level_dbfs)

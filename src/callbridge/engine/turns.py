@@ -89,8 +89,16 @@ class TurnDetector:
             audio += pcm
             if len(audio) > 2 * _TURN_AUDIO_BYTES:
                 del audio[: len(audio) - _TURN_AUDIO_BYTES]
-        self.speech.update(probability >= self._threshold, level_dbfs, 20, now, stamp_ms)
-        if self.speech.run_ms == 0:
+        self.hear_scored(level_dbfs, probability, stamp_ms, now)
+
+    def hear_scored(
+        self, level_dbfs: float, probability: float, stamp_ms: int | None, now: float
+    ) -> None:
+        """A scored frame's facts when nothing here needs its PCM (no end-of-turn model):
+        the metronome's usual frame, without a copy of its audio."""
+        speech = self.speech
+        speech.update(probability >= self._threshold, level_dbfs, 20, now, stamp_ms)
+        if speech.run_ms == 0:
             self.words.in_run = None
 
     def hear_words(self, update: TranscriptUpdate) -> bool:
