@@ -139,7 +139,8 @@ def random_session(seed: int) -> tuple[FullSide, LeanPlayback, list[str]]:
         roll = rng.random()
         if roll < 0.45:
             audio = random_media(rng)
-            full.book(pb.receive_media(audio, audible_frames=audible_frames(audio, voice.is_audible)))
+            mask = audible_frames(audio, voice.is_audible)
+            full.book(pb.receive_media(audio, audible_frames=mask))
             lean.receive_media(now, len(audio), fast_audible_frames(audio))
         elif roll < 0.55:
             marks += 1

@@ -183,7 +183,8 @@ def test_the_speech_start_is_the_slice_boundary_however_playback_is_polled(
         events += buf.advance()
     starts = [e for e in events if isinstance(e, BotSpeechStarted)]
     assert starts == [BotSpeechStarted(pytest.approx(100.02))]
-    by_byte = b"".join(bytes([e.audible]) * len(e.ulaw) for e in events if isinstance(e, AudioPlayed))
+    played = [e for e in events if isinstance(e, AudioPlayed)]
+    by_byte = b"".join(bytes([e.audible]) * len(e.ulaw) for e in played)
     assert by_byte == b"\x00" * 160 + b"\x01" * 160 + b"\x00" * 80
 
 
