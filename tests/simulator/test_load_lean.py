@@ -25,9 +25,12 @@ from callbridge.simulator.lean import (
     LeanPlayback,
     Script,
     ServerReader,
+    fast_audible,
+    fast_audible_frames,
 )
 from callbridge.simulator.loadworker import PHASE_S, Scheduler
 from callbridge.simulator.metrics import TurnTracker
+from callbridge.simulator.playback import audible_frames
 from callbridge.twilio import codec
 
 SID = "MZ" + "0" * 32
@@ -103,6 +106,24 @@ class FullSide:
         self.echoes += self.call._apply(events)  # type: ignore[arg-type]
 
 
+def random_media(rng: random.Random) -> bytes:
+    """A message of 0 to 10 frames, each speech or silence, sometimes a partial tail."""
+    frames = rng.choice([1, 1, 1, 2, 2, 2, 3, 10, 0])
+    audio = b"".join(TONE if rng.random() < 0.8 else HUSH for _ in range(frames))
+    if rng.random() < 0.1:
+        audio += (TONE if rng.random() < 0.5 else HUSH)[: rng.randint(1, 159)]
+    return audio
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_fast_verdicts_per_slice_are_the_generic_ones(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(300):
+        audio = random_media(rng)
+        assert fast_audible_frames(audio) == audible_frames(audio, fast_audible)
+        assert fast_audible_frames(audio) == audible_frames(audio, voice.is_audible)
+
+
 def random_session(seed: int) -> tuple[FullSide, LeanPlayback, list[str]]:
     rng = random.Random(seed)
     clock = ManualClock(1000.0)
@@ -117,10 +138,10 @@ def random_session(seed: int) -> tuple[FullSide, LeanPlayback, list[str]]:
         now = clock.now()
         roll = rng.random()
         if roll < 0.45:
-            size = rng.choice([160, 160, 160, 80, 320, 1600, 0])
-            audible = rng.random() < 0.8
-            full.book(pb.receive_media((TONE if audible else HUSH)[:1] * size, audible=audible))
-            lean.receive_media(now, size, audible)
+            audio = random_media(rng)
+            mask = audible_frames(audio, voice.is_audible)
+            full.book(pb.receive_media(audio, audible_frames=mask))
+            lean.receive_media(now, len(audio), fast_audible_frames(audio))
         elif roll < 0.55:
             marks += 1
             full.book(pb.receive_mark(f"m{marks}"))
@@ -286,10 +307,13 @@ def test_a_close_at_capacity_before_any_bot_audio_is_a_refusal_not_a_failure() -
 # ------------------------------------------------------------ media of any whole number of frames
 
 
-def bot_reply(d: Driver, frames: int, per_message: int, *, late: int | None = None) -> None:
-    """The server sends ``frames`` of reply in messages of ``per_message`` frames, 200 ms
-    ahead of the player as the real playout does; message ``late`` comes 60 ms after its
-    audio was due instead."""
+def bot_reply(
+    d: Driver, frames: int, per_message: int, *, late: int | None = None, audio: bytes = b""
+) -> None:
+    """The server sends ``frames`` of reply (``audio``, 160 bytes a frame; TONE when not
+    given) in messages of ``per_message`` frames, 200 ms ahead of the player as the real
+    playout does; message ``late`` comes 60 ms after its audio was due instead."""
+    audio = audio or TONE * frames
     starts = range(0, frames, per_message)
     send_at = {m: max(0, first - 10) for m, first in enumerate(starts)}
     if late is not None:  # it holds back the ones behind it too
@@ -298,20 +322,20 @@ def bot_reply(d: Driver, frames: int, per_message: int, *, late: int | None = No
     for tick in range(frames + 10):
         for m, first in enumerate(starts):
             if send_at[m] == tick:
-                text = codec.media(SID, TONE * min(per_message, frames - first)).encode()
-                d.sent += d.call.on_message(d.now, text)
+                chunk = audio[first * 160 : (first + per_message) * 160]
+                d.sent += d.call.on_message(d.now, codec.media(SID, chunk).encode())
         d.sent += d.call.tick(d.now)
         d.now += 0.020
 
 
-def heard(per_message: int) -> Driver:
+def heard(per_message: int, greeting: bytes = TONE * 48, reply: bytes = TONE * 60) -> Driver:
     """A greeting and one reply, in messages of ``per_message`` frames."""
     d = Driver(Script(utterance("q", 2), utterance("i", 2), duration_s=60.0, barge_in=False))
     d.beat(5)
-    bot_reply(d, 48, per_message)  # the greeting: 960 ms
+    bot_reply(d, len(greeting) // 160, per_message, audio=greeting)
     d.beat(40)  # quiet: the caller asks
     d.beat(10)
-    bot_reply(d, 60, per_message)  # the reply
+    bot_reply(d, len(reply) // 160, per_message, audio=reply)
     d.beat(40)
     return d
 
@@ -325,7 +349,7 @@ def test_media_of_several_frames_plays_counts_and_paces_as_its_frames_would(
     one, d = heard(1), heard(per_message)
     call = d.call
     assert call.bot_audio_bytes == 108 * 160
-    assert call.frames_received == -(-48 // per_message) + -(-60 // per_message)
+    assert call.frames_received == 108  # frames, not messages
     assert call.playback.played_bytes == 108 * 160 and call.playback.underruns == 0
     assert max(call.pacing.samples_ms) == pytest.approx(0.0, abs=1e-6)
     assert [t.as_dict() for t in call.tracker.turns] == [
@@ -333,6 +357,51 @@ def test_media_of_several_frames_plays_counts_and_paces_as_its_frames_would(
     ]
     assert any(t.latency_ms for t in call.tracker.turns)
     assert call.playback.speech_starts == one.call.playback.speech_starts
+
+
+@pytest.mark.parametrize("per_message", [2, 3])
+def test_silence_inside_a_message_is_heard_as_silence_whatever_the_message_size(
+    per_message: int,
+) -> None:
+    """Replies that start, pause and end on odd frames: in 40 or 60 ms messages the bot
+    starts speaking, falls quiet and is heard exactly when it is in 20 ms ones."""
+    greeting = HUSH + TONE * 20 + HUSH + TONE * 26
+    reply = HUSH * 3 + TONE * 30 + HUSH + TONE * 21 + HUSH * 5
+    one, d = heard(1, greeting, reply), heard(per_message, greeting, reply)
+    call, lean = d.call, d.call.playback
+    assert call.frames_received == one.call.frames_received == 48 + 60
+    assert [t.as_dict() for t in call.tracker.turns] == [
+        t.as_dict() for t in one.call.tracker.turns
+    ]
+    assert one.call.tracker.turns[0].latency_ms is not None
+    assert lean.speech_starts == pytest.approx(one.call.playback.speech_starts, abs=1e-9)
+    assert lean.audible_bytes == one.call.playback.audible_bytes == (20 + 26 + 30 + 21) * 160
+    assert lean.last_audible_end_s == pytest.approx(one.call.playback.last_audible_end_s)
+
+
+def test_a_40_ms_message_of_silence_then_speech_starts_the_reply_20_ms_in() -> None:
+    """Bot speech starts where its first audible 20 ms plays, not where its message does."""
+    d = Driver(Script(utterance("q", 2), utterance("i", 2), duration_s=60.0, barge_in=False))
+    d.beat(5)
+    arrived = d.now
+    d.sent += d.call.on_message(d.now, codec.media(SID, HUSH + TONE).encode())
+    d.beat(3)
+    assert d.call.playback.speech_starts == [pytest.approx(arrived + 0.020)]
+    assert d.call.frames_received == 2
+
+
+def test_both_callers_count_frames_not_messages() -> None:
+    clock = ManualClock(10.0)
+    full = FullSide(clock)
+    d = Driver(Script(utterance("q", 2), utterance("i", 2), duration_s=60.0))
+    for audio in (TONE, TONE + HUSH, HUSH * 3, TONE + HUSH[:80]):  # a partial tail is one
+        full.book(full.call._media(clock.now(), audio))
+        d.call.on_message(d.now, codec.media(SID, audio).encode())
+    assert full.call.frames_received == d.call.frames_received == 1 + 2 + 3 + 2
+    assert full.call.bot_audio_bytes == 0  # counted as it plays, not as it arrives
+    clock.advance(1.0)
+    full.book(full.call.playback.advance())
+    assert full.call.bot_audio_bytes == d.call.bot_audio_bytes == 8 * 160 - 80
 
 
 def test_a_40_ms_message_that_comes_late_is_one_underrun_and_its_jitter() -> None:

@@ -29,6 +29,8 @@ from callbridge.simulator.playback import (
     MarkEchoed,
     PlaybackBuffer,
     PlaybackEvent,
+    audible_frames,
+    frame_count,
 )
 from callbridge.simulator.recording import Recorder
 from callbridge.simulator.report import CallReport
@@ -40,7 +42,10 @@ FRAME_S = 0.020
 
 
 class LiveCall:
-    """One connected call. Use as ``async with LiveCall(plan, options) as call``."""
+    """One connected call. Use as ``async with LiveCall(plan, options) as call``.
+
+    ``classify`` judges one 20 ms slice of bot audio (a message is judged slice by slice).
+    """
 
     def __init__(
         self,
@@ -272,9 +277,7 @@ class LiveCall:
                 events: list[PlaybackEvent] = []
                 match message:
                     case wire.ServerMedia(ulaw=audio):
-                        self.frames_received += 1
-                        self.pacing.frame(now, len(audio) / 8000.0)
-                        events = self.playback.receive_media(audio, audible=self._classify(audio))
+                        events = self._media(now, audio)
                     case wire.ServerMark(name=name):
                         self.marks_received += 1
                         self.pacing.restart()
@@ -293,6 +296,13 @@ class LiveCall:
         self._end("server")
 
     # ------------------------------------------------------------ private
+
+    def _media(self, now: float, audio: bytes) -> list[PlaybackEvent]:
+        """Bot audio arrives: its frames are counted and judged 20 ms at a time."""
+        self.frames_received += frame_count(len(audio))
+        self.pacing.frame(now, len(audio) / 8000.0)
+        audible = audible_frames(audio, self._classify)
+        return self.playback.receive_media(audio, audible_frames=audible)
 
     def _next_frame(self, now: float) -> tuple[bytes, str]:
         utterance = self.speech.utterance

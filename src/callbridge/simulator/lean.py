@@ -27,11 +27,18 @@ from dataclasses import dataclass, field
 from callbridge.errors import TwilioProtocolError
 from callbridge.simulator import wire
 from callbridge.simulator.metrics import CallerSpeech, PacingMeter, TurnTracker
-from callbridge.simulator.playback import BYTES_PER_S, PlaybackModel
+from callbridge.simulator.playback import (
+    BYTES_PER_S,
+    FRAME_BYTES,
+    NONE_AUDIBLE,
+    PlaybackModel,
+    frame_count,
+)
 from callbridge.simulator.voice import SILENCE, Utterance
 
 __all__ = [
     "AT_CAPACITY", "CLEAR", "LeanCall", "LeanPlayback", "Script", "ServerReader", "fast_audible",
+    "fast_audible_frames",
 ]
 
 FRAME_S = 0.020
@@ -44,6 +51,22 @@ def fast_audible(ulaw_audio: bytes) -> bool:
     """Any sample louder than ~-40 dBFS peak (μ-law codes below 0x70/0xF0): a table
     lookup, where ``voice.is_audible`` decodes and takes an RMS."""
     return b"\x01" in ulaw_audio.translate(_LOUD)
+
+
+def fast_audible_frames(ulaw_audio: bytes) -> int:
+    """``fast_audible`` per 20 ms slice, as ``playback.audible_frames`` gives it: the
+    loud samples are found once, and only slices between the first and last loud one are
+    searched (none in a message of one or two frames)."""
+    loud = ulaw_audio.translate(_LOUD)
+    first = loud.find(1)
+    if first < 0:
+        return NONE_AUDIBLE
+    lo, hi = first // FRAME_BYTES, loud.rfind(1) // FRAME_BYTES
+    mask = 1 << lo | 1 << hi
+    for i in range(lo + 1, hi):
+        if loud.find(1, i * FRAME_BYTES, (i + 1) * FRAME_BYTES) >= 0:
+            mask |= 1 << i
+    return mask
 
 
 class ServerReader:
@@ -88,8 +111,8 @@ class LeanPlayback(PlaybackModel):
         self.audible_bytes = 0
         self.last_audible_end_s: float | None = None
 
-    def receive_media(self, now: float, nbytes: int, audible: bool) -> None:
-        self.media(now, nbytes, audible)
+    def receive_media(self, now: float, nbytes: int, audible_frames: int) -> None:
+        self.media(now, nbytes, audible_frames)
 
     def receive_mark(self, now: float, name: str) -> None:
         self.mark(now, name)
@@ -163,7 +186,7 @@ class LeanCall:
         call_sid: str,
         parameters: dict[str, str],
         reply_gap_ms: float = 500.0,
-        classify: Callable[[bytes], bool] = fast_audible,
+        classify_frames: Callable[[bytes], int] = fast_audible_frames,
     ) -> None:
         self.script = script
         self.stream_sid, self.account_sid, self.call_sid = stream_sid, account_sid, call_sid
@@ -172,7 +195,7 @@ class LeanCall:
         self.tracker = TurnTracker()
         self.pacing = PacingMeter(run_gap_ms=reply_gap_ms)
         self.playback = LeanPlayback(self.tracker, reply_gap_ms=reply_gap_ms)
-        self._classify = classify
+        self._classify_frames = classify_frames
         self._seq = 0
         self._k = 0
         self.speech = CallerSpeech(self.tracker)
@@ -244,10 +267,10 @@ class LeanCall:
             return []
         if isinstance(message, bytes):
             n = len(message)
-            self.frames_received += 1
+            self.frames_received += frame_count(n)
             self.bot_audio_bytes += n
             self.pacing.frame(now, n / BYTES_PER_S)
-            self.playback.media(now, n, self._classify(message))
+            self.playback.media(now, n, self._classify_frames(message))
         elif isinstance(message, wire.ServerMark):
             self.marks_received += 1
             self.pacing.restart()

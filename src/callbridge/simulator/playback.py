@@ -6,6 +6,10 @@ it and is echoed when playback reaches it; ``clear`` drops the queued audio and 
 every pending mark at once. When the queue runs dry the caller hears nothing: inside a
 reply that is an *underrun* (a gap the caller notices).
 
+Audibility is judged per 20 ms slice of a message (``audible_frames``), not per message:
+the server sends several frames a message, and a reply whose first frame is silence
+starts being heard where its first audible frame plays, not where the message does.
+
 Sans-I/O: the owner feeds what arrives and calls ``advance()`` on its own schedule; time
 comes from an injected clock, so tests move it by hand. ``PlaybackModel`` holds the rules
 (on ``audio.playhead.PlayHead``) and says what happens through hooks: ``PlaybackBuffer``
@@ -16,12 +20,16 @@ straight into its metrics.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from callbridge.audio.playhead import PlayHead
 from callbridge.clock import Clock
 
 __all__ = [
+    "ALL_AUDIBLE",
+    "FRAME_BYTES",
+    "NONE_AUDIBLE",
     "AudioPlayed",
     "BotSpeechEnded",
     "BotSpeechStarted",
@@ -31,9 +39,32 @@ __all__ = [
     "PlaybackModel",
     "Queued",
     "Underrun",
+    "audible_frames",
+    "frame_count",
 ]
 
 BYTES_PER_S = 8000  # μ-law 8 kHz: one byte per sample
+FRAME_BYTES = 160  # one 20 ms frame: the slice audibility is judged on
+ALL_AUDIBLE = -1  # an ``audible_frames`` mask with every slice audible
+NONE_AUDIBLE = 0
+
+
+def frame_count(size: int) -> int:
+    """20 ms slices in ``size`` bytes; a trailing partial slice counts as one."""
+    return -(-size // FRAME_BYTES)
+
+
+def audible_frames(ulaw: bytes, classify: Callable[[bytes], bool]) -> int:
+    """Which 20 ms slices of ``ulaw`` a caller would hear, as a mask: bit ``i`` set when
+    ``classify`` says bytes ``160 i`` to ``160 (i + 1)`` are audible. A trailing partial
+    slice is judged on its own samples."""
+    if len(ulaw) <= FRAME_BYTES:
+        return int(bool(ulaw) and classify(ulaw))
+    mask = 0
+    for i, at in enumerate(range(0, len(ulaw), FRAME_BYTES)):
+        if classify(ulaw[at : at + FRAME_BYTES]):
+            mask |= 1 << i
+    return mask
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +111,9 @@ class Underrun:
 PlaybackEvent = AudioPlayed | MarkEchoed | BotSpeechStarted | BotSpeechEnded | Underrun
 
 
-Queued = tuple[float, int, bool, bytes]
-"""Audio as it arrived: when it starts playing, its size, audible, the bytes (empty where
-the owner keeps only counts)."""
+Queued = tuple[float, int, int, bytes]
+"""Audio as it arrived: when it starts playing, its size, which slices are audible (an
+``audible_frames`` mask), the bytes (empty where the owner keeps only counts)."""
 
 
 class PlaybackModel:
@@ -119,7 +150,9 @@ class PlaybackModel:
 
     # ------------------------------------------------------------ what arrives
 
-    def media(self, now: float, size: int, audible: bool, ulaw: bytes = b"") -> None:
+    def media(self, now: float, size: int, audible_frames: int, ulaw: bytes = b"") -> None:
+        """``size`` bytes arrive; ``audible_frames`` says which 20 ms slices are audible
+        (``audible_frames()``; ``ALL_AUDIBLE``, ``NONE_AUDIBLE``)."""
         self.play(now)
         if not size:
             return
@@ -130,7 +163,7 @@ class PlaybackModel:
             self.underrun_ms += gap_ms
             self._on_underrun(dry_since, gap_ms)
         start = self._head.queue(now, size / BYTES_PER_S)
-        self._items.append((start, size, audible, ulaw))
+        self._items.append((start, size, audible_frames, ulaw))
         self._buffered += size
 
     def mark(self, now: float, name: str) -> None:
@@ -166,29 +199,56 @@ class PlaybackModel:
                 items.popleft()
                 self._on_mark(head, reached_s, False)
                 continue
-            chunk_s, size, audible, ulaw = head
+            chunk_s, size, mask, ulaw = head
             offset = self._offset
-            n = min(size, int((now - chunk_s) * BYTES_PER_S + 1e-6)) - offset
-            if n <= 0:
+            end = min(size, int((now - chunk_s) * BYTES_PER_S + 1e-6))
+            if end <= offset:
                 return
-            start_s = chunk_s + offset / BYTES_PER_S
-            if audible and not self.speaking:
-                self.speaking = True
-                self._reply_played = 0
-                self._on_speech_started(start_s)
-            self._on_played(start_s, n, audible, ulaw, offset)
-            self._offset = offset + n
+            # The played slices' verdicts: one run when they agree (nearly always).
+            first = offset // FRAME_BYTES
+            span = (2 << ((end - 1) // FRAME_BYTES - first)) - 1
+            bits = (mask >> first) & span
+            if bits == 0 or bits == span:
+                self._play_run(chunk_s, offset, end, bits != 0, ulaw)
+            else:
+                self._play_mixed(chunk_s, offset, end, bits, ulaw)
+            n = end - offset
+            self._offset = end
             self._buffered -= n
             self.played_bytes += n
-            if self.speaking:
-                self._reply_played += n
-            if self._offset == size:
+            if end == size:
                 items.popleft()
                 self._offset = 0
-                reached_s = start_s + n / BYTES_PER_S
+                reached_s = chunk_s + size / BYTES_PER_S
         if self.speaking and self._buffered == 0 and now - self._head.end >= self._gap_s:
             self.speaking = False
             self._on_speech_ended(self._head.end, False)
+
+    def _play_mixed(self, chunk_s: float, offset: int, end: int, bits: int, ulaw: bytes) -> None:
+        """Play ``offset:end`` of a chunk in runs of slices with one verdict; ``bits`` are
+        the verdicts from the slice holding ``offset`` on."""
+        at = offset
+        while at < end:
+            audible = bool(bits & 1)
+            stop = min(end, (at // FRAME_BYTES + 1) * FRAME_BYTES)
+            bits >>= 1
+            while stop < end and bool(bits & 1) == audible:
+                stop = min(end, stop + FRAME_BYTES)
+                bits >>= 1
+            self._play_run(chunk_s, at, stop, audible, ulaw)
+            at = stop
+
+    def _play_run(self, chunk_s: float, offset: int, end: int, audible: bool, ulaw: bytes) -> None:
+        """Bytes ``offset:end`` of the chunk queued at ``chunk_s`` play, all ``audible``
+        or not: the first audible byte of a reply is where the caller starts hearing it."""
+        start_s = chunk_s + offset / BYTES_PER_S
+        if audible and not self.speaking:
+            self.speaking = True
+            self._reply_played = 0
+            self._on_speech_started(start_s)
+        self._on_played(start_s, end - offset, audible, ulaw, offset)
+        if self.speaking:
+            self._reply_played += end - offset
 
     # ------------------------------------------------------------ hooks
 
@@ -223,8 +283,9 @@ class PlaybackBuffer(PlaybackModel):
         """When playback last ran dry, while it still is; None while audio plays."""
         return self._head.end if self._buffered == 0 and self.played_bytes else None
 
-    def receive_media(self, ulaw: bytes, *, audible: bool) -> list[PlaybackEvent]:
-        self.media(self._clock.now(), len(ulaw), audible, ulaw)
+    def receive_media(self, ulaw: bytes, *, audible_frames: int) -> list[PlaybackEvent]:
+        """``audible_frames``: which 20 ms slices are audible (``audible_frames()``)."""
+        self.media(self._clock.now(), len(ulaw), audible_frames, ulaw)
         return self._drain()
 
     def receive_mark(self, name: str) -> list[PlaybackEvent]:
