@@ -45,7 +45,9 @@ from callbridge.providers.vad.webrtc import SPEC as WEBRTC_SPEC
 _SPOKEN = ulaw.encode(synthesize_pcm("I would like to check my bill please", 8000))
 _SPEECH = [_SPOKEN[i : i + 160] for i in range(0, len(_SPOKEN) - 159, 160)]
 _QUIET = ulaw.encode(levels.tone(300, 20, -60))
-_CYCLE = _SPEECH + [_QUIET] * 300  # say it, then 6 s of quiet while the bot answers
+CALLER_CYCLE = _SPEECH + [_QUIET] * 300  # say it, then 6 s of quiet while the bot answers
+"""A caller's 20 ms frames, looped (bench/owners.py feeds its calls the same)."""
+_CYCLE_LEN = len(CALLER_CYCLE)
 
 
 class EchoLine:
@@ -105,7 +107,7 @@ async def _run(calls: int, vad_name: str, duration_s: float, warm_s: float) -> t
         due = int((loop.time() - start) / 0.02)
         while frame < due:  # a late caller catches up in a burst, as a network would
             for i, line in enumerate(lines):
-                line.put_nowait(CallerAudio(_CYCLE[(frame + i * 7) % len(_CYCLE)], frame * 20))
+                line.put_nowait(CallerAudio(CALLER_CYCLE[(frame + i * 7) % _CYCLE_LEN], frame * 20))
             frame += 1
             posted += calls
         elapsed = loop.time() - start

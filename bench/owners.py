@@ -25,10 +25,10 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+from calls import CALLER_CYCLE  # the same caller as bench/calls.py (bench/ is on the path)
 from numpy.typing import NDArray
 
 from callbridge.assistant import TurnTaking
-from callbridge.audio import levels, ulaw
 from callbridge.clock import ManualClock
 from callbridge.engine.config import Script
 from callbridge.engine.metronome import Metronome
@@ -44,12 +44,9 @@ from callbridge.providers.fake import (
     FakeTts,
     FakeTtsBlock,
 )
-from callbridge.providers.tts.espeak import synthesize_pcm
 
-_SPOKEN = ulaw.encode(synthesize_pcm("I would like to check my bill please", 8000))
-_SPEECH = [_SPOKEN[i : i + 160] for i in range(0, len(_SPOKEN) - 159, 160)]
-_QUIET = ulaw.encode(levels.tone(300, 20, -60))
-_CYCLE = _SPEECH + [_QUIET] * 300  # say it, then 6 s of quiet while the bot answers
+_CYCLE_LEN = len(CALLER_CYCLE)
+
 _WARM_BEATS = 300
 _BEAT_S = 0.01
 
@@ -138,7 +135,7 @@ async def _run(calls: int, seconds: float) -> float:
         if beat % 2 == 0:  # a frame every other beat, as a live caller sends them
             frame = beat // 2
             for i, line in enumerate(lines):
-                line.put_nowait(CallerAudio(_CYCLE[(frame + i * 7) % len(_CYCLE)], frame * 20))
+                line.put_nowait(CallerAudio(CALLER_CYCLE[(frame + i * 7) % _CYCLE_LEN], frame * 20))
         while echoes and echoes[0][0] <= now:
             _, _, name, line = heapq.heappop(echoes)
             line.put_nowait(MarkPlayed(name))
