@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/vendor_wire.py llm --chunks 30          # HTTP/1.1, 30 tokens
     .venv/bin/python bench/vendor_wire.py llm --chunks 30 --http2  # h2c (the fake app)
+    .venv/bin/python bench/vendor_wire.py llm --idle 80    # 80 connections in the pool
+    .venv/bin/python bench/vendor_wire.py llm --profile /tmp/llm.prof   # cProfile it
     .venv/bin/python bench/vendor_wire.py stt --calls 100          # Deepgram, paced 20 ms
     PYTHONPATH=/tmp/old/src .venv/bin/python bench/vendor_wire.py llm   # another tree's code
 
@@ -22,8 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import os
+import pstats
 import subprocess
 import sys
 import time
@@ -134,13 +138,23 @@ async def bench_llm(args: argparse.Namespace, env: dict[str, str]) -> list[float
                     pass
             done += 1
 
-    await asyncio.gather(*(call(loop.time() + 0.5) for _ in range(args.calls)))  # warm
+    # Warm: as many calls at once as the pool is to hold connections (``--idle`` of them
+    # then sit idle in it while ``--calls`` run, as a server's do between turns).
+    await asyncio.gather(*(call(loop.time() + 0.5) for _ in range(max(args.calls, args.idle))))
     results = []
+    profile = cProfile.Profile() if args.profile else None
     for _ in range(args.runs):
         done = 0
         cpu = time.process_time()
+        if profile is not None:
+            profile.enable()
         await asyncio.gather(*(call(loop.time() + args.seconds) for _ in range(args.calls)))
+        if profile is not None:
+            profile.disable()
         results.append((time.process_time() - cpu) / max(done, 1) * 1e6)
+    if profile is not None:
+        profile.dump_stats(args.profile)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(30)
     return results
 
 
@@ -181,6 +195,9 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=30, help="llm: tokens a reply")
     parser.add_argument("--gap-ms", type=float, default=2.0, help="llm: between tokens")
     parser.add_argument("--http2", action="store_true", help="llm: h2c to the fake")
+    parser.add_argument("--idle", type=int, default=0,
+                        help="llm: connections in the pool (warmed by as many calls at once)")
+    parser.add_argument("--profile", help="llm: write a cProfile of the measured runs here")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -203,7 +220,7 @@ def main() -> int:
         server.stdin.close()
         server.wait(timeout=10)
     unit = "us_per_request" if args.vendor == "llm" else "us_per_message"
-    shape = ({"http": "2" if args.http2 else "1.1", "chunks": args.chunks}
+    shape = ({"http": "2" if args.http2 else "1.1", "chunks": args.chunks, "idle": args.idle}
              if args.vendor == "llm" else {})
     print(json.dumps({"vendor": args.vendor, "calls": args.calls, **shape,
                       f"min_{unit}": round(results[0], 1),

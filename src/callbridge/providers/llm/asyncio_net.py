@@ -13,10 +13,8 @@ HTTP/2 is negotiated as before); uvloop implements all of it.
 
 httpx2's transport takes no network backend, so ``http_transport`` builds one and gives
 it a pool made with ours before any connection exists (a test checks the requests really
-go through it, so a renamed attribute fails loudly). That pool is an ``AsyncioPool``:
-httpcore's, except that a request that closes no connection does not enter anyio's
-shielded cancel scope to close none (twice a request: a task-state lookup, a weak
-reference and a scope each time, for an empty loop).
+go through it, so a renamed attribute fails loudly). That pool is pool.py's
+``AsyncioPool``.
 """
 
 # httpcore's interface passes each timeout as an argument (ASYNC109 would have a scope).
@@ -40,6 +38,8 @@ from httpcore2 import (
     WriteError,
     WriteTimeout,
 )
+
+from callbridge.providers.llm.pool import AsyncioPool
 
 __all__ = ["AsyncioBackend", "AsyncioPool", "AsyncioStream", "http_transport"]
 
@@ -220,14 +220,6 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-
-
-class AsyncioPool(httpcore2.AsyncConnectionPool):
-    """httpcore's pool; closing no connection costs nothing."""
-
-    async def _close_connections(self, closing: list[httpcore2.AsyncConnectionInterface]) -> None:
-        if closing:
-            await super()._close_connections(closing)
 
 
 def http_transport(
