@@ -33,10 +33,12 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, Final, Protocol, cast
+from typing import Any, Protocol, cast
 
 import httpcore2
 import httpx2
+
+from callbridge.providers.llm.h11_body import HTTPCORE_ERRORS, as_httpx_error, lean_body
 
 __all__ = [
     "EventStream",
@@ -96,6 +98,7 @@ class StreamingPost:
         self._target = httpcore2.URL(scheme=self.url.raw_scheme, host=self.url.raw_host,
                                      port=self.url.port, target=self.url.raw_path)
         self._extensions = {"timeout": http.timeout.as_dict()}
+        self._read_timeout = http.timeout.read
         transport = http._transport_for_url(self.url)  # proxies from the env included
         pool = getattr(transport, "_pool", None)
         self._pool = pool if isinstance(transport, httpx2.AsyncHTTPTransport) and isinstance(
@@ -118,7 +121,10 @@ class StreamingPost:
         except HTTPCORE_ERRORS as exc:
             raise as_httpx_error(exc) from exc
         core = _CoreBody(response.stream)
-        stream = EventStream(aiter(core), core.aclose, response.status, response.headers)
+        lean = lean_body(response.stream, self._read_timeout)  # HTTP/1.1: h11_body.py
+        stream = (EventStream(lean, lean.aclose, response.status, response.headers)
+                  if lean is not None else
+                  EventStream(aiter(core), core.aclose, response.status, response.headers))
         if 300 <= stream.status < 400:  # a redirect to follow: httpx2's business, as before
             await stream.aclose()
             return await self._open_via_client(content)
@@ -195,22 +201,6 @@ class EventStream:
             await self.aclose()
             raise NotAnEventStream(f"content type {self.content_type or None!r}, "
                                    "not text/event-stream")
-
-
-HTTPCORE_ERRORS: Final = (
-    httpcore2.TimeoutException, httpcore2.NetworkError, httpcore2.ProtocolError,
-    httpcore2.ProxyError, httpcore2.UnsupportedProtocol,
-)
-
-
-def as_httpx_error(exc: Exception) -> httpx2.TransportError:
-    """httpcore's exception as httpx2 raises it: the class of the same name (httpx2
-    maps them one to one), e.g. ``ReadTimeout`` → ``httpx2.ReadTimeout``."""
-    for cls in type(exc).__mro__:
-        mapped = getattr(httpx2, cls.__name__, None)
-        if isinstance(mapped, type) and issubclass(mapped, httpx2.TransportError):
-            return mapped(str(exc))
-    return httpx2.TransportError(str(exc))
 
 
 def error_body(raw: bytes) -> object:
