@@ -42,7 +42,7 @@ class H11Body:
     """A response body as an async iterator of what each network read completed
     (errors as httpx2's, like httpx2's own streams)."""
 
-    __slots__ = ("_close", "_ended", "_network", "_read_size", "_state", "_timeout")
+    __slots__ = ("_close", "_ended", "_error", "_network", "_read_size", "_state", "_timeout")
 
     def __init__(self, pool_stream: PoolByteStream, connection: httpcore2.AsyncHTTP11Connection,
                  timeout: float | None) -> None:
@@ -52,6 +52,7 @@ class H11Body:
         self._timeout = timeout
         self._close = pool_stream.aclose
         self._ended = False
+        self._error: httpx2.RemoteProtocolError | None = None  # after what came before it
 
     def __aiter__(self) -> H11Body:
         return self
@@ -59,13 +60,20 @@ class H11Body:
     async def __anext__(self) -> bytes:
         if self._ended:
             raise StopAsyncIteration
+        if self._error is not None:
+            raise self._error
         state = self._state
         parts: list[bytes | bytearray] = []
         while True:
             try:
                 event = state.next_event()
             except h11.RemoteProtocolError as exc:
-                raise httpx2.RemoteProtocolError(str(exc)) from exc
+                error = httpx2.RemoteProtocolError(str(exc))
+                error.__cause__ = exc
+                if not parts:
+                    raise error from exc
+                self._error = error  # the bytes before the fault are the body's
+                return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
             if event is h11.NEED_DATA:
                 if parts:
                     return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
