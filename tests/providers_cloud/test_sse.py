@@ -70,3 +70,19 @@ def test_retry_is_read_and_a_bom_only_counts_at_the_start() -> None:
 
 def test_invalid_utf_8_is_replaced_not_raised() -> None:
     assert decode(b"data: \xff\xfe ok\n\n") == [ServerSentEvent("\ufffd\ufffd ok")]
+
+
+@pytest.mark.parametrize("chunk", [
+    b'data: {"a":1}\n\ndata: {"b":2}\n\n',  # the quick way: whole one-line data events
+    b"data: a\ndata: b\n\n",  # two data lines: one event, line by line
+    b"data: a\n\nevent: x\ndata: b\n\n",
+    b"data: a\n\n\n\ndata: b\n\n",  # a blank line too many
+    b"data:a\n\n",  # no space after the colon
+    b": ping\n\ndata: a\n\n",
+    "data: é ✓\n\n".encode(),
+])
+@pytest.mark.parametrize("before", [b"data: first\n\n", b"id: 9\ndata: first\n\n", b"data: x\n"])
+def test_a_chunk_of_whole_events_reads_as_line_by_line(before: bytes, chunk: bytes) -> None:
+    """After the stream has started: the same events, ids and all, as a byte at a time."""
+    stream = before + chunk
+    assert decode(before, chunk) == decode(*(stream[i : i + 1] for i in range(len(stream))))

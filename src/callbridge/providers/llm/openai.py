@@ -225,10 +225,10 @@ def _parse_chunk(name: str, data: str) -> _Chunk:
         delta = choice.get("delta") or {}
         text = delta.get("content") or ""
         tool_calls = delta.get("tool_calls") or []
-        if not isinstance(text, str) or not all(
+        if not isinstance(text, str) or (tool_calls and not all(
             isinstance(call, dict) and isinstance(call.get("function") or {}, dict)
             for call in tool_calls
-        ):
+        )):
             raise TypeError("content or tool_calls of the wrong type")
         return _Chunk(text, tool_calls, choice.get("finish_reason") is not None)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
