@@ -51,9 +51,9 @@ class SseDecoder:
         if not chunk:
             return []
         if self._started and not (self._tail or self._pending_cr or self._data or self._event):
-            events = self._whole_data_events(chunk)
-            if events is not None:
-                return events
+            whole = self._whole_data_events(chunk)
+            if whole is not None:
+                return whole
         if self._pending_cr:
             self._pending_cr = False
             if chunk[0] == 0x0A:  # the LF of a CRLF whose CR ended the last chunk
