@@ -130,17 +130,21 @@ async def bench_llm(args: argparse.Namespace, env: dict[str, str]) -> list[float
     loop = asyncio.get_running_loop()
     done = 0
 
-    async def call(stop: float) -> None:
+    async def call(stop: float, requests: int) -> None:
+        """Requests one after another until ``stop`` (loop time), or ``requests`` of them."""
         nonlocal done
-        while loop.time() < stop:
+        sent = 0
+        while (loop.time() < stop) if not requests else sent < requests:
             with contextlib.suppress(Exception):  # hypercorn's GOAWAY after 1000 requests
                 async for _ in llm.stream(hello, ()):
                     pass
             done += 1
+            sent += 1
 
     # Warm: as many calls at once as the pool is to hold connections (``--idle`` of them
     # then sit idle in it while ``--calls`` run, as a server's do between turns).
-    await asyncio.gather(*(call(loop.time() + 0.5) for _ in range(max(args.calls, args.idle))))
+    await asyncio.gather(*(call(loop.time() + 0.5, 1 if args.requests else 0)
+                           for _ in range(max(args.calls, args.idle))))
     results = []
     profile = cProfile.Profile() if args.profile else None
     for _ in range(args.runs):
@@ -148,7 +152,8 @@ async def bench_llm(args: argparse.Namespace, env: dict[str, str]) -> list[float
         cpu = time.process_time()
         if profile is not None:
             profile.enable()
-        await asyncio.gather(*(call(loop.time() + args.seconds) for _ in range(args.calls)))
+        await asyncio.gather(*(call(loop.time() + args.seconds, args.requests)
+                               for _ in range(args.calls)))
         if profile is not None:
             profile.disable()
         results.append((time.process_time() - cpu) / max(done, 1) * 1e6)
@@ -195,6 +200,9 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=30, help="llm: tokens a reply")
     parser.add_argument("--gap-ms", type=float, default=2.0, help="llm: between tokens")
     parser.add_argument("--http2", action="store_true", help="llm: h2c to the fake")
+    parser.add_argument("--requests", type=int, default=0,
+                        help="llm: this many a call and run instead of --seconds (e.g. for "
+                             "callgrind: the difference of two counts cancels the start-up)")
     parser.add_argument("--idle", type=int, default=0,
                         help="llm: connections in the pool (warmed by as many calls at once)")
     parser.add_argument("--profile", help="llm: write a cProfile of the measured runs here")

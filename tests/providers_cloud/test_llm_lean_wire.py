@@ -16,6 +16,7 @@ from callbridge.errors import ProviderError
 from callbridge.providers.base import Message, TextDelta
 from callbridge.providers.llm import openai as openai_llm
 from callbridge.providers.llm import pool as llm_pool
+from callbridge.providers.llm.asyncio_net import AsyncioBackend
 from callbridge.providers.llm.h11_body import H11Body
 from callbridge.providers.llm.openai import OpenAIChat, OpenAIConfig, build
 from providers_cloud.helpers import wait_for
@@ -238,3 +239,53 @@ async def test_an_idle_connection_the_server_closed_is_dropped_on_the_quick_way(
         await asyncio.sleep(0.05)
         assert await turn(llm) == [TextDelta("Hi")]
         assert wire.connections == 2 and wire.requests == 2
+
+
+@asynccontextmanager
+async def trickle(gaps_s: list[float]) -> AsyncIterator[int]:
+    """A TCP server that writes a byte after each of ``gaps_s``, then nothing more."""
+    async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for gap in gaps_s:
+            await asyncio.sleep(gap)
+            writer.write(b"x")
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_each_read_has_its_own_deadline_however_long_the_stream() -> None:
+    """Bytes 0.06 s apart with a 0.15 s read timeout: five of them outlast the first
+    read's deadline without a timeout; then nothing comes, and the read times out."""
+    async with trickle([0.06] * 5) as port:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        for _ in range(5):
+            assert await stream.read(10, timeout=0.15) == b"x"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(httpcore2.ReadTimeout):
+            await stream.read(10, timeout=0.15)
+        assert 0.1 <= loop.time() - started < 2.0
+        await stream.aclose()
+
+
+async def test_a_read_without_a_timeout_is_not_cut_by_an_earlier_ones_timer() -> None:
+    async with trickle([0.0, 0.3]) as port:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        assert await stream.read(10, timeout=0.05) == b"x"  # leaves its timer set
+        async with asyncio.timeout(5):
+            assert await stream.read(10, timeout=None) == b"x"
+        await stream.aclose()
+
+
+async def test_a_shorter_timeout_after_a_longer_one_still_fires_on_time() -> None:
+    async with trickle([0.0]) as port:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        assert await stream.read(10, timeout=60) == b"x"
+        async with asyncio.timeout(5):
+            with pytest.raises(httpcore2.ReadTimeout):
+                await stream.read(10, timeout=0.05)
+        await stream.aclose()

@@ -7,9 +7,10 @@ idle connection that builds anyio's attribute table and polls the socket. That w
 quarter of the LLM client's CPU (``bench/vendors.py llm --profile``). ``AsyncioBackend``
 implements the same small interface (httpcore's documented ``AsyncNetworkBackend``) on an
 ``asyncio.Protocol``: data is appended as it arrives, a read that finds data returns it
-without waiting, a timeout is one timer handle, and "is it readable" is a look at the
-buffer. TLS is ``loop.start_tls`` with httpx2's own SSL context (ALPN included, so
-HTTP/2 is negotiated as before); uvloop implements all of it.
+without waiting, the reads' timeout is one timer a connection (moved, when it fires, to
+the waiting read's deadline), and "is it readable" is a look at the buffer. TLS is
+``loop.start_tls`` with httpx2's own SSL context (ALPN included, so HTTP/2 is negotiated
+as before); uvloop implements all of it.
 
 httpx2's transport takes no network backend, so ``http_transport`` builds one and gives
 it a pool made with ours before any connection exists (a test checks the requests really
@@ -23,6 +24,7 @@ go through it, so a renamed attribute fails loudly). That pool is pool.py's
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from collections import deque
 from collections.abc import Iterable
@@ -58,6 +60,8 @@ class _Buffered(asyncio.Protocol):
         self.paused = False
         self._reader: asyncio.Future[None] | None = None
         self._drainer: asyncio.Future[None] | None = None
+        self._read_deadline = 0.0  # the waiting read's, loop time
+        self._read_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -74,6 +78,9 @@ class _Buffered(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.error = exc
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
         self._wake_reader()
         self._wake_drainer()
 
@@ -85,8 +92,36 @@ class _Buffered(asyncio.Protocol):
         self._wake_drainer()
 
     async def readable(self, timeout: float | None) -> None:
-        self._reader = asyncio.get_running_loop().create_future()
-        await _wait(self._reader, timeout, ReadTimeout)
+        """Wait for bytes, the peer's EOF or the close; ``ReadTimeout`` after ``timeout``.
+
+        A model streams a token a read: instead of a timer set and cancelled for every
+        read, one timer a connection stays set and, when it fires, only moves itself to
+        the waiting read's deadline if that is later (it is, as long as tokens come)."""
+        loop = asyncio.get_running_loop()
+        self._reader = reader = loop.create_future()
+        if timeout is None:
+            self._read_deadline = math.inf
+        else:
+            self._read_deadline = deadline = loop.time() + timeout
+            timer = self._read_timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._read_timer = loop.call_at(deadline, self._read_timed_out)
+        await reader
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        reader = self._reader
+        if reader is None or reader.done():
+            return  # no read waits; the next one sets a timer again
+        loop = asyncio.get_running_loop()
+        if self._read_deadline == math.inf:
+            return  # this read waits as long as it takes
+        if loop.time() < self._read_deadline:
+            self._read_timer = loop.call_at(self._read_deadline, self._read_timed_out)
+        else:
+            reader.set_exception(ReadTimeout("timed out"))
 
     async def drained(self, timeout: float | None) -> None:
         self._drainer = asyncio.get_running_loop().create_future()
