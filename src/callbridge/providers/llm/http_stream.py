@@ -19,7 +19,9 @@ that every streamed chunk passed through. The request bytes are the same (the he
 block is httpx2's own, built once; a test compares them). What httpx2 would still have
 done is done here: its exception types (``TransportError`` and kin, mapped from
 httpcore's by name, as httpx2 maps them), and its redirects and content decoding, by
-handing those rare answers (3xx, a compressed body) to the httpx2 client itself.
+handing those rare answers (3xx, a compressed body) to the httpx2 client itself. An
+HTTP/1.1 body is read by h11_body.py's ``H11Body`` (h11 and the socket, one step a
+network read, not httpcore's four generators); anything else through httpcore's stream.
 """
 from __future__ import annotations
 

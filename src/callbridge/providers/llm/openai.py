@@ -357,9 +357,12 @@ def _http_client(config: _ChatBlock, *, prior_knowledge: bool = False) -> httpx2
     the vendor (TCP + TLS) costs a turn ~150 ms.
 
     HTTP/2 where the server offers it (ALPN, so ``https`` vendors): every call's requests
-    share one connection. Over HTTP/1.1 each concurrent request needs its own, and the
-    pool probes every idle one on each request: with 150 idle connections a request costs
-    ~40 % more CPU (``bench/vendors.py llm --pool 150``). ``prior_knowledge`` speaks
+    share one connection. Over HTTP/1.1 each concurrent request needs its own; the pool
+    (pool.py) takes an idle one without asking every other, so many idle connections
+    cost a request nothing (``bench/vendor_wire.py llm --idle 80``). Per streamed
+    completion HTTP/2 costs this client about twice the CPU of HTTP/1.1 (h2's frames and
+    httpcore's per-stream machinery; ``bench/vendor_wire.py llm --http2``), which is why
+    HTTP/1.1 is not turned off where it is offered. ``prior_knowledge`` speaks
     HTTP/2 over plain TCP (h2c), for a local server known to take it. The pool's network
     layer is asyncio's own (asyncio_net.py), not anyio's."""
     limits = httpx2.Limits(
