@@ -1,7 +1,7 @@
 """VAD cost per call: µs of CPU per 20 ms frame, and memory per added call.
 
     .venv/bin/python bench/vad.py [--seconds 2] [--shipped]
-    .venv/bin/python bench/vad.py --server 80 [--lag-ms 2] [--cold-mb 48] [--seconds 10]
+    .venv/bin/python bench/vad.py --server 80 [--lag-ms 6] [--cold-mb 48] [--beat-ms 10]
 
 For each detector it feeds every call one 20 ms frame per tick (as the engine does) and
 reports µs per frame per call, plus what 200 calls would take of one core (50 frames/s
@@ -55,9 +55,12 @@ def main() -> None:
     parser.add_argument("--lag-ms", type=float, default=6.0, help="mean lateness of a beat")
     parser.add_argument("--cold-mb", type=float, default=48.0, help="memory swept between beats")
     parser.add_argument("--passes", type=int, default=3, help="warm/cold passes, interleaved")
+    parser.add_argument("--beat-ms", type=float, default=10.0, help="the metronome's period")
     args = parser.parse_args()
     if args.server:
-        vad_server.report(args.server, args.seconds, args.lag_ms, args.cold_mb, args.passes)
+        vad_server.report(
+            args.server, args.seconds, args.lag_ms, args.cold_mb, args.passes, args.beat_ms
+        )
         return
     frames = _speech_frames()
     n_frames = int(args.seconds * FRAMES_PER_S)

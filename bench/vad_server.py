@@ -13,7 +13,10 @@ second of audio takes, at what batch sizes.
 The arrival pattern: call i's frame k arrives at ``20k + φᵢ`` ms (φᵢ uniform in 20 ms);
 the beat's grid is every 10 ms, each beat is late by an exponential lag (``--lag-ms``,
 the loop's other work), takes every frame arrived by then, and a beat late past the next
-grid point skips it, as ``Metronome._beat`` does. So a late beat takes two frames of some
+grid point skips it, as ``Metronome._beat`` does. The default lag, 6 ms, gives ≈10 % of
+beats a second round, as the 80-call profile's share of ``_run_rounds`` says;
+``--beat-ms 20`` shows what a VAD cadence of one frame would save (it would add up to
+10 ms to barge-in). So a late beat takes two frames of some
 calls, and a call whose carry-over was ≥ 24 ms then has two windows: a second round.
 """
 
@@ -29,7 +32,6 @@ from callbridge.providers.tts.espeak import synthesize_pcm
 from callbridge.providers.vad.silero_batch import BatchedSileroModel
 
 FRAME_MS = 20
-BEAT_MS = 10
 FRAME_SAMPLES = 160
 WINDOW_SAMPLES = 256
 Beat = tuple[np.ndarray, list[tuple[int, int, int]]]  # pcm, (call, first, count)
@@ -52,7 +54,9 @@ def _caller_frames() -> list[bytes]:
     return speech + [quiet[i : i + 320] for i in range(0, len(quiet), 320)]
 
 
-def beats(calls: int, seconds: float, lag_ms: float, seed: int = 13) -> list[Beat]:
+def beats(
+    calls: int, seconds: float, lag_ms: float, beat_ms: float = 10, seed: int = 13
+) -> list[Beat]:
     """Every beat's joined frames and its ``score_frames`` spec, on the pattern above."""
     rng = np.random.default_rng(seed)
     frames = _caller_frames()
@@ -75,9 +79,9 @@ def beats(calls: int, seconds: float, lag_ms: float, seed: int = 13) -> list[Bea
             first += count
         taken = np.maximum(taken, arrived)
         out.append((np.frombuffer(b"".join(chunks), dtype="<i2"), spec))
-        grid += BEAT_MS
+        grid += beat_ms
         if at >= grid:  # late past the next grid point: those beats are skipped
-            grid += (at - grid) // BEAT_MS * BEAT_MS + BEAT_MS
+            grid += (at - grid) // beat_ms * beat_ms + beat_ms
     return out
 
 
@@ -143,15 +147,18 @@ def rounds(calls: int, pattern: list[Beat]) -> list[int]:
     return out
 
 
-def report(calls: int, seconds: float, lag_ms: float, cold_mb: float, passes: int) -> None:
-    pattern = beats(calls, seconds, lag_ms)
+def report(
+    calls: int, seconds: float, lag_ms: float, cold_mb: float, passes: int, beat_ms: float = 10
+) -> None:
+    pattern = beats(calls, seconds, lag_ms, beat_ms)
     beat_count = len(pattern)
     per_beat = np.bincount(rounds(calls, pattern))
     frames = sum(count for _, spec in pattern for _, _, count in spec)
     model = BatchedSileroModel()
     measure(model, calls, pattern[:50], 0)  # warm-up: first runs allocate
     print(
-        f"{calls} calls, {seconds:g} s, {beat_count} beats (10 ms grid, mean lag {lag_ms:g} ms), "
+        f"{calls} calls, {seconds:g} s, {beat_count} beats ({beat_ms:g} ms grid, mean lag "
+        f"{lag_ms:g} ms), "
         f"{frames} frames"
     )
     shares = ", ".join(f"{r}: {n / beat_count:.1%}" for r, n in enumerate(per_beat) if n)
