@@ -1,7 +1,7 @@
 """VAD cost per call: µs of CPU per 20 ms frame, and memory per added call.
 
     .venv/bin/python bench/vad.py [--seconds 2] [--shipped]
-    .venv/bin/python bench/vad.py --server 80 [--lag-ms 6] [--cold-mb 48] [--beat-ms 10]
+    .venv/bin/python bench/vad.py --server 80 --seconds 5 [--lag-ms 6] [--cold-mb 48] [--beat-ms 10]
 
 For each detector it feeds every call one 20 ms frame per tick (as the engine does) and
 reports µs per frame per call, plus what 200 calls would take of one core (50 frames/s
