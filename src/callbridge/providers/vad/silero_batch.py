@@ -41,7 +41,8 @@ Measured and not kept, as no cheaper cold: a late beat's second windows stepped 
 the LSTM in the same run (the same numbers bit for bit, one run a beat, but the
 sequence LSTM costs what the second run saved); the int16 scaling and the state gather
 and scatter inside the graph (its extra kernels cost what the numpy calls did); the
-first encoder layer as one shared 195×128 matrix (a quarter of its weights). What would
+first encoder layer as one shared 195×128 matrix (a quarter of its weights); a big
+batch split into runs of 16–50 windows (activations that stay in L2). What would
 cut it is fewer runs a second, i.e. a slower beat, which barge-in cannot afford (and a
 late beat's second rounds eat most of it: at a 20 ms beat, ``--beat-ms 20``, 43 % of
 beats need two).
