@@ -22,13 +22,12 @@ from typing import Final
 
 import httpcore2
 from httpcore2._async.connection_pool import AsyncPoolRequest
-from httpcore2._async.interfaces import AsyncConnectionInterface
 
 __all__ = ["SWEEP_S", "AsyncioPool"]
 
 SWEEP_S: Final = 1.0  # the longest a closed or surplus connection stays listed
 
-Connection = AsyncConnectionInterface
+Connection = httpcore2.AsyncConnectionInterface
 
 
 class AsyncioPool(httpcore2.AsyncConnectionPool):
