@@ -356,19 +356,23 @@ def _http_client(config: _ChatBlock, *, prior_knowledge: bool = False) -> httpx2
     keep-alive would drop them between two turns of a call, and a new connection to
     the vendor (TCP + TLS) costs a turn ~150 ms.
 
-    HTTP/2 where the server offers it (ALPN, so ``https`` vendors): every call's requests
-    share one connection. Over HTTP/1.1 each concurrent request needs its own; the pool
+    HTTP/1.1, as the SDK's own client speaks by default, though the vendor offers HTTP/2
+    (ALPN): per streamed completion HTTP/2 costs this client more (h2's frames and
+    httpcore's per-stream machinery: 7.6 M instructions a request against 6.4 M, and
+    4.4–4.9 ms of CPU against 2.4 ms at 20 calls; ``bench/vendor_wire.py llm --http2``),
+    and the
+    lean body reader (h11_body.py) is HTTP/1.1's. Each concurrent request has its own
+    connection then; ``warm`` opens the call's before its first turn, and the pool
     (pool.py) takes an idle one without asking every other, so many idle connections
-    cost a request nothing (``bench/vendor_wire.py llm --idle 80``). Per streamed
-    completion HTTP/2 costs this client about twice the CPU of HTTP/1.1 (h2's frames and
-    httpcore's per-stream machinery; ``bench/vendor_wire.py llm --http2``), which is why
-    HTTP/1.1 is not turned off where it is offered. ``prior_knowledge`` speaks
-    HTTP/2 over plain TCP (h2c), for a local server known to take it. The pool's network
-    layer is asyncio's own (asyncio_net.py), not anyio's."""
+    cost a request nothing (``bench/vendor_wire.py llm --idle 80``). ``prior_knowledge``
+    speaks HTTP/2 over plain TCP (h2c), for a local server known to take it. The pool's
+    network layer is asyncio's own (asyncio_net.py), not anyio's."""
     limits = httpx2.Limits(
         max_connections=1000, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
     )
-    transport = http_transport(limits=limits, http1=not prior_knowledge, http2=True)
+    transport = http_transport(
+        limits=limits, http1=not prior_knowledge, http2=prior_knowledge
+    )
     return openai.DefaultAsyncHttpxClient(transport=transport, timeout=config.timeout_s)
 
 
