@@ -29,6 +29,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,86 @@ def seed_fakes() -> Iterator[int]:
             fakes.wait()
 
 
+class RunQueueWait:
+    """How long the server's and the fakes' main threads sat runnable but not running
+    (``/proc/PID/schedstat``), sampled beside a level: the share of the machine's other
+    work (other agents' jobs on the same core) in every hop.
+
+    The server is this process's ``callbridge.cli serve`` child (``run_level`` starts
+    it); the figures are per second of the level, from the first sample to the last.
+    """
+
+    def __init__(self, fakes_pid: int) -> None:
+        self._fakes = fakes_pid
+        self._stop = threading.Event()
+        self._first: dict[str, tuple[float, int, int]] = {}
+        self._last: dict[str, tuple[float, int, int]] = {}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RunQueueWait:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        server: int | None = None
+        while not self._stop.wait(0.5):
+            server = server if server is not None and _alive(server) else _server_child()
+            for name, pid in (("server", server), ("fakes", self._fakes)):
+                stat = _schedstat(pid) if pid is not None else None
+                if stat is not None:
+                    self._first.setdefault(name, stat)
+                    self._last[name] = stat
+
+    def figures(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for name in ("server", "fakes"):
+            first, last = self._first.get(name), self._last.get(name)
+            cpu = wait = None
+            if first is not None and last is not None and last[0] > first[0]:
+                dt_ns = (last[0] - first[0]) * 1e9
+                cpu = round(100 * (last[1] - first[1]) / dt_ns, 1)
+                wait = round(100 * (last[2] - first[2]) / dt_ns, 1)
+            out[f"{name}_cpu_pct_level"], out[f"{name}_runq_wait_pct"] = cpu, wait
+        return out
+
+
+def _schedstat(pid: int) -> tuple[float, int, int] | None:
+    try:
+        with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
+            cpu_ns, wait_ns, _ = f.read().split()
+    except (OSError, ValueError):
+        return None
+    return time.monotonic(), int(cpu_ns), int(wait_ns)
+
+
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}/schedstat")
+
+
+def _server_child() -> int | None:
+    """The server ``run_level`` started: our child running ``callbridge.cli serve``."""
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                ppid = f.read().rsplit(")", 1)[1].split()[1]
+            if ppid != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if b"callbridge.cli" in argv and b"serve" in argv:
+            return int(entry)
+    return None
+
+
 def answer_hops(data_dir: str) -> list[dict[str, float]]:
     """Every answer's ``hop_*`` marks from the server's SQLite call record."""
     path = Path(data_dir) / "callbridge.db"
@@ -138,7 +220,8 @@ def level(n: int, fakes_pid: int, duration: float, spread: float) -> dict[str, A
         profile=None,
         client_pid=[fakes_pid],
     )
-    result = run_level(n, args)
+    with RunQueueWait(fakes_pid) as waits:
+        result = run_level(n, args)
     row = result.row()
     turns = answer_hops(result.data_dir)
     return {
@@ -149,6 +232,7 @@ def level(n: int, fakes_pid: int, duration: float, spread: float) -> dict[str, A
         "client_turn_p95_ms": row["turn_p95_ms"],
         "failed": row["failed"],
         "answers": len(turns),
+        **waits.figures(),
         **summarise(turns),
     }
 
@@ -168,6 +252,12 @@ def table(levels: list[dict[str, Any]]) -> str:
 
     row("server CPU %", [str(lv["server_cpu_pct"]) for lv in levels])
     row("client core CPU %", [str(lv["client_cpu_pct"]) for lv in levels])
+    for key, title in (
+        ("server_runq_wait_pct", "server waited for its core, % of the level"),
+        ("fakes_cpu_pct_level", "vendor fakes CPU %"),
+        ("fakes_runq_wait_pct", "vendor fakes waited for their core, %"),
+    ):
+        row(title, [str(lv.get(key)) for lv in levels])
     row("answers measured", [str(lv["answers"]) for lv in levels])
     row(
         "**client turn** (last word → audible)",
