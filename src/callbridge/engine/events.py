@@ -246,6 +246,9 @@ class StartReply:
     kind: ReplyKind
     messages: tuple[Message, ...] = ()
     text: str | None = None
+    # The reply's hop marks (``Reply.marks``): the task stamps its own into it (the
+    # model asked, its first token, TTS asked, TTS's first audio). Instrumentation only.
+    marks: dict[str, float] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

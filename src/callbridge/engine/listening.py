@@ -52,6 +52,7 @@ class Listening:
         self.judged_run = 0  # speech run already judged for barge-in (stale or taken)
         self.guess: str | None = None  # interim words a held reply answers, until a final
         self.guess_base = ""  # the final words that came before that guess
+        self.finalized_at: float | None = None  # Finalize sent in this turn (a hop mark)
 
     # ------------------------------------------------------------ caller audio and turns
 
@@ -102,6 +103,7 @@ class Listening:
                 else:
                     if e.turn.early_finalize_due():
                         e.send(FinalizeStt())
+                        self.finalized_at = now
                     self._maybe_speculate(now)
         elif phase is _THINKING:
             if run >= rules.start_ms:
@@ -120,6 +122,7 @@ class Listening:
             e.send(WarmUp())
         e.enter(Phase.USER_SPEAKING)
         self.user_started_at = e.turn.speech.onset_at or now
+        self.finalized_at = None
         self.idle_at = None
         self.reprompts = 0
         self.endpoint_at = None
@@ -152,6 +155,7 @@ class Listening:
             return
         if e.turn.finalize_due():
             e.send(FinalizeStt())
+            self.finalized_at = now
         # A held answer already has the turn's words (once a final confirmed any guessed
         # ones); only newer, unfinished ones count.
         words = e.turn.words
@@ -256,6 +260,8 @@ class Listening:
                 self.endpoint_at = self.await_final_until = None
             else:
                 self.finish_user_turn(now)
+                if e.speaker.reply is not None:
+                    e.speaker.reply.marks["final_words"] = now
         elif phase is Phase.USER_SPEAKING:
             self._maybe_speculate(now)
         elif phase is Phase.THINKING and e.speaker.reply is not None:
@@ -299,6 +305,9 @@ class Listening:
         )
         reply.latency_ms["stt"] = (now - endpoint_at) * 1000
         reply.started_at = endpoint_at
+        if dtmf is None:
+            self._mark_start(reply, now)
+            reply.marks["endpoint"] = endpoint_at
         e.enter(Phase.THINKING)
 
     def caller_went_on(self, now: float) -> None:
@@ -368,12 +377,27 @@ class Listening:
             now, ReplyKind.ANSWER, messages=e.conversation.messages()
         )
         reply.held = True
+        self._mark_start(reply, now)
+
+    def _mark_start(self, reply: Reply, now: float) -> None:
+        """The turn's hops so far, on the answer's record: the caller's speech end as the
+        VAD dated it, when the VAD said so, the Finalize, and the answer asked for now."""
+        speech, marks = self.e.turn.speech, reply.marks
+        if speech.silence_at is not None and speech.silence_seen_at is not None:
+            marks["speech_end"] = speech.silence_at
+            marks["vad_silence"] = speech.silence_seen_at
+        if self.finalized_at is not None:
+            marks["finalize"] = self.finalized_at
+        marks["reply_start"] = now
 
     def _confirm_guess(self, now: float) -> None:
         """The final says what the held reply guessed: keep the reply, record the final."""
         e = self.e
         final = e.turn.words.take()
         self.guess = None
+        held = e.speaker.held()
+        if held is not None:
+            held.marks["final_words"] = now
         e.conversation.take_last_user()
         e.conversation.add_user(Message("user", f"{self.guess_base} {final}".strip()))
         if self.await_final_until is not None:
@@ -399,6 +423,8 @@ class Listening:
         started = self.user_started_at or now
         e.record(TurnRecord(role="user", text=user.content, started_at=started, ended_at=now))
         self.await_final_until = None
+        reply.marks["endpoint"] = self.endpoint_at if self.endpoint_at is not None else now
+        reply.marks["released"] = now
         self.endpoint_at = None
         reply.held = False
         reply.latency_ms["speculated_ms"] = (now - reply.started_at) * 1000

@@ -51,6 +51,9 @@ class Reply:
     first_sent_at: float | None = None
     all_sent_at: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # The turn's hops as clock times (``speech_end``, ``endpoint``, ``llm_sent`` …), for
+    # the record only: the engine and the reply's task each add theirs (``hops_ms``).
+    marks: dict[str, float] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -72,8 +75,27 @@ class Reply:
             started_at=self.started_at,
             ended_at=now,
             kind=self.kind.value,
-            latency_ms=dict(self.latency_ms),
+            latency_ms={**self.latency_ms, **self.hops_ms()},
         )
+
+    def hops_ms(self) -> dict[str, float]:
+        """Each mark as ``hop_<name>``: ms after the caller's speech end as the VAD dated
+        it (none without that anchor: fixed text, a DTMF turn)."""
+        marks = self.marks
+        origin = marks.get("speech_end")
+        if origin is None:
+            return {}
+        stamps = {
+            **marks,
+            "first_segment": self.first_segment_at,
+            "first_audio": self.first_audio_at,
+            "first_frame": self.first_sent_at,
+        }
+        return {
+            f"hop_{name}": (at - origin) * 1000
+            for name, at in stamps.items()
+            if at is not None and name != "speech_end"
+        }
 
 
 class Replies:
@@ -94,7 +116,9 @@ class Replies:
         self._next_id += 1
         reply = Reply(id=self._next_id, kind=kind, started_at=now)
         self.current = reply
-        self._out.append(StartReply(reply.id, kind, messages=messages, text=text))
+        self._out.append(
+            StartReply(reply.id, kind, messages=messages, text=text, marks=reply.marks)
+        )
         return reply
 
     def is_current(self, reply_id: int) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -70,20 +71,23 @@ async def run_reply(
     retry_delays_s: Sequence[float] = DEFAULT_DELAYS_S,
     sleep: Sleep = asyncio.sleep,
     on_retry: OnRetry | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
+    """``clock`` dates the hop marks in ``request.marks`` (the engine's clock)."""
     rid = request.reply_id
+    marks = _Marks(request.marks, clock)
     segments: asyncio.Queue[object] = asyncio.Queue()
     failure: str | None = None
     provider = ""
     policy = _Policy(retry_delays_s, sleep, on_retry)
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(_speak(rid, segments, tts, post, policy))
+            group.create_task(_speak(rid, segments, tts, post, policy, marks))
             if request.text is not None:
                 for segment in _split(request.text):
                     segments.put_nowait(segment)
             else:
-                await _think(request, llm, tools, segments, post, execute_tool, policy)
+                await _think(request, llm, tools, segments, post, execute_tool, policy, marks)
             segments.put_nowait(_END)
     except* CallbridgeError as group_error:
         failure = "; ".join(str(e) for e in group_error.exceptions)
@@ -95,6 +99,22 @@ async def run_reply(
         log.error("reply.crashed", exc_info=group_error)
         failure = "; ".join(repr(e) for e in group_error.exceptions)
     post(ReplyDone(rid) if failure is None else ReplyFailed(rid, failure, provider))
+
+
+class _Marks:
+    """Stamps a hop once into the reply's marks (shared with the engine's ``Reply``,
+    read only when its turn is recorded): a no-op for a request that carries none."""
+
+    __slots__ = ("_clock", "_marks")
+
+    def __init__(self, marks: dict[str, float] | None, clock: Callable[[], float]) -> None:
+        self._marks = marks
+        self._clock = clock
+
+    def first(self, name: str) -> None:
+        marks = self._marks
+        if marks is not None and name not in marks:
+            marks[name] = self._clock()
 
 
 class _Policy:
@@ -122,17 +142,20 @@ async def _think(
     post: Callable[[EngineEvent], None],
     execute_tool: ToolExecutor | None,
     policy: _Policy,
+    marks: _Marks,
 ) -> None:
     segmenter = SentenceSegmenter()
     messages = list(request.messages)
     for _ in range(MAX_TOOL_ROUNDS):
         said: list[str] = []
         calls: list[ToolCall] = []
+        marks.first("llm_sent")
         stream = _resumed_text(lambda: llm.stream(messages, tools), policy)
         try:
             async for event in stream:
                 match event:
                     case TextDelta(text=text):
+                        marks.first("first_token")
                         said.append(text)
                         for segment in segmenter.push(text):
                             segments.put_nowait(segment)
@@ -160,15 +183,18 @@ async def _speak(
     tts: TextToSpeech,
     post: Callable[[EngineEvent], None],
     policy: _Policy,
+    marks: _Marks,
 ) -> None:
     index = 0
     while (segment := await segments.get()) is not _END:
         assert isinstance(segment, str)
         post(ReplySegment(rid, index, segment))
+        marks.first("tts_sent")
         audio = _resumed_audio(functools.partial(tts.synthesize, segment), policy)
         try:
             async for chunk in audio:
                 if chunk:
+                    marks.first("tts_audio")
                     post(ReplyAudio(rid, index, chunk))
         finally:
             await close_now(audio)

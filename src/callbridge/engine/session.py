@@ -245,6 +245,7 @@ class CallSession:
                 retry_delays_s=voice.retry_delays_s,
                 sleep=voice.sleep,
                 on_retry=self._on_retry,
+                clock=self._shell.clock.now,
             )
         )
         self._replies[request.reply_id] = task

@@ -44,6 +44,10 @@ class SpeechTracker:
         self.silence_ms = 0  # trailing non-speech audio
         self.onset_at: float | None = None  # clock time the current run started
         self.run_id = 0  # increments with every new run
+        # The latest silence after speech, for the turn's hop marks (``replies.py``):
+        # when it began (dated back like ``silence_ms``) and when the model said so.
+        self.silence_at: float | None = None
+        self.silence_seen_at: float | None = None
         self._audio_ms = 0
         self._offset: float | None = None  # min(arrival - audio time): the network's best case
         self._floor_dbfs = -60.0
@@ -92,7 +96,10 @@ class SpeechTracker:
             return
         if self.silence_ms == 0 and self.run_ms > 0:
             # The model's first "silence" of this run: the caller fell quiet earlier.
-            self.silence_ms = min(quiet_before, self._backdate_max_ms)
+            back_ms = min(quiet_before, self._backdate_max_ms)
+            self.silence_ms = back_ms
+            self.silence_at = self._offset + (stamp_ms - back_ms) / 1000
+            self.silence_seen_at = arrival
         self.silence_ms += frame_ms
         if self.silence_ms > self._gap_tolerance_ms:
             self.run_ms = 0

@@ -93,6 +93,7 @@ class RunResult:
     rss_mib: float = 0.0
     rss_idle_mib: float = 0.0
     results: list[dict[str, Any]] = field(default_factory=list)
+    data_dir: str = ""  # the server's (its call records), left for a report to read
 
     def merged(self, key: str) -> list[float]:
         return [v for r in self.results for v in r.get(key, [])]
@@ -197,7 +198,7 @@ def run_level(n: int, args: argparse.Namespace) -> RunResult:
     }
     server_cmd = ["taskset", "-c", str(SERVER_CORE), sys.executable, "-m", "callbridge.cli"]
     server_cmd += ["serve", "--host", "127.0.0.1", "--port", str(port)]
-    result = RunResult(n)
+    result = RunResult(n, data_dir=env["CALLBRIDGE_DATA_DIR"])
     spread_s = args.spread * n / max(DEFAULT_COUNTS)
     window = SteadyWindow(n)
     with contextlib.ExitStack() as stack:
