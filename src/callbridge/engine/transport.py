@@ -146,6 +146,7 @@ LineTap = Callable[[LineEvent], None]
 the caller); events posted before the owner attached are seen when it does."""
 
 E = TypeVar("E")
+_Future, _running_loop = asyncio.Future, asyncio.get_running_loop
 
 
 class _LineSink(Protocol):
@@ -285,7 +286,9 @@ class Inbox(Generic[E]):
         waiter = self._waiter
         if waiter is not None and not waiter.done():  # (a cancelled reader's is done)
             raise RuntimeError("an inbox has one reader")
-        waiter = asyncio.get_running_loop().create_future()
+        # A ``Future`` on the running loop, as ``loop.create_future`` makes it, without
+        # asyncio's Python ``create_future`` in between (every call, every beat).
+        waiter: asyncio.Future[None] = _Future(loop=_running_loop())
         if self._items:
             waiter.set_result(None)
             self._waiter = None
