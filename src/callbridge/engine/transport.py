@@ -185,6 +185,23 @@ class Line:
         else:
             self._deliver(inbox, event)
 
+    def put_audio(self, audio: CallerAudio, limit: int) -> bool:
+        """``put_nowait`` of a caller frame unless ``limit`` of them wait already (``qsize``);
+        False: not posted. The socket adapter's per-frame post, in one call."""
+        inbox = self._inbox
+        if inbox is None or not self._ticked:
+            if self.qsize() >= limit:
+                return False
+            self.put_nowait(audio)
+            return True
+        frames = self.frames
+        if inbox.unread_audio + len(frames) >= limit:
+            return False
+        for tap in self._taps:
+            tap(audio)
+        frames.append(audio)
+        return True
+
     def take_frames(self) -> list[CallerAudio]:
         """The frames that came since the last tick (the metronome's, once per tick)."""
         frames, self.frames = self.frames, []

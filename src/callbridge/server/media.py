@@ -60,6 +60,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_media_audio = codec.media_audio
+_new = tuple.__new__
+
 START_TIMEOUT_S = 10.0
 """Twilio sends ``start`` right after ``connected``; a socket that does not is not Twilio."""
 HANGUP_GRACE_S = 5.0
@@ -142,9 +145,15 @@ class MediaStream:
             self._held.append(payload)
             return
         if self._queue is not None:  # live: Twilio's media frame needs no event object
-            audio = codec.media_audio(payload)
-            if audio is not None:
-                self._live_audio(audio[1], audio[0])
+            audio = _media_audio(payload)
+            if audio is not None:  # (``_live_audio``, inline: every frame of every call)
+                timestamp_ms, ulaw = audio
+                now = self._clock()
+                wait_s = self._pacer.wait_s(len(ulaw), now)
+                if wait_s > 0:
+                    self._hold(ulaw, timestamp_ms, wait_s)
+                else:
+                    self._caller_audio(ulaw, timestamp_ms, now)
                 return
         self._handle(payload)
 
@@ -337,17 +346,19 @@ class MediaStream:
     def _caller_audio(self, ulaw: bytes, timestamp_ms: int, now: float) -> None:
         queue = self._queue
         assert queue is not None
-        for gap in self.gaps.seen(timestamp_ms, now):
-            reported = MediaGap(gap.kind, round(gap.gap_ms), gap.coalesced)
-            log_event(log, logging.INFO, "media.gap", **reported.data)
-            self.emit(reported)
-        if queue.qsize() >= MAX_QUEUED_EVENTS:  # the caller's frames only (``Line``)
+        gaps = self.gaps.seen(timestamp_ms, now)
+        if gaps:  # (nearly never: no loop over an empty tuple per frame)
+            for gap in gaps:
+                reported = MediaGap(gap.kind, round(gap.gap_ms), gap.coalesced)
+                log_event(log, logging.INFO, "media.gap", **reported.data)
+                self.emit(reported)
+        # The cap counts the caller's frames only (``Line.put_audio``). A ``CallerAudio``
+        # without its NamedTuple ``__new__``'s Python frame (fields in order).
+        if not queue.put_audio(_new(CallerAudio, (ulaw, timestamp_ms)), MAX_QUEUED_EVENTS):
             self.dropped_backlog += 1
             if self.dropped_backlog == 1:
                 log_event(log, logging.WARNING, "stream.backlog", queued=queue.qsize())
                 self.emit(BacklogFull(queue.qsize()))
-            return
-        queue.put_nowait(CallerAudio(ulaw, timestamp_ms))
 
     def _hold(self, ulaw: bytes, timestamp_ms: int, wait_s: float) -> None:
         """The caller's audio is ahead of real time: stop reading (TCP pushes back) and

@@ -36,6 +36,7 @@ FIN_TEXT = 0x81
 _MASKED = 0x80
 _LEN16 = 126
 _LEN64 = 127
+_MASKED_LEN16 = _MASKED | _LEN16
 NEED_MORE = -1
 """``fast_frame``: the frame's header or payload is not all here yet."""
 NOT_FAST = -2
@@ -162,6 +163,16 @@ class FrameSplitter:
         pos, limit, on_text = 0, self.limit, self.on_text
         while pos < len(buf):
             if self.fast:
+                # ``fast_frame`` inline for a media message's own shape (a final, masked
+                # text frame with a 16-bit length, all here): every message of every call.
+                if buf[pos] == FIN_TEXT and len(buf) - pos >= 4 and buf[pos + 1] == _MASKED_LEN16:
+                    size = (buf[pos + 2] << 8) | buf[pos + 3]
+                    start = pos + 8
+                    end = start + size
+                    if size <= limit and end <= len(buf):
+                        on_text(apply_mask(buf[start:end], buf[pos + 4 : start]))
+                        pos = end
+                        continue
                 start, end = fast_frame(buf, pos, limit)
                 if start >= 0:  # a masked, final text frame: its text, unmasked
                     on_text(apply_mask(buf[start:end], buf[start - 4 : start]))
