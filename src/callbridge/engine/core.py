@@ -61,6 +61,7 @@ from callbridge.engine.events import (
 from callbridge.engine.faults import Faults
 from callbridge.engine.listening import Listening
 from callbridge.engine.playout import Playout
+from callbridge.engine.replies import ReplyStage
 from callbridge.engine.resumption import Resumption
 from callbridge.engine.speaker import Speaker
 from callbridge.engine.speech import SpeechTracker
@@ -104,6 +105,7 @@ NEXT_PHASES: dict[Phase, frozenset[Phase]] = {
 # phases hashes the member in Python.
 _LISTENING, _USER_SPEAKING, _THINKING = _P.LISTENING, _P.USER_SPEAKING, _P.THINKING
 _BOT_SPEAKING, _ENDING, _ENDED = _P.BOT_SPEAKING, _P.ENDING, _P.ENDED
+_WRITTEN, _SENT = ReplyStage.WRITTEN, ReplyStage.SENT
 
 
 class CallEngine:
@@ -238,7 +240,9 @@ class CallEngine:
         if reply is None or not reply.held:  # a held answer is not played yet
             speaker.pull(now)
             if reply is not None:
-                self.ending.check_reply_complete(now)
+                stage = reply.stage  # ``reply.done`` inline: only a finished one completes
+                if stage is _WRITTEN or stage is _SENT:
+                    self.ending.check_reply_complete(now)
         # Each part's deadline that has come; checked cheaply first (inline: every frame).
         phase = self.phase
         if phase is _ENDED:
