@@ -79,7 +79,8 @@ def _build_pair_table() -> npt.NDArray[np.uint32]:
     pair = np.arange(65536, dtype=np.uint32)
     low = _DECODE.view("<u2")[pair & 0xFF].astype(np.uint32)
     high = _DECODE.view("<u2")[pair >> 8].astype(np.uint32)
-    return (low | (high << 16)).astype("<u4")
+    table: npt.NDArray[np.uint32] = (low | (high << 16)).astype("<u4")
+    return table
 
 
 _DECODE_PAIRS = _build_pair_table()  # 256 KiB

@@ -211,9 +211,12 @@ class CallEngine:
                 if candidate is not None and (at is None or candidate < at):
                     at = candidate
         reply = speaker.replies.current
-        if reply is None or not reply.held:  # a held answer is not played yet
-            if playout_at is not None and (at is None or playout_at < at):
-                at = playout_at
+        if (
+            playout_at is not None
+            and (reply is None or not reply.held)  # a held answer is not played yet
+            and (at is None or playout_at < at)
+        ):
+            at = playout_at
         return at
 
     def handle(self, event: EngineEvent, now: float) -> None:

@@ -130,14 +130,13 @@ class Shell(Generic[E]):
                 if not items:
                     await inbox.readable()
                 event = take()
-                kind = type(event)
-                if kind is Heard:
+                if type(event) is Heard:
                     member.waking = False  # (``took_beat``, without the call)
-                    inbox.unread_audio -= len(event.ulaw)  # type: ignore[union-attr]
+                    inbox.unread_audio -= len(event.ulaw)
                     if on_caller_audio is not None:
                         for frame in event.ulaw:
                             on_caller_audio(frame)
-                elif kind is CallerAudio:
+                elif type(event) is CallerAudio:
                     inbox.unread_audio -= 1
                 core.handle(event, clock.now())
                 commands = core.take_commands()

@@ -300,8 +300,8 @@ class Inbox(Generic[E]):
     def readable(self) -> asyncio.Future[None]:
         """Done once an event is waiting (already, if one is): what ``get`` awaits, for
         an owner that takes with ``get_nowait`` (no coroutine per wake-up)."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():  # (a cancelled reader's is done)
+        waiting = self._waiter
+        if waiting is not None and not waiting.done():  # (a cancelled reader's is done)
             raise RuntimeError("an inbox has one reader")
         # A ``Future`` on the running loop, as ``loop.create_future`` makes it, without
         # asyncio's Python ``create_future`` in between (every call, every beat).
