@@ -2,9 +2,11 @@
 ``Line``, in process: what bench/media_socket.py measures in CPU time, without the
 kernel, the other core and the machine's drift, so callgrind can count it.
 
-    valgrind --tool=callgrind --callgrind-out-file=/tmp/in.%p .venv/bin/python \\
-        bench/media_in.py --messages 20000 --and 40000
-    .venv/bin/python bench/media_in.py --messages 20000   # µs per message (noisy)
+    .venv/bin/python bench/media_in.py --messages 20000 --and 20000   # µs/message (noisy)
+    OPENBLAS_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file=/tmp/in.a \
+        .venv/bin/python bench/media_in.py --messages 2000
+    # the same with ``--messages 2000 --and 10000`` into /tmp/in.b; then
+    # (summary of /tmp/in.b - summary of /tmp/in.a) / 10000 = instructions per message
 
 N ``MediaSocket``s (``create_app``'s edge, uvicorn's config, exactly what production
 builds) get the upgrade, ``connected`` and a ``start`` with a valid token through
@@ -12,10 +14,11 @@ builds) get the upgrade, ``connected`` and a ``start`` with a valid token throug
 each call's ``Line`` (the engine's metronome would take its frames: here they are
 dropped every round, so no backlog cap is reached). Then every call gets a 20 ms
 ``media`` message a round, Twilio's exact bytes, one ``data_received`` each, on a
-manual clock advanced 20 ms a round (no pacing, no gap). ``--and M`` runs M more
-messages after a marker, so two callgrind totals' difference (or the printed
-per-message CPU of the second run) leaves out imports and set-up: it prints how many
-messages each part sent.
+manual clock advanced 20 ms a round (no pacing, no gap; the clock is a lambda, one
+Python call a message that production's ``time.monotonic`` does not cost). ``--and M``
+runs M more messages after the first part: two runs' callgrind totals differ by exactly
+those M messages (imports, set-up and teardown cancel out), and the printed CPU per
+message of a second part is past the warm-up.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from callbridge.settings import load_settings
 from callbridge.twilio.tokens import StreamTokens
 
 SECRET = "bench-secret-" + "x" * 32
+_BUILT = 400  # messages a call: 8 s of audio, more than --messages 2000 --and 10000 take
 
 
 class CountingTransport:
@@ -156,7 +160,11 @@ async def run(calls: int, parts: list[int]) -> list[float]:
     if len(lines) != calls:
         raise RuntimeError(f"{len(lines)} of {calls} calls started")
     ulaw_b64 = base64.b64encode(bytes(range(160))).decode()
-    messages = [[media(stream, seq, ulaw_b64) for seq in range(2, 52)] for _, stream in sockets]
+    # Built before the count starts, the same number whatever the run's length (so two
+    # runs' set-up is the same): each call's next message, timestamps 20 ms apart.
+    messages = [
+        [media(stream, seq, ulaw_b64) for seq in range(2, 2 + _BUILT)] for _, stream in sockets
+    ]
     feeds = [sock.data_received for sock, _ in sockets]
     spent: list[float] = []
     sent = 0
@@ -165,7 +173,7 @@ async def run(calls: int, parts: list[int]) -> list[float]:
         began = time.process_time()
         for r in range(rounds):
             now[0] += 0.020
-            k = (sent // calls + r) % 50
+            k = (sent // calls + r) % _BUILT  # (past them: from the first again, "reordered")
             for feed, own in zip(feeds, messages, strict=True):
                 feed(own[k])
             for line in lines:

@@ -5,7 +5,8 @@ Per frame, a call needs its PCM (the VAD and the end-of-turn model hear it), its
 each call's owner, that was most of the engine's cost (decode, ``rms_dbfs``, Silero's
 buffering: a handful of numpy calls of ~1 µs set-up each for 160 samples). Here the
 metronome hands over the new frames of every call of a tick: they are joined and
-decoded with one ``take``, their levels are one sum of squares over a reshape, and a VAD
+decoded with one ``take`` (two codes a lookup), their levels are one sum of squares
+over a reshape (``einsum``, then the dBFS arithmetic inline), and a VAD
 that batches (``BatchVad``: Silero) scores all of them in one run. The results are
 exactly the per-frame path's (``TurnDetector.hear_frame``); tests hold them to it.
 
