@@ -146,18 +146,9 @@ class FrameSplitter:
     def feed(self, data: bytes) -> None:
         if self._ws_owed:
             data = self._finish_ws(data)
-        if data:
-            self._read(data)
-
-    def eof(self) -> None:
-        """The peer's end of the stream: a frame cut short goes to websockets, which says
-        the stream ended mid-frame as if it had read it all."""
-        held, self._held = self._held, b""
-        self._ws_owed = _WS_ALL
-        if held:
-            self._to_ws(held)
-
-    def _read(self, data: bytes) -> None:
+        if not data:
+            return
+        # The frames of ``data`` from a boundary on (inline, not a call: every message).
         buf = self._held + data if self._held else data
         self._held = b""
         pos, limit, on_text = 0, self.limit, self.on_text
@@ -182,6 +173,14 @@ class FrameSplitter:
                     self._held = buf[pos:]
                     return
             buf, pos = self._ws_frame(buf[pos:]), 0
+
+    def eof(self) -> None:
+        """The peer's end of the stream: a frame cut short goes to websockets, which says
+        the stream ended mid-frame as if it had read it all."""
+        held, self._held = self._held, b""
+        self._ws_owed = _WS_ALL
+        if held:
+            self._to_ws(held)
 
     def _ws_frame(self, rest: bytes) -> bytes:
         """Hand websockets the frame ``rest`` begins (all of ``rest`` once the socket is
