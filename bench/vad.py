@@ -1,6 +1,7 @@
 """VAD cost per call: µs of CPU per 20 ms frame, and memory per added call.
 
     .venv/bin/python bench/vad.py [--seconds 2] [--shipped]
+    .venv/bin/python bench/vad.py --server 80 --seconds 5 [--lag-ms 6] [--cold-mb 48] [--beat-ms 10]
 
 For each detector it feeds every call one 20 ms frame per tick (as the engine does) and
 reports µs per frame per call, plus what 200 calls would take of one core (50 frames/s
@@ -11,6 +12,15 @@ call's state in one array; the line under each says how much of it is ``Session.
 Memory is the RSS growth of opening 100 more streams that have each processed audio.
 Silero runs the flat 8 kHz graph (``silero_graph.py``); ``--shipped`` runs the model
 file as shipped instead, for comparison.
+
+``--server N`` measures instead what the server's metronome pays (``vad_server.py``):
+N calls whose frames arrive at random phases of their 20 ms, a 10 ms beat that is late
+by a random lag (so some beats see two frames of a call, as a busy loop does), and, with
+``--cold-mb``, that much memory swept between two beats (the server's other work: it
+evicts the model's weights and onnxruntime's own data from the caches, which a
+benchmark running the model back to back never does). It prints runs, windows, the
+batch sizes and µs of CPU per window and per run, warm and cold. Run it against another
+tree with ``PYTHONPATH=<tree>/src`` (it uses only ``score_frames`` and the counters).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import vad_server  # bench/vad_server.py (bench/ is on the path)
 
 from callbridge.audio import ulaw
 from callbridge.providers.base import VadStream
@@ -40,7 +51,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="audio per call per case")
     parser.add_argument("--shipped", action="store_true", help="the model file as shipped")
+    parser.add_argument("--server", type=int, metavar="N", help="N calls, the server's pattern")
+    parser.add_argument("--lag-ms", type=float, default=6.0, help="mean lateness of a beat")
+    parser.add_argument("--cold-mb", type=float, default=48.0, help="memory swept between beats")
+    parser.add_argument("--passes", type=int, default=3, help="warm/cold passes, interleaved")
+    parser.add_argument("--beat-ms", type=float, default=10.0, help="the metronome's period")
     args = parser.parse_args()
+    if args.server:
+        vad_server.report(
+            args.server, args.seconds, args.lag_ms, args.cold_mb, args.passes, args.beat_ms
+        )
+        return
     frames = _speech_frames()
     n_frames = int(args.seconds * FRAMES_PER_S)
     session = load_shipped_session() if args.shipped else load_session()

@@ -2,6 +2,7 @@
 8 kHz graph the model runs (``providers/vad/silero_graph.py``), batch by batch.
 
     .venv/bin/python bench/vad_runs.py [--int8]
+    .venv/bin/python bench/vad_runs.py --cold
 
 First the two are compared on ≈20 s of phone-line speech, pauses, hiss and loud noise,
 window after window with each one's state carried, 4 rows at once: max |Δp|, max
@@ -15,6 +16,14 @@ ratio shipped / flat.
 lossy variant that was measured and not shipped (its decisions differ, and its
 activation scale is shared by every row of a batch, so one call's audio would change
 another's score).
+
+``--cold`` measures instead why a run costs more in the server than here: µs of CPU per
+run with the caches as a back-to-back loop leaves them, and after sweeping 2 MiB (L2),
+one float per 4 KiB page of 48 MiB (the TLB, hardly any cache lines) or all of 48 MiB
+(L3) between runs, for a graph of one ``Relu`` (onnxruntime's own run path), the flat
+model at 1, 25 and 64 windows, and at 25 windows with IOBinding (inputs and outputs bound
+once, per batch size) and with the session options one might suspect (no memory
+pattern, no arena, denormals as zero).
 """
 
 from __future__ import annotations
@@ -142,10 +151,113 @@ def _windows(audio: np.ndarray, batch: int, count: int) -> list[np.ndarray]:
     ]
 
 
+def _options(**config: str) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    for key, value in config.items():
+        if key in ("enable_mem_pattern", "enable_cpu_mem_arena"):
+            setattr(options, key, value == "1")
+        else:
+            options.add_session_config_entry(key, value)
+    return options
+
+
+def _relu_graph() -> bytes:
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["output"])],
+        "relu",
+        [value("input", onnx.TensorProto.FLOAT, ["batch", ROW])],
+        [value("output", onnx.TensorProto.FLOAT, ["batch", ROW])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def _bound(session: ort.InferenceSession, windows: np.ndarray) -> Callable[[], object]:
+    """A run with its input and outputs bound once (no dict, no output allocation)."""
+    batch = len(windows)
+    states = np.zeros((2, batch, 128), np.float32)
+    binding = session.io_binding()
+    binding.bind_cpu_input("input", windows)
+    binding.bind_cpu_input("state", states)
+    outputs = (np.zeros((batch, 1), np.float32), np.zeros((2, batch, 128), np.float32))
+    for name, out in zip(("output", "stateN"), outputs, strict=True):
+        binding.bind_output(name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+    options = ort.RunOptions()
+    return lambda: (session.run_with_iobinding(binding, options), outputs)
+
+
+def cold(passes: int = 9, runs: int = 20) -> None:
+    """µs of CPU per ``Session.run``, by what was swept from the caches before it."""
+    model = flat_model(default_model_path()).SerializeToString()
+
+    def session(source: bytes, **config: str) -> ort.InferenceSession:
+        return ort.InferenceSession(source, _options(**config), providers=["CPUExecutionProvider"])
+
+    flat = session(model)
+    relu = session(_relu_graph())
+    audio = _corpus()
+
+    def plain(s: ort.InferenceSession, batch: int) -> Callable[[], object]:
+        feeds = {
+            "input": _windows(audio, batch, 1)[0],
+            "state": np.zeros((2, batch, 128), np.float32),
+        }
+        if s is relu:
+            feeds = {"input": feeds["input"]}
+        return lambda: s.run(None, feeds)
+
+    cases = {
+        "one Relu, 25 rows": plain(relu, 25),
+        "flat, 1 window": plain(flat, 1),
+        "flat, 25 windows": plain(flat, 25),
+        "flat, 64 windows": plain(flat, 64),
+        "  IOBinding": _bound(flat, _windows(audio, 25, 1)[0]),
+        "  no memory pattern": plain(session(model, enable_mem_pattern="0"), 25),
+        "  no arena": plain(session(model, enable_cpu_mem_arena="0"), 25),
+        "  denormals as zero": plain(session(model, **{"session.set_denormal_as_zero": "1"}), 25),
+    }
+    big = np.ones((48 << 20) // 8)
+    l2 = np.ones((2 << 20) // 8)
+    pages = big[::512]  # one float64 per 4 KiB page
+    sweeps: dict[str, Callable[[], object]] = {
+        "back to back": lambda: None,
+        "2 MiB": l2.sum,
+        "48 MiB pages": pages.sum,
+        "48 MiB": big.sum,
+    }
+    spent: dict[tuple[str, str], list[float]] = {(c, w): [] for c in cases for w in sweeps}
+    for _ in range(passes):
+        for case, run in cases.items():
+            run()
+            for sweep_name, sweep in sweeps.items():
+                total = 0
+                for _ in range(runs):
+                    sweep()
+                    start = time.process_time_ns()
+                    run()
+                    total += time.process_time_ns() - start
+                spent[case, sweep_name].append(total / runs / 1000)
+    print(f"µs of CPU per run by what was swept before it, median of {passes} interleaved passes")
+    print(f"{'':<22}" + "".join(f"{name:>15}" for name in sweeps))
+    for case in cases:
+        cells = "".join(f"{np.median(spent[case, name]):>15.0f}" for name in sweeps)
+        print(f"{case:<22}{cells}")
+    print("(indented rows: flat, 25 windows, one thing changed)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--int8", action="store_true", help="also the quantized variant")
+    parser.add_argument("--cold", action="store_true", help="per run, by what the caches lost")
     args = parser.parse_args()
+    if args.cold:
+        cold()
+        return
     runs = {"shipped": _runner(load_shipped_session()), "flat": _runner(load_session())}
     if args.int8:
         runs["int8"] = _runner(_int8_session())

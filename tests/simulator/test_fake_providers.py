@@ -74,10 +74,24 @@ async def test_stt_interim_early_then_one_final_after_the_silence_delay() -> Non
         got.append(event)
     assert got == [
         SttSpeechStarted(),
-        TranscriptUpdate("I", is_final=False),
+        TranscriptUpdate("I", is_final=False),  # 60 ms into the speech
+        TranscriptUpdate("I would", is_final=False),  # a word more every 100 ms of it
         TranscriptUpdate("I would like to check my bill", is_final=True, speech_final=True),
         TranscriptUpdate("", is_final=True, from_finalize=True),
     ]
+
+
+async def test_stt_interims_grow_while_the_caller_speaks_and_stop_at_the_text() -> None:
+    block = FakeSttBlock.model_validate(
+        {"provider": "fake", "text": "stop please", "interimAfterMs": 20, "interimEveryMs": 40}
+    )
+    stream = await FakeStt(block).open_stream()
+    for frame in [TONE] * 3 + [QUIET] * 2 + [TONE] * 6:  # never past the text
+        stream.push_audio(frame)
+    await stream.aclose()
+    interims = [e.text for e in [e async for e in stream.events()]
+                if isinstance(e, TranscriptUpdate) and not e.is_final]
+    assert interims == ["stop", "stop please"]
 
 
 async def test_stt_finalize_flushes_an_utterance_in_progress() -> None:

@@ -184,6 +184,7 @@ class CallSession:
                     resend_s=voice.stt_resend_s,
                     final_timeout_s=voice.stt_final_timeout_s,
                     on_retry=self._on_retry,
+                    speech=self.engine.speech,  # its silence sets the cadence
                 )
                 shell.spawn(stt.run())
                 try:

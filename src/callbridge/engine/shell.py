@@ -115,7 +115,9 @@ class Shell(Generic[E]):
         """Serve ``core`` until it has ended (inside ``owning``). ``vad``: the core's
         detector, scored with every call's on the metronome if it batches; ``hears``:
         False when the core only passes the caller's audio on (no decode, no levels);
-        ``on_caller_audio`` sees each caller frame first (the transcriber's feed)."""
+        ``on_caller_audio`` sees each caller frame once the core has heard it (the
+        transcriber's feed: the speech state it paces by is then the frame's own), before
+        the core's commands (a ``Finalize`` comes after the audio it covers)."""
         inbox, clock, line = self.inbox, self.clock, self._line
         if line is None:
             raise RuntimeError("loop runs inside owning(line)")
@@ -133,12 +135,14 @@ class Shell(Generic[E]):
                 if type(event) is Heard:
                     member.waking = False  # (``took_beat``, without the call)
                     inbox.unread_audio -= len(event.ulaw)
-                    if on_caller_audio is not None:
+                    core.handle(event, clock.now())
+                    if on_caller_audio is not None:  # after: the core's verdict is in
                         for frame in event.ulaw:
                             on_caller_audio(frame)
-                elif type(event) is CallerAudio:
-                    inbox.unread_audio -= 1
-                core.handle(event, clock.now())
+                else:
+                    if type(event) is CallerAudio:
+                        inbox.unread_audio -= 1
+                    core.handle(event, clock.now())
                 commands = core.take_commands()
                 if commands:  # most beats ask for nothing: no coroutine for them
                     await perform(commands)

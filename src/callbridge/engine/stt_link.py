@@ -15,6 +15,15 @@ and stops: the engine apologises and hangs up. Nothing raised by the vendor's cl
 leaves ``run``, so no STT fault can end the call's task group with an exception.
 
 ``push_audio`` and ``finalize`` never block, as the ``SpeechToTextStream`` contract asks.
+
+The cadence follows the caller: given the call's ``SpeechTracker``, each frame pushed
+(after the engine heard it, so the tracker includes it) checks the trailing silence,
+and a stream that can batch (``QuietAwareStream``) is told when the caller has been
+quiet ``quiet_after_ms`` and when they speak again. 300 ms: past the VAD's gap
+tolerance and the early ``Finalize`` (``speculateMs``, 200 ms), about Deepgram's own
+endpointing (300 ms), so the audio around the end of a turn goes at the speech cadence;
+longer quiet (the bot's turn, pauses, the greeting) is most of a call. Speech flushes
+what is held before the frame's push returns, so onset and barge-in wait for nothing.
 """
 
 from __future__ import annotations
@@ -24,13 +33,22 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from callbridge.engine.events import EngineEvent, SttDown, SttFailed, SttUp
 from callbridge.errors import ProviderError
-from callbridge.providers.base import SpeechToText, SpeechToTextStream, TranscriptUpdate
+from callbridge.providers.base import (
+    QuietAwareStream,
+    SpeechToText,
+    SpeechToTextStream,
+    TranscriptUpdate,
+)
 from callbridge.providers.retry import DEFAULT_DELAYS_S, OnRetry, Sleep, retry_call
 
-__all__ = ["DEFAULT_FINAL_TIMEOUT_S", "DEFAULT_RESEND_S", "SttLink"]
+if TYPE_CHECKING:
+    from callbridge.engine.speech import SpeechTracker
+
+__all__ = ["DEFAULT_FINAL_TIMEOUT_S", "DEFAULT_QUIET_AFTER_MS", "DEFAULT_RESEND_S", "SttLink"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +56,8 @@ DEFAULT_RESEND_S = 5.0
 """Caller audio kept since the last final, to re-send after a reconnect."""
 DEFAULT_FINAL_TIMEOUT_S = 3.0
 """A vendor that owes a final this long after ``finalize`` is stalled: reconnect."""
+DEFAULT_QUIET_AFTER_MS = 300
+"""Trailing silence after which the caller counts as quiet (see the module's docstring)."""
 _FRAME_S = 0.02
 _CLOSE_WAIT_S = 2.0
 
@@ -53,8 +73,11 @@ class SttLink:
         resend_s: float = DEFAULT_RESEND_S,
         final_timeout_s: float = DEFAULT_FINAL_TIMEOUT_S,
         on_retry: OnRetry | None = None,
+        speech: SpeechTracker | None = None,
+        quiet_after_ms: int = DEFAULT_QUIET_AFTER_MS,
     ) -> None:
-        """``on_retry`` is told of each retried open (the call's record keeps them)."""
+        """``on_retry`` is told of each retried open (the call's record keeps them);
+        ``speech``: the call's tracker, whose silence sets the cadence (None: never quiet)."""
         self._stt = stt
         self._on_retry = on_retry
         self._post = post
@@ -73,14 +96,25 @@ class SttLink:
         self._closers: set[asyncio.Task[None]] = set()
         self.provider = getattr(stt, "name", "stt")
         self.reconnects = 0
+        self._speech = speech
+        self._quiet_after_ms = quiet_after_ms
+        self.quiet = False  # the caller's side as last told to the stream
+        self._tell_quiet: Callable[[bool], None] | None = None  # the stream's, if it batches
 
     # ------------------------------------------------------------ the call's side
 
     def push_audio(self, ulaw: bytes) -> None:
+        """One frame the engine has heard; the frame goes first, so speech sends it
+        with what was held."""
         self._ring.append(ulaw)
         self._pushed += 1
         if self._stream is not None:
             self._stream.push_audio(ulaw)
+        speech = self._speech
+        if speech is not None and (speech.silence_ms >= self._quiet_after_ms) is not self.quiet:
+            self.quiet = not self.quiet
+            if self._tell_quiet is not None:
+                self._tell_quiet(self.quiet)
 
     def finalize(self) -> None:
         self._finalize_owed = True
@@ -102,6 +136,7 @@ class SttLink:
     async def aclose(self) -> None:
         self._closing = True
         stream, self._stream = self._stream, None
+        self._tell_quiet = None
         if stream is not None:
             self._discard(stream)
         if self._closers:
@@ -137,6 +172,10 @@ class SttLink:
             for frame in self._ring:
                 stream.push_audio(frame)
             self._stream = stream
+            # The re-sent audio went at the usual cadence; the caller's state from now.
+            self._tell_quiet = stream.caller_quiet if isinstance(stream, QuietAwareStream) else None
+            if self.quiet and self._tell_quiet is not None:
+                self._tell_quiet(True)
             self._final_due = None
             self._marks.clear()  # finalizes sent to the old stream die with it
             if self._finalize_owed:
@@ -150,6 +189,7 @@ class SttLink:
             error = await self._pump(stream)
             if self._stream is stream:
                 self._stream = None
+                self._tell_quiet = None
             self._discard(stream)
             if self.closing or error is None:
                 return

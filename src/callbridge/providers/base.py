@@ -26,6 +26,7 @@ __all__ = [
     "LlmEvent",
     "Message",
     "PerCallTextToSpeech",
+    "QuietAwareStream",
     "RemoteAgent",
     "RemoteEvent",
     "RemoteSession",
@@ -135,6 +136,19 @@ class SpeechToTextStream(Protocol):
     def events(self) -> AsyncIterator[SttEvent]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class QuietAwareStream(Protocol):
+    """A transcriber stream that can send the caller's quiet audio in fewer, longer
+    messages (Deepgram: a message per 200 ms instead of per 40 ms). Streams without it
+    get every frame at their usual cadence."""
+
+    def caller_quiet(self, quiet: bool) -> None:
+        """The engine's word on the caller: no speech for a while (True), or speech
+        again (False: what is held goes out at once, before this returns). Audio, its
+        order and the control messages behind it are the same either way."""
+        ...
 
 
 class SpeechToText(Protocol):

@@ -103,25 +103,30 @@ class FakeSttBlock(_FakeBlock):
     text: str = Field("I would like to check my bill", min_length=1)
     final_delay_ms: int = Field(100, ge=0, le=10_000)
     interim_after_ms: int = Field(60, ge=0, le=10_000)
+    interim_every_ms: int = Field(100, ge=20, le=10_000)
     threshold_dbfs: float = Field(-40.0, ge=-120.0, le=0.0)
 
 
 class FakeSttStream:
-    """One call's transcription: an interim with the first word soon after speech starts
-    (so a min-words barge-in rule has words), then one final per utterance."""
+    """One call's transcription, streamed as Deepgram does: an interim with the first word
+    soon after speech starts, growing by a word every ``interim_every_ms`` of the
+    utterance, then one final. The growth matters: a lone first word may be a
+    backchannel word ("I" of "I see"), which barge-in rightly waits out; the next
+    interim decides."""
 
     def __init__(self, block: FakeSttBlock) -> None:
         self._text = block.text
-        self._first_word = block.text.split()[0]
+        self._words = block.text.split()
         self._final_frames = -(-block.final_delay_ms // _FRAME_MS)
-        self._interim_frames = -(-block.interim_after_ms // _FRAME_MS)
+        self._interim_frames = max(1, -(-block.interim_after_ms // _FRAME_MS))
+        self._interim_every = max(1, -(-block.interim_every_ms // _FRAME_MS))
         self._threshold = block.threshold_dbfs
         self._loud_codes = _loud_codes(block.threshold_dbfs)
         self._queue: asyncio.Queue[SttEvent | None] = asyncio.Queue()
         self._in_utterance = False  # speech heard and no final sent for it yet
         self._frames_since_onset = 0
         self._silent_frames = 0
-        self._interim_sent = False
+        self._interim_words = 0  # words in this utterance's latest interim
         self._closed = False
 
     def push_audio(self, ulaw_frame: bytes) -> None:
@@ -132,7 +137,7 @@ class FakeSttStream:
             if not self._in_utterance:
                 self._in_utterance = True
                 self._frames_since_onset = 0
-                self._interim_sent = False
+                self._interim_words = 0
                 self._queue.put_nowait(SttSpeechStarted())
             self._silent_frames = 0
         elif self._in_utterance:
@@ -140,9 +145,13 @@ class FakeSttStream:
         if not self._in_utterance:
             return
         self._frames_since_onset += 1
-        if not self._interim_sent and self._frames_since_onset >= max(1, self._interim_frames):
-            self._interim_sent = True
-            self._queue.put_nowait(TranscriptUpdate(self._first_word, is_final=False))
+        grown = self._frames_since_onset - self._interim_frames
+        if voiced and grown >= 0 and grown % self._interim_every == 0:
+            words = min(len(self._words), 1 + grown // self._interim_every)
+            if words > self._interim_words:
+                self._interim_words = words
+                interim = " ".join(self._words[:words])
+                self._queue.put_nowait(TranscriptUpdate(interim, is_final=False))
         if self._silent_frames >= max(1, self._final_frames):
             self._emit_final()
 

@@ -27,6 +27,26 @@ graph's per-image convolutions), is the model's arithmetic, not onnxruntime's pe
 overhead (IOBinding and ``run_with_ort_values`` saved nothing), so it stays a plain
 ``Session.run``.
 
+In the server a run costs 2–3× that: between two beats the server's other work, and
+whatever runs on the other core (the load bench's callers and fakes; a shared host),
+evict the model's weights (≈1.2 MB), onnxruntime's own code and data and the
+activations (≈20–30 KB a window) from the caches. ``bench/vad_runs.py --cold``: 48 MiB
+swept before a run add ≈0.17 ms to a one-``Relu`` graph (onnxruntime's run path alone),
+≈0.65 ms to the model at 25 windows, ≈0.9 ms at 64; 2 MiB (L2) or one touch per page
+(the TLB) add nothing; IOBinding, no memory pattern, no arena or denormals as zero
+change nothing, warm or cold. ``bench/vad.py --server 80`` (the server's arrival
+pattern, caches swept between beats) puts this VAD at ≈11–14 % of a core, ≈6 % warm
+(the 80-call server profile: ≈13 % in ``Session.run``, ≈17 % with the bookkeeping).
+Measured and not kept, as no cheaper cold: a late beat's second windows stepped through
+the LSTM in the same run (the same numbers bit for bit, one run a beat, but the
+sequence LSTM costs what the second run saved); the int16 scaling and the state gather
+and scatter inside the graph (its extra kernels cost what the numpy calls did); the
+first encoder layer as one shared 195×128 matrix (a quarter of its weights); a big
+batch split into runs of 16–50 windows (activations that stay in L2). What would
+cut it is fewer runs a second, i.e. a slower beat, which barge-in cannot afford (and a
+late beat's second rounds eat most of it: at a 20 ms beat, ``--beat-ms 20``, 43 % of
+beats need two).
+
 Inline on the loop's thread, not in a worker (as the batcher before the metronome did):
 the probabilities are needed in the same tick (a worker's come a tick later, growing
 barge-in by 20 ms), a server pinned to one core gains nothing from a second thread, and
