@@ -17,6 +17,10 @@ warm-up cancel out)::
     # the same with --seconds 3 into /tmp/o.3; then
     # (summary of /tmp/o.3 - summary of /tmp/o.1) / (50 calls × 2 s × 50 frames/s)
 
+Leave out what ``callgrind_annotate`` puts in onnxruntime's and OpenBLAS's objects: their
+idle threads spin for wall time, not work (±20k a call-frame between two runs of one tree
+when the machine is busy); ``PYTHONHASHSEED=0`` keeps two runs' event order the same.
+
 The VAD is a stand-in that batches like Silero (``BatchVad``, one numpy pass a tick),
 so what is measured is the engine part of issue 13's profile: the metronome's beat and
 front end, each owner's wake-up (``Shell.loop``, ``Inbox``), ``CallEngine.handle`` and
