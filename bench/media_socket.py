@@ -23,6 +23,9 @@ before/after on a shared machine (rows taken minutes apart differ by 2x here). T
 average is printed with each row.
 
 Keep ``--seconds`` under 35: the raw callers do not answer the server's keepalive pings.
+
+bench/media_in.py counts the same inbound path (``data_received`` to the ``Line``) in
+instructions, in process, for callgrind: the figure this machine's drift cannot move.
 """
 
 from __future__ import annotations

@@ -5,7 +5,21 @@
 ``providers/fake.py`` without their delays, and a line that echoes each mark when its
 audio would have played.
 
-    .venv/bin/python bench/owners.py [calls] [--seconds 10] [--repeat 3]
+    .venv/bin/python bench/owners.py [calls] [--seconds 10] [--repeat 3] [--uvloop]
+
+``--uvloop``: on uvloop's event loop, which is what the server runs (uvicorn's
+``loop="auto"``); the default is asyncio's own, whose ``call_soon`` and ``_run_once`` are
+Python and count per wake-up. Instructions per call-frame, by difference (imports and
+warm-up cancel out)::
+
+    OPENBLAS_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file=/tmp/o.1 \
+        .venv/bin/python bench/owners.py 50 --seconds 1 --repeat 1
+    # the same with --seconds 3 into /tmp/o.3; then
+    # (summary of /tmp/o.3 - summary of /tmp/o.1) / (50 calls × 2 s × 50 frames/s)
+
+Leave out what ``callgrind_annotate`` puts in onnxruntime's and OpenBLAS's objects: their
+idle threads spin for wall time, not work (±20k a call-frame between two runs of one tree
+when the machine is busy); ``PYTHONHASHSEED=0`` keeps two runs' event order the same.
 
 The VAD is a stand-in that batches like Silero (``BatchVad``, one numpy pass a tick),
 so what is measured is the engine part of issue 13's profile: the metronome's beat and
@@ -154,10 +168,16 @@ def main() -> None:
     parser.add_argument("calls", nargs="*", type=int, default=[200])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--uvloop", action="store_true", help="the server's event loop")
     args = parser.parse_args()
+    run = asyncio.run
+    if args.uvloop:
+        import uvloop
+
+        run = uvloop.run
     gc.freeze()
     for calls in args.calls:
-        runs = [asyncio.run(_run(calls, args.seconds)) for _ in range(args.repeat)]
+        runs = [run(_run(calls, args.seconds)) for _ in range(args.repeat)]
         print(
             f"{calls:4d} calls: {min(runs):5.1f} µs of CPU per call-frame (best of "
             f"{len(runs)}; runs {', '.join(f'{r:.1f}' for r in runs)})"

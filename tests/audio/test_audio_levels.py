@@ -64,3 +64,24 @@ def test_ulaw_level_matches_the_decoded_pcm_level() -> None:
         assert abs(ulaw_rms_dbfs(coded) - rms_dbfs(ulaw.decode(coded))) < 1e-9
     assert ulaw_rms_dbfs(b"\xff" * 160) == SILENCE_DBFS
     assert ulaw_rms_dbfs(b"") == SILENCE_DBFS
+
+
+def test_frame_levels_of_many_frames_are_exactly_each_frames_rms_dbfs() -> None:
+    """The metronome's batched levels (one numpy pass for every call's frames) read
+    exactly what ``rms_dbfs`` reads frame by frame: the speech tracker compares them."""
+    from callbridge.audio import ulaw
+    from callbridge.audio.levels import pcm_frame_levels, ulaw_frame_levels
+
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(-32768, 32768, 160, dtype=np.int16) for _ in range(300)]
+    frames += [rng.integers(-a, a + 1, 160, dtype=np.int16) for a in (1, 2, 3, 8, 100)]
+    frames += [np.zeros(160, np.int16), np.full(160, -32768, np.int16), np.full(160, 32767,
+               np.int16), np.full(160, -1, np.int16)]  # silence, full scale, one LSB
+    pcm = np.concatenate(frames)
+    got = pcm_frame_levels(pcm, 160)
+    assert got == [rms_dbfs(frame.tobytes()) for frame in frames]  # exactly, not approximately
+    codes = np.frombuffer(ulaw.encode(pcm.tobytes()), np.uint8)
+    decoded = [ulaw.decode(codes[i : i + 160].tobytes()) for i in range(0, len(codes), 160)]
+    assert ulaw_frame_levels(codes, 160) == [rms_dbfs(frame) for frame in decoded]
+    with pytest.raises(ValueError):
+        pcm_frame_levels(pcm[:100], 160)

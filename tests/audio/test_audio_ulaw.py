@@ -94,3 +94,17 @@ def test_src_never_imports_audioop() -> None:
             if any(n.split(".")[0] == "audioop" for n in names):
                 offenders.append(str(py))
     assert offenders == []
+
+
+def test_decoding_many_codes_at_once_is_decode_exactly() -> None:
+    """``decode_codes`` (the metronome's, two codes a lookup when their count is even) is
+    ``decode`` for every code in every position, odd counts and non-contiguous views too."""
+    from callbridge.audio.ulaw import decode, decode_codes
+
+    every_pair = np.array([(a, b) for a in range(256) for b in range(256)], np.uint8).ravel()
+    assert decode_codes(every_pair).tobytes() == decode(every_pair.tobytes())
+    odd = every_pair[1:160 * 3 + 2]
+    assert decode_codes(odd).tobytes() == decode(odd.tobytes())
+    strided = every_pair[::3][:320]
+    assert decode_codes(strided).tobytes() == decode(strided.tobytes())
+    assert decode_codes(np.zeros(0, np.uint8)).tobytes() == b""

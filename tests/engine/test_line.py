@@ -86,3 +86,27 @@ async def test_an_inbox_has_one_reader_and_a_cancelled_one_leaves_it_usable() ->
     await asyncio.sleep(0)
     inbox.put_nowait(ReplyAudio(1, 1, FRAME))
     assert await asyncio.wait_for(second, 1) == ReplyAudio(1, 1, FRAME)
+
+
+@pytest.mark.parametrize("ticked", [False, True])
+def test_put_audio_posts_a_frame_under_the_cap_and_refuses_one_at_it(ticked: bool) -> None:
+    """The socket adapter's one call per frame: the same cap as ``qsize`` (caller frames
+    not yet taken, the owner's own events not counted), taps see only what is posted."""
+    line = Line()
+    seen: list[LineEvent] = []
+    assert line.put_audio(CallerAudio(FRAME, 0), 2)  # before the owner attaches
+    line.add_tap(seen.append)
+    inbox: Inbox[EngineEvent] = Inbox()
+    inbox.attach(line, ticked=ticked)
+    inbox.put_nowait(ReplyAudio(1, 0, FRAME))  # the bot's audio is not the caller's
+    assert line.put_audio(CallerAudio(FRAME, 20), 2)
+    assert line.qsize() == 2
+    assert not line.put_audio(CallerAudio(FRAME, 40), 2)  # at the cap: not posted
+    assert line.qsize() == 2 and seen == [CallerAudio(FRAME, 0), CallerAudio(FRAME, 20)]
+    if ticked:
+        assert line.take_frames() == [CallerAudio(FRAME, 0), CallerAudio(FRAME, 20)]
+    else:
+        taken = [inbox.get_nowait() for _ in range(3)]
+        assert taken[::2] == [CallerAudio(FRAME, 0), CallerAudio(FRAME, 20)]
+    assert line.qsize() == 0
+    assert line.put_audio(CallerAudio(FRAME, 60), 2)

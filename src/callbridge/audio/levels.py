@@ -13,7 +13,14 @@ import numpy.typing as npt
 
 from callbridge.audio import ulaw
 
-__all__ = ["SILENCE_DBFS", "rms_dbfs", "tone", "ulaw_frame_levels", "ulaw_rms_dbfs"]
+__all__ = [
+    "SILENCE_DBFS",
+    "pcm_frame_levels",
+    "rms_dbfs",
+    "tone",
+    "ulaw_frame_levels",
+    "ulaw_rms_dbfs",
+]
 
 SILENCE_DBFS = -120.0
 """What digital silence (or no audio) reads: finite, so it can be compared and logged."""
@@ -45,13 +52,31 @@ def ulaw_rms_dbfs(data: bytes) -> float:
 
 
 def ulaw_frame_levels(codes: npt.NDArray[np.uint8], frame_samples: int) -> list[float]:
-    """``rms_dbfs`` of each frame of ``codes`` (``frame_samples`` codes each), exactly:
-    the integer sums of squares of every frame in one numpy pass (for all the calls of a
-    tick at once), then the same arithmetic as one frame's."""
+    """``rms_dbfs`` of each frame of ``codes`` (``frame_samples`` codes each), exactly."""
     if len(codes) % frame_samples:
         raise ValueError(f"{len(codes)} codes are not whole frames of {frame_samples}")
-    sums = _ULAW_SQUARES.take(codes).reshape(-1, frame_samples).sum(axis=1)
-    return [_dbfs(s, frame_samples) for s in sums.tolist()]
+    return pcm_frame_levels(ulaw.decode_codes(codes), frame_samples)
+
+
+def pcm_frame_levels(pcm: npt.NDArray[np.int16], frame_samples: int) -> list[float]:
+    """``rms_dbfs`` of each frame of ``pcm`` (``frame_samples`` samples each), exactly:
+    the integer sums of squares of every frame in one numpy pass (for all the calls of a
+    tick at once), then the same arithmetic as one frame's, inline (a call per frame was
+    most of it). ``einsum`` over int64 rows: a third of a lookup of squared codes."""
+    if len(pcm) % frame_samples:
+        raise ValueError(f"{len(pcm)} samples are not whole frames of {frame_samples}")
+    x = pcm.reshape(-1, frame_samples).astype(np.int64)
+    sums: list[int] = np.einsum("ij,ij->i", x, x).tolist()
+    sqrt, log10, n = math.sqrt, math.log10, frame_samples
+    return [
+        SILENCE_DBFS
+        if s == 0 or (db := 20.0 * log10(sqrt(s / n) * _SQRT2 / _FULL_SCALE)) < SILENCE_DBFS
+        else db
+        for s in sums
+    ]
+
+
+_SQRT2 = math.sqrt(2.0)
 
 
 def _dbfs(sum_of_squares: int, samples: int) -> float:

@@ -36,8 +36,13 @@ def decode(ulaw: bytes) -> bytes:
 
 
 def decode_codes(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.int16]:
-    """``decode`` of an array of codes, as an array: many frames in one lookup."""
-    return _DECODE.take(codes)
+    """``decode`` of an array of codes, as an array: many frames in one lookup. An even
+    count (whole frames) is looked up two codes at a time, in a table of every pair: half
+    the elements for ``take``, whose cost is per element (every caller frame, every call)."""
+    if len(codes) % 2 or not codes.flags.c_contiguous:
+        return _DECODE.take(codes)
+    pairs: npt.NDArray[np.int16] = _DECODE_PAIRS.take(codes.view("<u2")).view("<i2")
+    return pairs
 
 
 # G.711 as audioop implements it: work on the 14-bit magnitude, add the bias,
@@ -66,3 +71,16 @@ def _build_decode_table() -> npt.NDArray[np.int16]:
 
 _ENCODE = _build_encode_table()
 _DECODE = _build_decode_table()
+
+
+def _build_pair_table() -> npt.NDArray[np.uint32]:
+    """Two codes read as one little-endian uint16 → their two samples as one ``<u4``
+    (the first code's sample in the low half: little-endian int16s, in order)."""
+    pair = np.arange(65536, dtype=np.uint32)
+    low = _DECODE.view("<u2")[pair & 0xFF].astype(np.uint32)
+    high = _DECODE.view("<u2")[pair >> 8].astype(np.uint32)
+    table: npt.NDArray[np.uint32] = (low | (high << 16)).astype("<u4")
+    return table
+
+
+_DECODE_PAIRS = _build_pair_table()  # 256 KiB

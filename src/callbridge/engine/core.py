@@ -61,6 +61,7 @@ from callbridge.engine.events import (
 from callbridge.engine.faults import Faults
 from callbridge.engine.listening import Listening
 from callbridge.engine.playout import Playout
+from callbridge.engine.replies import ReplyStage
 from callbridge.engine.resumption import Resumption
 from callbridge.engine.speaker import Speaker
 from callbridge.engine.speech import SpeechTracker
@@ -104,6 +105,7 @@ NEXT_PHASES: dict[Phase, frozenset[Phase]] = {
 # phases hashes the member in Python.
 _LISTENING, _USER_SPEAKING, _THINKING = _P.LISTENING, _P.USER_SPEAKING, _P.THINKING
 _BOT_SPEAKING, _ENDING, _ENDED = _P.BOT_SPEAKING, _P.ENDING, _P.ENDED
+_WRITTEN, _SENT = ReplyStage.WRITTEN, ReplyStage.SENT
 
 
 class CallEngine:
@@ -122,6 +124,7 @@ class CallEngine:
         self.turns = turns
         self.script = script
         self.phase = Phase.LISTENING
+        self.ended = False  # the phase is ENDED (kept by ``enter``: the shell asks each wake)
         self._handlers = _TABLE[Phase.LISTENING]
         self.conversation = Conversation(script.system_prompt)
         self.barge_ins = 0
@@ -138,10 +141,6 @@ class CallEngine:
         self.faults = Faults(self)
         self.resumption = Resumption(self)
         self.ending = Ending(self)
-
-    @property
-    def ended(self) -> bool:
-        return self.phase is _ENDED
 
     @property
     def playout(self) -> Playout:
@@ -195,7 +194,15 @@ class CallEngine:
         candidate = self.ending.deadline
         if candidate is not None and (at is None or candidate < at):
             at = candidate
-        if phase is _USER_SPEAKING or phase is _THINKING or phase is _BOT_SPEAKING:
+        speaker = self.speaker
+        playout_at = speaker.playout.next_deadline()
+        # BOT_SPEAKING: a hold is due only once the reply has nothing left to send
+        # (``Faults.hold_deadline``), so while it talks the hold is not asked for.
+        if (
+            phase is _USER_SPEAKING
+            or phase is _THINKING
+            or (phase is _BOT_SPEAKING and playout_at is None)
+        ):
             candidate = self.faults.hold_deadline()
             if candidate is not None and (at is None or candidate < at):
                 at = candidate
@@ -203,19 +210,25 @@ class CallEngine:
                 candidate = self.resumption.deadline()
                 if candidate is not None and (at is None or candidate < at):
                     at = candidate
-        reply = self.speaker.replies.current
-        if reply is None or not reply.held:  # a held answer is not played yet
-            candidate = self.speaker.playout.next_deadline()
-            if candidate is not None and (at is None or candidate < at):
-                at = candidate
+        reply = speaker.replies.current
+        if (
+            playout_at is not None
+            and (reply is None or not reply.held)  # a held answer is not played yet
+            and (at is None or playout_at < at)
+        ):
+            at = playout_at
         return at
 
     def handle(self, event: EngineEvent, now: float) -> None:
         if self.phase is _ENDED:
             return
-        handler = self._handlers.get(type(event))
-        if handler is not None:
-            handler(self, event, now)
+        if type(event) is Heard:  # every call's every beat: ``_heard`` without the table
+            if event.ulaw:
+                self.listening.on_heard(event, now)
+        else:
+            handler = self._handlers.get(type(event))
+            if handler is not None:
+                handler(self, event, now)
         # Anything else: an event of a cancelled reply: it is gone, its audio must not
         # play. An empty ``Heard`` (a beat) only advances time.
         self._pump(now)
@@ -230,11 +243,10 @@ class CallEngine:
         if reply is None or not reply.held:  # a held answer is not played yet
             speaker.pull(now)
             if reply is not None:
-                self.ending.check_reply_complete(now)
-        self._check_timers(now)
-
-    def _check_timers(self, now: float) -> None:
-        """Each part's deadline that has come; checked cheaply first (every frame)."""
+                stage = reply.stage  # ``reply.done`` inline: only a finished one completes
+                if stage is _WRITTEN or stage is _SENT:
+                    self.ending.check_reply_complete(now)
+        # Each part's deadline that has come; checked cheaply first (inline: every frame).
         phase = self.phase
         if phase is _ENDED:
             return
@@ -248,8 +260,12 @@ class CallEngine:
         if final_at is not None and now >= final_at:
             listening.final_timeout(now)
             return
-        if phase is _USER_SPEAKING or phase is _THINKING or phase is _BOT_SPEAKING:
-            self.faults.check_hold(now)  # (no hold is due in any other phase)
+        if (
+            phase is _USER_SPEAKING
+            or phase is _THINKING
+            or (phase is _BOT_SPEAKING and self.speaker.playout.next_deadline() is None)
+        ):  # (no hold is due in any other phase, nor while the reply has audio to send)
+            self.faults.check_hold(now)
         if self.resumption.pending is not None:
             self.resumption.check(now)
         if listening.idle_at is not None and now >= listening.idle_at:
@@ -262,6 +278,7 @@ class CallEngine:
         if phase is not self.phase and phase not in NEXT_PHASES[self.phase]:
             raise RuntimeError(f"no transition {self.phase.value} → {phase.value}")
         self.phase = phase
+        self.ended = phase is _ENDED
         self._handlers = _TABLE[phase]
 
     def send(self, command: Command) -> None:

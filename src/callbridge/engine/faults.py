@@ -94,24 +94,18 @@ class Faults:
             return None  # a line is playing, or this wait had its share
         phase = self.e.phase
         if phase is _BOT_SPEAKING:
-            if not self._stalled_mid_reply():
+            # Stalled mid-reply: nothing of it left to send (asked first: while it talks,
+            # twice a frame, that is the answer) and more of it owed.
+            playout = self.e.playout
+            if playout.next_deadline() is not None:
+                return None
+            reply = self.e.speaker.replies.current
+            if reply is None or reply.done or not self._hold_message:
                 return None
             # Everything the reply sent has played and more is owed: the silence began
             # when the last frame finished.
-            if not self._hold_message:
-                return None
-            return self.e.playout.last_frame_end + self._hold_after_s
+            return playout.last_frame_end + self._hold_after_s
         return self._next_hold_at if self._waiting_in_silence() else None
-
-    def _stalled_mid_reply(self) -> bool:
-        """BOT_SPEAKING, no hold line playing and holds left (``hold_deadline`` checks)."""
-        e = self.e
-        reply = e.speaker.replies.current
-        return (
-            reply is not None
-            and not reply.done
-            and e.playout.next_deadline() is None  # nothing of it left to send
-        )
 
     def _waiting_in_silence(self) -> bool:
         """No hold line playing and holds left (``hold_deadline`` checks)."""

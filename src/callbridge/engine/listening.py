@@ -92,7 +92,8 @@ class Listening:
             if run > 0 and self.endpoint_at is not None:
                 self.endpoint_at = None  # the caller resumed: wait for a new endpoint
                 self.await_final_until = None
-            if run >= rules.start_ms and e.speaker.held() is not None:
+            reply = e.speaker.replies.current  # (``Speaker.held``, inline: every frame)
+            if run >= rules.start_ms and reply is not None and reply.held:
                 self.drop_speculation()  # the caller went on: the early reply is unheard
             elif run == 0 and self.endpoint_at is None:
                 judge = e.turn.judge_request()

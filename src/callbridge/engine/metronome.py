@@ -52,6 +52,7 @@ frames wake it every 20 ms anyway (and the core checks every deadline on each wa
 waking it between them for its playout would double its wake-ups for nothing the caller
 hears (playout holds a 200 ms lead)."""
 _IDLE = Heard()  # a beat with no frames: time passes, a deadline has come
+_new = tuple.__new__  # an ``Ear`` without its ``__new__``'s Python frame (``frontend.py``)
 
 
 class Member:
@@ -182,7 +183,15 @@ class Metronome:
         hearing: list[Member] = []
         ears: list[Ear] = []
         for member in list(self._members):
-            if member.line.frames:
+            waiting = member.line.frames
+            if waiting:
+                if len(waiting) == 1 and member.hears and not member._framer._tail:  # (``pending``)
+                    data, stamp = waiting[0]  # the usual beat: one whole frame (``_ear``)
+                    if len(data) == ULAW_FRAME_BYTES:
+                        waiting.clear()  # (taken: the line's list stays, no new one a beat)
+                        hearing.append(member)
+                        ears.append(_new(Ear, ((data,), (stamp,), member.vad, member.batch_vad)))
+                        continue
                 ear = member._ear()
                 if ear.frames:  # (less than a frame waits for the rest)
                     if member.hears:

@@ -185,7 +185,7 @@ class Playout:
         """When ``pull`` will next have something to send (None: nothing queued)."""
         if not self._queue:
             return None
-        if isinstance(self._queue[0], _MarkItem):
+        if type(self._queue[0]) is _MarkItem:  # (asked several times a frame)
             return 0.0
         return self._head.end + _FRAME_S - self._lead_s
 

@@ -25,7 +25,7 @@ from typing import Generic, Protocol, TypeVar
 
 from callbridge.engine.events import CallEvent, Hangup, RecordEvent, SendAudio, SendClear, SendMark
 from callbridge.engine.metronome import Metronome
-from callbridge.engine.transport import CallTransport, Heard, Inbox, Line, LineEvent
+from callbridge.engine.transport import CallerAudio, CallTransport, Heard, Inbox, Line, LineEvent
 from callbridge.providers.base import VadStream
 
 __all__ = ["Core", "Shell"]
@@ -125,18 +125,23 @@ class Shell(Generic[E]):
         member = metronome.join(line, inbox.put_heard, vad=vad, hears=hears)
         try:
             await perform(core.take_commands())
+            # ``Inbox.get_nowait`` inline (its deque, its count): every call's every beat.
+            items, take = inbox._items, inbox._items.popleft
             while not core.ended:
                 member.deadline = core.next_deadline()
-                if inbox.empty():
+                if not items:
                     await inbox.readable()
-                event = inbox.get_nowait()
+                event = take()
                 if type(event) is Heard:
                     member.waking = False  # (``took_beat``, without the call)
+                    inbox.unread_audio -= len(event.ulaw)
                     core.handle(event, clock.now())
                     if on_caller_audio is not None:  # after: the core's verdict is in
                         for frame in event.ulaw:
                             on_caller_audio(frame)
                 else:
+                    if type(event) is CallerAudio:
+                        inbox.unread_audio -= 1
                     core.handle(event, clock.now())
                 commands = core.take_commands()
                 if commands:  # most beats ask for nothing: no coroutine for them

@@ -146,6 +146,7 @@ LineTap = Callable[[LineEvent], None]
 the caller); events posted before the owner attached are seen when it does."""
 
 E = TypeVar("E")
+_Future, _running_loop = asyncio.Future, asyncio.get_running_loop
 
 
 class _LineSink(Protocol):
@@ -183,6 +184,23 @@ class Line:
             self.frames.append(event)
         else:
             self._deliver(inbox, event)
+
+    def put_audio(self, audio: CallerAudio, limit: int) -> bool:
+        """``put_nowait`` of a caller frame unless ``limit`` of them wait already (``qsize``);
+        False: not posted. The socket adapter's per-frame post, in one call."""
+        inbox = self._inbox
+        if inbox is None or not self._ticked:
+            if self.qsize() >= limit:
+                return False
+            self.put_nowait(audio)
+            return True
+        frames = self.frames
+        if inbox.unread_audio + len(frames) >= limit:
+            return False
+        for tap in self._taps:
+            tap(audio)
+        frames.append(audio)
+        return True
 
     def take_frames(self) -> list[CallerAudio]:
         """The frames that came since the last tick (the metronome's, once per tick)."""
@@ -282,10 +300,12 @@ class Inbox(Generic[E]):
     def readable(self) -> asyncio.Future[None]:
         """Done once an event is waiting (already, if one is): what ``get`` awaits, for
         an owner that takes with ``get_nowait`` (no coroutine per wake-up)."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():  # (a cancelled reader's is done)
+        waiting = self._waiter
+        if waiting is not None and not waiting.done():  # (a cancelled reader's is done)
             raise RuntimeError("an inbox has one reader")
-        waiter = asyncio.get_running_loop().create_future()
+        # A ``Future`` on the running loop, as ``loop.create_future`` makes it, without
+        # asyncio's Python ``create_future`` in between (every call, every beat).
+        waiter: asyncio.Future[None] = _Future(loop=_running_loop())
         if self._items:
             waiter.set_result(None)
             self._waiter = None

@@ -10,6 +10,7 @@ end-of-turn model would judge better; this is what runs with no model at all.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 __all__ = ["looks_finished"]
 
@@ -28,8 +29,10 @@ _CONTINUES = frozenset(
 _WORD = re.compile(r"[a-z']+")
 
 
+@lru_cache(maxsize=256)
 def looks_finished(text: str) -> bool:
-    """True when ``text`` ends like a complete utterance."""
+    """True when ``text`` ends like a complete utterance. Remembered: each frame of a
+    silence before the endpoint asks again about the same words."""
     stripped = text.strip()
     if not stripped:
         return False

@@ -20,7 +20,7 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 from callbridge.call_events import (
@@ -47,7 +47,7 @@ from callbridge.server.media_frames import FrameCheck
 from callbridge.telemetry.logging import bind_call, log_event
 from callbridge.twilio import codec
 from callbridge.twilio.budget import DTMF_BURST, DTMF_PER_S, AudioPacer, TokenBucket
-from callbridge.twilio.gaps import GapDetector
+from callbridge.twilio.gaps import Gap, GapDetector
 from callbridge.twilio.transport import TwilioTransport
 
 __all__ = [
@@ -59,6 +59,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_media_audio = codec.media_audio
+_new = tuple.__new__
 
 START_TIMEOUT_S = 10.0
 """Twilio sends ``start`` right after ``connected``; a socket that does not is not Twilio."""
@@ -141,10 +144,21 @@ class MediaStream:
         if self._pacing is not None:
             self._held.append(payload)
             return
-        if self._queue is not None:  # live: Twilio's media frame needs no event object
-            audio = codec.media_audio(payload)
-            if audio is not None:
-                self._live_audio(audio[1], audio[0])
+        queue = self._queue
+        if queue is not None:  # live: Twilio's media frame needs no event object
+            audio = _media_audio(payload)
+            if audio is not None:  # (``_live_audio`` and ``_caller_audio``, inline:
+                timestamp_ms, ulaw = audio  # every frame of every call)
+                now = self._clock()
+                wait_s = self._pacer.wait_s(len(ulaw), now)
+                if wait_s > 0:
+                    self._hold(ulaw, timestamp_ms, wait_s)
+                    return
+                gaps = self.gaps.seen(timestamp_ms, now)
+                if gaps:  # (nearly never: no loop over an empty tuple per frame)
+                    self._report_gaps(gaps)
+                if not queue.put_audio(_new(CallerAudio, (ulaw, timestamp_ms)), MAX_QUEUED_EVENTS):
+                    self._backlog_full(queue)
                 return
         self._handle(payload)
 
@@ -337,17 +351,26 @@ class MediaStream:
     def _caller_audio(self, ulaw: bytes, timestamp_ms: int, now: float) -> None:
         queue = self._queue
         assert queue is not None
-        for gap in self.gaps.seen(timestamp_ms, now):
+        gaps = self.gaps.seen(timestamp_ms, now)
+        if gaps:
+            self._report_gaps(gaps)
+        # The cap counts the caller's frames only (``Line.put_audio``). A ``CallerAudio``
+        # without its NamedTuple ``__new__``'s Python frame (fields in order).
+        if not queue.put_audio(_new(CallerAudio, (ulaw, timestamp_ms)), MAX_QUEUED_EVENTS):
+            self._backlog_full(queue)
+
+    def _report_gaps(self, gaps: Sequence[Gap]) -> None:
+        for gap in gaps:
             reported = MediaGap(gap.kind, round(gap.gap_ms), gap.coalesced)
             log_event(log, logging.INFO, "media.gap", **reported.data)
             self.emit(reported)
-        if queue.qsize() >= MAX_QUEUED_EVENTS:  # the caller's frames only (``Line``)
-            self.dropped_backlog += 1
-            if self.dropped_backlog == 1:
-                log_event(log, logging.WARNING, "stream.backlog", queued=queue.qsize())
-                self.emit(BacklogFull(queue.qsize()))
-            return
-        queue.put_nowait(CallerAudio(ulaw, timestamp_ms))
+
+    def _backlog_full(self, queue: Line) -> None:
+        """A caller frame dropped: the runner is 20 s behind (logged once a call)."""
+        self.dropped_backlog += 1
+        if self.dropped_backlog == 1:
+            log_event(log, logging.WARNING, "stream.backlog", queued=queue.qsize())
+            self.emit(BacklogFull(queue.qsize()))
 
     def _hold(self, ulaw: bytes, timestamp_ms: int, wait_s: float) -> None:
         """The caller's audio is ahead of real time: stop reading (TCP pushes back) and

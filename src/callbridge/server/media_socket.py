@@ -80,6 +80,9 @@ class MediaSocket(asyncio.Protocol):
         self._plain = False  # the handshake is done and agreed no extensions
         self._fragmented = False  # in a fragmented message: websockets reads the rest
         self.splitter = FrameSplitter(config.ws_max_size, self._feed_ws)
+        # The socket's bytes straight to the splitter: no frame of ours in between (every
+        # message of every call; ``UpgradeRouter`` looks it up per message).
+        self.data_received = self.splitter.feed  # type: ignore[method-assign]
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 

@@ -36,6 +36,7 @@ FIN_TEXT = 0x81
 _MASKED = 0x80
 _LEN16 = 126
 _LEN64 = 127
+_MASKED_LEN16 = _MASKED | _LEN16
 NEED_MORE = -1
 """``fast_frame``: the frame's header or payload is not all here yet."""
 NOT_FAST = -2
@@ -145,23 +146,24 @@ class FrameSplitter:
     def feed(self, data: bytes) -> None:
         if self._ws_owed:
             data = self._finish_ws(data)
-        if data:
-            self._read(data)
-
-    def eof(self) -> None:
-        """The peer's end of the stream: a frame cut short goes to websockets, which says
-        the stream ended mid-frame as if it had read it all."""
-        held, self._held = self._held, b""
-        self._ws_owed = _WS_ALL
-        if held:
-            self._to_ws(held)
-
-    def _read(self, data: bytes) -> None:
+        if not data:
+            return
+        # The frames of ``data`` from a boundary on (inline, not a call: every message).
         buf = self._held + data if self._held else data
         self._held = b""
         pos, limit, on_text = 0, self.limit, self.on_text
         while pos < len(buf):
             if self.fast:
+                # ``fast_frame`` inline for a media message's own shape (a final, masked
+                # text frame with a 16-bit length, all here): every message of every call.
+                if buf[pos] == FIN_TEXT and len(buf) - pos >= 4 and buf[pos + 1] == _MASKED_LEN16:
+                    size = (buf[pos + 2] << 8) | buf[pos + 3]
+                    start = pos + 8
+                    end = start + size
+                    if size <= limit and end <= len(buf):
+                        on_text(apply_mask(buf[start:end], buf[pos + 4 : start]))
+                        pos = end
+                        continue
                 start, end = fast_frame(buf, pos, limit)
                 if start >= 0:  # a masked, final text frame: its text, unmasked
                     on_text(apply_mask(buf[start:end], buf[start - 4 : start]))
@@ -171,6 +173,14 @@ class FrameSplitter:
                     self._held = buf[pos:]
                     return
             buf, pos = self._ws_frame(buf[pos:]), 0
+
+    def eof(self) -> None:
+        """The peer's end of the stream: a frame cut short goes to websockets, which says
+        the stream ended mid-frame as if it had read it all."""
+        held, self._held = self._held, b""
+        self._ws_owed = _WS_ALL
+        if held:
+            self._to_ws(held)
 
     def _ws_frame(self, rest: bytes) -> bytes:
         """Hand websockets the frame ``rest`` begins (all of ``rest`` once the socket is

@@ -209,12 +209,14 @@ _MEDIA_RE = re.compile(
     rb'"streamSid":"([A-Za-z0-9]{1,64})"\}\Z'
 )
 _match_media = _MEDIA_RE.match
-# The same shape, capturing only what a live call uses (each group costs time).
-_match_live_media = re.compile(
+# The same shape in two parts around the payload, capturing only what a live call uses
+# (each group costs time): the payload's end is its first quote (``bytes.find``, not the
+# regex engine a byte at a time over ~216 bytes of base64), and the rest must follow it.
+_match_live_head = re.compile(
     rb'\{"event":"media","sequenceNumber":"[0-9]{1,18}","media":\{"track":"[a-z_]{1,32}",'
-    rb'"chunk":"[0-9]{1,18}","timestamp":"([0-9]{1,18})","payload":"([^"]*)"\},'
-    rb'"streamSid":"[A-Za-z0-9]{1,64}"\}\Z'
+    rb'"chunk":"[0-9]{1,18}","timestamp":"([0-9]{1,18})","payload":"'
 ).match
+_match_live_tail = re.compile(rb'"\},"streamSid":"[A-Za-z0-9]{1,64}"\}\Z').match
 _b64decode = binascii.a2b_base64
 
 
@@ -227,12 +229,15 @@ def media_audio(payload: bytes) -> tuple[int, bytes] | None:
     """
     if len(payload) > MAX_FRAME_BYTES:
         return None
-    match = _match_live_media(payload)
-    if match is None:
+    head = _match_live_head(payload)
+    if head is None:
         return None
-    timestamp, b64 = match.groups()
+    start = head.end()
+    end = payload.find(b'"', start)
+    if end < 0 or _match_live_tail(payload, end) is None:
+        return None
     try:
-        return int(timestamp), _b64decode(b64, strict_mode=True)
+        return int(head[1]), _b64decode(payload[start:end], strict_mode=True)
     except binascii.Error:
         return None  # the strict reader says what is wrong with it
 
