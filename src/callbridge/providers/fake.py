@@ -132,7 +132,7 @@ class FakeSttStream:
     def push_audio(self, ulaw_frame: bytes) -> None:
         if self._closed:
             return
-        voiced = b"\x01" in ulaw_frame.translate(self._loud_codes)
+        voiced = 1 in ulaw_frame.translate(self._loud_codes)  # an int: no TypeError tried first
         if voiced:
             if not self._in_utterance:
                 self._in_utterance = True

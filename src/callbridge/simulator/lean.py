@@ -50,7 +50,7 @@ _LOUD = bytes(1 if _b < 0x70 or 0x80 <= _b < 0xF0 else 0 for _b in range(256))
 def fast_audible(ulaw_audio: bytes) -> bool:
     """Any sample louder than ~-40 dBFS peak (μ-law codes below 0x70/0xF0): a table
     lookup, where ``voice.is_audible`` decodes and takes an RMS."""
-    return b"\x01" in ulaw_audio.translate(_LOUD)
+    return 1 in ulaw_audio.translate(_LOUD)  # an int: no TypeError tried first
 
 
 def fast_audible_frames(ulaw_audio: bytes) -> int:
