@@ -34,12 +34,10 @@ before ``caller_quiet(False)`` returns, and the cadence is ``chunkMs`` again.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final, Literal
-from urllib.parse import urlencode
+from typing import Final, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -47,19 +45,22 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from callbridge.errors import ProviderError
-from callbridge.providers.base import (
-    SttEvent,
-    SttSpeechStarted,
-    SttUtteranceEnd,
-    TranscriptUpdate,
-)
-from callbridge.providers.env import base_url, require_key, to_websocket_url
+from callbridge.providers.base import SttEvent
+from callbridge.providers.env import base_url, require_key
 from callbridge.providers.inbox import Inbox
 from callbridge.providers.registry import ProviderBlock, ProviderSpec
 from callbridge.providers.retry import OnRetry
+from callbridge.providers.stt.deepgram_wire import (
+    CLOSE_STREAM,
+    FINALIZE,
+    KEEPALIVE,
+    MALFORMED,
+    decode,
+    listen_url,
+)
 from callbridge.providers.ws_client import VendorConnection
 
-__all__ = ["SPEC", "DeepgramConfig", "DeepgramSTT", "DeepgramStream"]
+__all__ = ["SPEC", "DeepgramConfig", "DeepgramSTT", "DeepgramStream", "listen_url"]
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,6 @@ _WIRE_LOG.setLevel(logging.INFO)
 NAME: Final = "deepgram"
 DEFAULT_BASE_URL: Final = "https://api.deepgram.com"
 _TIMER_SLACK_S: Final = 0.001  # uvloop's timers have 1 ms resolution
-_KEEPALIVE: Final = json.dumps({"type": "KeepAlive"})
-_FINALIZE: Final = json.dumps({"type": "Finalize"})
-_CLOSE_STREAM: Final = json.dumps({"type": "CloseStream"})
 # Upgrade statuses where a later attempt can succeed.
 _RETRYABLE_STATUS: Final = frozenset({408, 425, 429})
 # Close codes that mean our data or request was refused: the same bytes fail again.
@@ -224,7 +222,7 @@ class DeepgramStream:
         """Ask Deepgram to flush what it heard now (it answers with ``from_finalize``)."""
         if self._closing or self._events.failure is not None:
             return
-        self._queue_control(_FINALIZE)
+        self._queue_control(FINALIZE)
 
     def events(self) -> AsyncIterator[SttEvent]:
         return self._events.events()
@@ -233,7 +231,7 @@ class DeepgramStream:
         """Send ``CloseStream``, give Deepgram a moment to flush its finals, then close."""
         if not self._closing:
             self._closing = True
-            self._queue_control(_CLOSE_STREAM)
+            self._queue_control(CLOSE_STREAM)
             await asyncio.wait({self._receiver}, timeout=1.5)
         self._keepalive_timer.cancel()
         if self._lone_timer is not None:
@@ -272,7 +270,7 @@ class DeepgramStream:
         """Deepgram closes a socket idle for ~10 s: say something if nothing went out."""
         idle = self._loop.time() - self._sent_at
         if idle >= self._keepalive_s * 0.99 and not self._outbox:
-            self._queue_control(_KEEPALIVE)
+            self._queue_control(KEEPALIVE)
             idle = 0.0
         self._keepalive_timer = self._loop.call_later(
             max(self._keepalive_s - idle, 0.001), self._keepalive_due
@@ -301,14 +299,14 @@ class DeepgramStream:
                 self._wake.set()
                 return
             self._sent(message)
-            if message is _CLOSE_STREAM:
+            if message is CLOSE_STREAM:
                 return
 
     def _sent(self, message: bytes | str) -> None:
         self._sent_at = self._loop.time()
-        if message is _KEEPALIVE:
+        if message is KEEPALIVE:
             self.keepalives_sent += 1
-        elif message is _CLOSE_STREAM:
+        elif message is CLOSE_STREAM:
             self._ended = True
 
     async def _send_loop(self) -> None:
@@ -389,11 +387,8 @@ class DeepgramStream:
 
     def _parse(self, text: str) -> SttEvent | None:
         try:
-            message = json.loads(text)
-            kind = message["type"]
-            if kind == "Results":
-                return _transcript(message)
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            kind, message, event = decode(text)
+        except MALFORMED as exc:
             self.malformed_messages += 1
             log.warning(
                 "deepgram.malformed_message count=%d error=%r head=%r",
@@ -402,54 +397,18 @@ class DeepgramStream:
                 text[:80],
             )
             return None
-        if kind == "SpeechStarted":
-            return SttSpeechStarted()
-        if kind == "UtteranceEnd":
-            return SttUtteranceEnd()
-        if kind == "Metadata":
-            log.debug("deepgram.metadata request_id=%s", message.get("request_id"))
-        elif kind == "Error" or "err_code" in message:
-            log.warning("deepgram.error_message %s", message)
-        else:
-            log.info("deepgram.unknown_message type=%r", kind)
-        return None
-
-
-def _transcript(message: Mapping[str, Any]) -> TranscriptUpdate:
-    """``Results`` → ``TranscriptUpdate``, empty ones included.
-
-    An empty interim is news: Deepgram heard this audio and found no words in it yet,
-    which is what ``interruptMinWords`` waits on (a cough is not a barge-in). An empty
-    final answers ``Finalize`` with "nothing was said".
-    """
-    text = str(message["channel"]["alternatives"][0]["transcript"])
-    is_final = bool(message.get("is_final", False))
-    return TranscriptUpdate(
-        text=text, is_final=is_final, speech_final=bool(message.get("speech_final", False)),
-        from_finalize=bool(message.get("from_finalize", False)),
-    )
+        if event is None:
+            if kind == "Metadata":
+                log.debug("deepgram.metadata request_id=%s", message.get("request_id"))
+            elif kind == "Error" or "err_code" in message:
+                log.warning("deepgram.error_message %s", message)
+            else:
+                log.info("deepgram.unknown_message type=%r", kind)
+        return event
 
 
 def _body_text(body: bytes | bytearray | None) -> str:
     return (body or b"").decode("utf-8", "replace").strip()[:200] or "(no body)"
-
-
-def listen_url(config: DeepgramConfig, base: str) -> str:
-    """The ``/v1/listen`` URL with the query parameters of providers.md."""
-    params: dict[str, str] = {
-        "model": config.model,
-        "encoding": "mulaw",
-        "sample_rate": "8000",
-        "channels": "1",
-        "interim_results": "true",
-        "endpointing": str(config.endpointing),
-        "utterance_end_ms": str(config.utterance_end_ms),
-        "vad_events": "true",
-        "smart_format": "true" if config.smart_format else "false",
-    }
-    if config.language:
-        params["language"] = config.language
-    return f"{to_websocket_url(base)}/v1/listen?{urlencode(params)}"
 
 
 def build(config: DeepgramConfig, env: Mapping[str, str]) -> DeepgramSTT:
